@@ -1,0 +1,123 @@
+"""The one representation of a micrograph (+ mask) that travels through the whole program.
+
+A real micrograph read from disk, a training tile, a predicted phase map and a synthetic pair from a
+generator are all :class:`Sample` objects; what they are is recorded in ``provenance``. A synthetic
+pair's requested condition lives in ``provenance.condition`` and its achieved fractions are
+``sample.fractions``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .schema import PhaseSchema
+
+ORIGINS = ("real", "synthetic", "corrected", "predicted")
+
+
+@dataclass
+class Provenance:
+    """Where a sample came from. Serialised to JSON in the dataset store."""
+
+    origin: str = "real"
+    source: str = ""
+    crop_box: tuple[int, int, int, int] | None = None  # (y0, x0, y1, x1) in the source image
+    generator: str = ""
+    generator_version: str = ""
+    model_checksum: str = ""
+    condition: dict[str, Any] | None = None  # e.g. {"fractions": [...]} or {"properties": {...}}
+    seed: int | None = None
+    changed_pixels: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise ValueError(f"provenance origin must be one of {ORIGINS}, got {self.origin!r}")
+        if self.crop_box is not None:
+            self.crop_box = tuple(int(v) for v in self.crop_box)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["crop_box"] = list(self.crop_box) if self.crop_box is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Provenance":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown provenance fields: {sorted(unknown)}")
+        data = dict(data)
+        if data.get("crop_box") is not None:
+            data["crop_box"] = tuple(data["crop_box"])
+        return cls(**data)
+
+
+@dataclass
+class Sample:
+    """A grey micrograph with an optional class mask.
+
+    image: float32 ``(H, W)`` in [0, 1].
+    mask: integer ``(H, W)`` class ids of ``schema`` (may hold ``schema.ignore_id``), or None.
+    instances: optional integer ``(H, W)`` instance labels (grain maps), 0 = none.
+    pixel_size_um: physical pixel size in micrometres when known.
+    properties: continuous conditions (anneal temperature, ...) by name.
+    """
+
+    image: np.ndarray
+    schema: PhaseSchema
+    mask: np.ndarray | None = None
+    name: str = ""
+    pixel_size_um: float | None = None
+    properties: dict[str, float] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+    instances: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        image = np.asarray(self.image)
+        if image.ndim != 2:
+            raise ValueError(f"sample {self.name!r}: image must be 2-D grey, got shape {image.shape}")
+        if image.dtype != np.float32:
+            image = image.astype(np.float32)
+        self.image = image
+        if self.mask is not None:
+            mask = np.asarray(self.mask)
+            if mask.shape != image.shape:
+                raise ValueError(
+                    f"sample {self.name!r}: mask shape {mask.shape} differs from image shape {image.shape}"
+                )
+            if not np.issubdtype(mask.dtype, np.integer):
+                raise ValueError(f"sample {self.name!r}: mask must hold integers, got {mask.dtype}")
+            self.mask = mask
+        if self.instances is not None and np.shape(self.instances) != image.shape:
+            raise ValueError(f"sample {self.name!r}: instance map shape differs from image shape")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape  # type: ignore[return-value]
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """Per-class area fractions of the mask (ignore id skipped); raises if there is no mask."""
+        from .fractions import mask_fractions
+
+        if self.mask is None:
+            raise ValueError(f"sample {self.name!r} has no mask")
+        return mask_fractions(self.mask, self.schema)
+
+    def crop(self, box: tuple[int, int, int, int], name: str | None = None) -> "Sample":
+        """Sub-sample ``image[y0:y1, x0:x1]``; the crop box is recorded relative to the source."""
+        y0, x0, y1, x1 = box
+        base = self.provenance.crop_box
+        abs_box = (y0, x0, y1, x1) if base is None else (base[0] + y0, base[1] + x0, base[0] + y1, base[1] + x1)
+        return replace(
+            self,
+            image=self.image[y0:y1, x0:x1].copy(),
+            mask=None if self.mask is None else self.mask[y0:y1, x0:x1].copy(),
+            instances=None if self.instances is None else self.instances[y0:y1, x0:x1].copy(),
+            name=name if name is not None else f"{self.name}[{y0}:{y1},{x0}:{x1}]",
+            provenance=replace(self.provenance, crop_box=abs_box, extra=dict(self.provenance.extra)),
+            properties=dict(self.properties),
+        )
