@@ -1,0 +1,1 @@
+"""Torch modules (segmenters, generators' networks) and the model-folder format."""

@@ -1,0 +1,75 @@
+"""Model folder: ``config.json`` + ``<name>.safetensors`` weights + ``README.md`` model card.
+
+The same shape as diffusers' ``save_pretrained``. ``config.json`` holds everything needed to rebuild the
+modules (kind, architecture arguments, phase schema, training-data fingerprint, code version); weights load
+on CPU in float32 by default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+
+
+def save_model_folder(
+    folder: str | Path,
+    config: dict[str, Any],
+    weights: dict[str, dict[str, torch.Tensor]],
+    card: str,
+) -> Path:
+    """Write ``config`` (plus code version), one safetensors file per entry of ``weights`` and the card.
+
+    The files are written to temporary names first and renamed, so an interrupted save never leaves a
+    folder whose config and weights disagree.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    config.setdefault("code_version", __version__)
+    config["weights"] = sorted(weights)
+    for name, state in weights.items():
+        tmp = folder / f".{name}.safetensors.tmp"
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp))
+        tmp.replace(folder / f"{name}.safetensors")
+    tmp = folder / f".{CONFIG_NAME}.tmp"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tmp.replace(folder / CONFIG_NAME)
+    (folder / CARD_NAME).write_text(card)
+    return folder
+
+
+def read_model_config(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a model folder, with a clear error when the folder is not one."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder: {CONFIG_NAME} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def load_weights(folder: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """One named state dict of a model folder, in float32 on ``device``."""
+    path = Path(folder) / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"model folder {folder} has no weights {path.name}")
+    return {k: v.float() for k, v in load_file(str(path), device=str(device)).items()}
+
+
+def folder_checksum(folder: str | Path) -> str:
+    """SHA-256 over the weights files of a model folder (recorded in synthetic samples' provenance)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
