@@ -1,0 +1,777 @@
+"""The dataset store: a zarr v3 folder holding micrograph + mask samples with provenance.
+
+It is the exchange format of the whole tool: the curation widget appends accepted pairs to it, training
+reads it, ``export_folder`` turns it into plain image/mask files plus a CSV.
+
+>>> store = DatasetStore.create("pairs.zarr", PhaseSchema.bundled("uhcs"))   # doctest: +SKIP
+>>> index = store.append(sample, split="train")                                # doctest: +SKIP
+>>> store[index].provenance.origin                                             # doctest: +SKIP
+'real'
+
+Layout (one zarr group per sample, because samples have different sizes: whole micrographs of
+1024x703 or 1280x895 next to 256x256 tiles; a ragged per-sample layout stores each at its own shape
+without padding and lets a new sample be added without touching the arrays of earlier ones)::
+
+    store.zarr/                      root group, attributes:
+        napari_microsynth            {"format": "napari-microsynth-dataset", "version": 1, "image_dtype": ...}
+        schema                       PhaseSchema.to_dict()
+        description                  free text
+        count                        number of committed samples (the commit point, see below)
+        splits                       {split name: [sample indices]}
+      samples/000000/                one group per sample, attributes: name, pixel_size_um, properties,
+                                     provenance (Provenance.to_dict()), class_counts, status,
+                                     mask_array (which mask array is current), mask_history
+          image                      (H, W) float32 in [0, 1], or uint8/uint16 (see image_dtype)
+          mask                       (H, W) class ids as written first (never changed)
+          mask_v1, mask_v2, ...      corrected masks written by ``replace_mask``
+          instances                  optional (H, W) int32 instance labels
+
+Images: stored as float32 by default, so ``store[i].image`` is bit-identical to what was appended.
+``create(..., image_dtype="uint8"|"uint16")`` quantises to ``round(x * 255)`` / ``round(x * 65535)`` and
+reads back ``q / 255`` / ``q / 65535`` (float32): 4x / 2x smaller, exact for images that came from 8-bit /
+16-bit files, otherwise within half a quantisation step (0.5/255, 0.5/65535).
+
+Masks: stored in the smallest integer type that holds every class id and the ignore id of the schema
+(uint8 for up to 255 values), and read back in that type.
+
+Crash safety: a sample's arrays and attributes are written first, and only then the root ``count`` (and
+the split lists) are updated in one metadata write. zarr's local store replaces each file atomically
+(temporary file + rename), so a process killed at any point leaves either the old or the new count, and
+every sample below the count complete. A half-written sample group above the count is ignored, reported
+by ``incomplete`` (with a warning on open) and overwritten by the next append. Appending never
+rewrites the arrays of existing samples; mask corrections add a new mask array and keep the original.
+Only one process may write to a store at a time.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
+from .sample import ORIGINS, Provenance, Sample
+from .schema import PhaseSchema
+
+FORMAT_NAME = "napari-microsynth-dataset"
+FORMAT_VERSION = 1
+FORMAT_KEY = "napari_microsynth"
+STATUSES = ("pending", "accepted", "rejected", "flagged")
+IMAGE_DTYPES = ("float32", "uint8", "uint16")
+EXPORT_IMAGE_FORMATS = ("png", "tiff16", "tiff")
+_CHUNK = 512
+_SAMPLE_KEYS = ("name", "pixel_size_um", "properties", "provenance", "class_counts", "status", "mask_array")
+
+
+class StoreError(ValueError):
+    """A dataset store is missing, of another format, or damaged; the message says what and where."""
+
+
+class IncompleteWriteWarning(UserWarning):
+    """An earlier write was interrupted; the partly written sample is ignored."""
+
+
+def is_store(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding a napari-microsynth dataset store (cheap: reads one file)."""
+    meta = Path(path) / "zarr.json"
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    attrs = data.get("attributes") if isinstance(data, dict) else None
+    fmt = attrs.get(FORMAT_KEY) if isinstance(attrs, dict) else None
+    return isinstance(fmt, dict) and fmt.get("format") == FORMAT_NAME
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from numpy scalars/arrays, tuples and nested containers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _mask_dtype(schema: PhaseSchema) -> np.dtype:
+    """Smallest integer type holding ids 0..n-1 and the ignore id."""
+    values = [0, schema.n_classes - 1] + ([schema.ignore_id] if schema.ignore_id is not None else [])
+    lo, hi = min(values), max(values)
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def _class_counts(mask: np.ndarray, schema: PhaseSchema) -> np.ndarray:
+    """Pixels per class; raises naming any value the schema does not define."""
+    schema.validate_mask(mask)
+    values = mask.ravel()
+    if schema.ignore_id is not None:
+        values = values[values != schema.ignore_id]
+    return np.bincount(values.astype(np.int64), minlength=schema.n_classes)
+
+
+def _fractions_from_counts(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum(axis=-1, keepdims=True).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, counts / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(min(_CHUNK, max(1, int(s))) for s in shape)
+
+
+class DatasetStore:
+    """A zarr v3 dataset of :class:`~napari_microsynth.core.sample.Sample` objects (see the module doc).
+
+    Create with :meth:`create`, open with :meth:`open`; ``len(store)``, ``store[i]`` and iteration give
+    the committed samples in append order.
+    """
+
+    def __init__(self, root, path: Path, writable: bool) -> None:
+        """Use :meth:`create` or :meth:`open`."""
+        self._root = root
+        self.path = path
+        self.writable = writable
+        attrs = dict(root.attrs)
+        self._format = dict(attrs[FORMAT_KEY])
+        self.schema = PhaseSchema.from_dict(attrs["schema"])
+        self.description = str(attrs.get("description", ""))
+        self._count = int(attrs["count"])
+        self._splits: dict[str, list[int]] = {k: [int(i) for i in v] for k, v in attrs.get("splits", {}).items()}
+        self._samples_group = root["samples"]
+        self._meta: list[dict[str, Any]] = []
+        self.incomplete: list[str] = []
+
+    # ------------------------------------------------------------------ creation / opening
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        schema: PhaseSchema,
+        description: str = "",
+        overwrite: bool = False,
+        image_dtype: str = "float32",
+    ) -> "DatasetStore":
+        """Create an empty store at ``path`` for masks of ``schema``.
+
+        An existing path is refused unless ``overwrite=True``, and even then only an existing dataset
+        store or an empty folder is replaced (never an unrelated folder). ``image_dtype`` is
+        ``"float32"`` (exact, default), ``"uint8"`` or ``"uint16"`` (quantised, see the module doc).
+        """
+        import zarr
+
+        path = Path(path)
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
+        if not isinstance(schema, PhaseSchema):
+            raise TypeError(f"schema must be a PhaseSchema, got {type(schema).__name__}")
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+            if path.is_dir() and is_store(path):
+                shutil.rmtree(path)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+            else:
+                raise FileExistsError(
+                    f"{path} exists and is not a napari-microsynth store; refusing to delete it "
+                    "(choose a new path or remove it yourself)"
+                )
+        root = zarr.open_group(path, mode="w-", zarr_format=3)
+        root.create_group("samples")
+        from .. import __version__
+
+        root.update_attributes(
+            {
+                FORMAT_KEY: {
+                    "format": FORMAT_NAME,
+                    "version": FORMAT_VERSION,
+                    "image_dtype": image_dtype,
+                    "package_version": __version__,
+                },
+                "schema": schema.to_dict(),
+                "description": str(description),
+                "count": 0,
+                "splits": {},
+            }
+        )
+        return cls(root, path, writable=True)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r", check_data: bool = True) -> "DatasetStore":
+        """Open an existing store read-only (``mode="r"``) or for appending and curation (``mode="a"``).
+
+        Opening validates the format version, the schema and every committed sample (group, attributes,
+        image and mask arrays of the same 2-D shape); with ``check_data`` it also reads every mask and
+        checks its values against the schema. Problems raise :class:`StoreError` listing them.
+        """
+        import zarr
+        from zarr.errors import NodeNotFoundError
+
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' (read) or 'a' (append), got {mode!r}")
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no dataset store at {path}")
+        try:
+            root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
+        except (NodeNotFoundError, FileNotFoundError, ValueError) as exc:
+            raise StoreError(f"{path} is not a zarr v3 group ({exc})") from exc
+        attrs = dict(root.attrs)
+        fmt = attrs.get(FORMAT_KEY)
+        if not isinstance(fmt, dict) or fmt.get("format") != FORMAT_NAME:
+            raise StoreError(f"{path} is a zarr group but not a napari-microsynth dataset store (no {FORMAT_KEY!r} attribute)")
+        version = fmt.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format version {version!r} is not supported (this program reads up to "
+                f"version {FORMAT_VERSION}; update napari-microsynth)"
+            )
+        if fmt.get("image_dtype") not in IMAGE_DTYPES:
+            raise StoreError(f"{path}: unknown image_dtype {fmt.get('image_dtype')!r}, expected one of {IMAGE_DTYPES}")
+        if "schema" not in attrs:
+            raise StoreError(f"{path}: the store has no phase schema (root attribute 'schema' is missing)")
+        try:
+            PhaseSchema.from_dict(attrs["schema"])
+        except ValueError as exc:
+            raise StoreError(f"{path}: the stored phase schema is invalid: {exc}") from exc
+        if not isinstance(attrs.get("count"), int) or attrs["count"] < 0:
+            raise StoreError(f"{path}: root attribute 'count' must be a non-negative integer, got {attrs.get('count')!r}")
+        if "samples" not in root:
+            raise StoreError(f"{path}: the 'samples' group is missing")
+        store = cls(root, path, writable=(mode == "a"))
+        store._load_and_validate(check_data)
+        return store
+
+    def _load_and_validate(self, check_data: bool) -> None:
+        """Read every committed sample's attributes; collect all problems into one StoreError."""
+        problems: list[str] = []
+        self._meta = []
+        for i in range(self._count):
+            key = self._key(i)
+            where = f"sample {i} (samples/{key})"
+            group = self._samples_group.get(key)
+            if group is None:
+                problems.append(f"{where} is missing")
+                self._meta.append({})
+                continue
+            meta = dict(group.attrs)
+            self._meta.append(meta)
+            missing = [k for k in _SAMPLE_KEYS if k not in meta]
+            if missing:
+                problems.append(f"{where} lacks attributes {missing}")
+                continue
+            try:
+                Provenance.from_dict(meta["provenance"])
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{where} has invalid provenance: {exc}")
+            if meta["status"] not in STATUSES:
+                problems.append(f"{where} has status {meta['status']!r}, expected one of {STATUSES}")
+            image = group.get("image")
+            mask = group.get(meta["mask_array"])
+            if image is None:
+                problems.append(f"{where} has no image array")
+            if mask is None:
+                problems.append(f"{where} has no mask array {meta['mask_array']!r}")
+            if image is None or mask is None:
+                continue
+            if len(image.shape) != 2:
+                problems.append(f"{where}: image must be 2-D, got shape {tuple(image.shape)}")
+            if image.shape != mask.shape:
+                problems.append(f"{where}: image shape {tuple(image.shape)} differs from mask shape {tuple(mask.shape)}")
+            if str(image.dtype) != self._format["image_dtype"]:
+                problems.append(f"{where}: image dtype {image.dtype} differs from the store's {self._format['image_dtype']}")
+            if not np.issubdtype(np.dtype(str(mask.dtype)), np.integer):
+                problems.append(f"{where}: mask dtype {mask.dtype} is not an integer type")
+                continue
+            if len(meta["class_counts"]) != self.schema.n_classes:
+                problems.append(
+                    f"{where} has {len(meta['class_counts'])} class counts but the schema "
+                    f"{self.schema.name!r} has {self.schema.n_classes} classes"
+                )
+            if check_data and image.shape == mask.shape:
+                try:
+                    counts = _class_counts(mask[...], self.schema)
+                except ValueError as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+                if counts.tolist() != list(meta["class_counts"]):
+                    problems.append(f"{where}: stored class counts {meta['class_counts']} disagree with the mask ({counts.tolist()})")
+        for name, indices in self._splits.items():
+            bad = [i for i in indices if not 0 <= i < self._count]
+            if bad:
+                problems.append(f"split {name!r} refers to samples {bad[:10]} that do not exist (store has {self._count})")
+        if problems:
+            shown = "\n  - ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise StoreError(f"dataset store {self.path} is damaged:\n  - {shown}{more}")
+        self.incomplete = sorted(k for k in self._samples_group.group_keys() if not (k.isdigit() and int(k) < self._count))
+        if self.incomplete:
+            warnings.warn(
+                f"{self.path}: ignoring {len(self.incomplete)} incompletely written sample group(s) "
+                f"{self.incomplete[:5]} left by an interrupted write; the next append overwrites them",
+                IncompleteWriteWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ basic access
+    @staticmethod
+    def _key(index: int) -> str:
+        return f"{index:06d}"
+
+    @property
+    def image_dtype(self) -> str:
+        return str(self._format["image_dtype"])
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"DatasetStore({str(self.path)!r}, schema={self.schema.name!r}, samples={self._count})"
+
+    def _index(self, index: int) -> int:
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"sample index must be an integer, got {type(index).__name__}")
+        i = int(index) + (self._count if index < 0 else 0)
+        if not 0 <= i < self._count:
+            raise IndexError(f"sample index {index} out of range for a store with {self._count} samples")
+        return i
+
+    def _group(self, index: int):
+        return self._samples_group[self._key(index)]
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise PermissionError(f"{self.path} was opened read-only; use DatasetStore.open(path, mode='a')")
+
+    def __getitem__(self, index: int) -> Sample:
+        i = self._index(index)
+        group = self._group(i)
+        meta = self._meta[i]
+        instances = group.get("instances")
+        return Sample(
+            image=self._decode_image(group["image"][...]),
+            schema=self.schema,
+            mask=group[meta["mask_array"]][...],
+            name=meta["name"],
+            pixel_size_um=meta["pixel_size_um"],
+            properties=dict(meta["properties"]),
+            provenance=Provenance.from_dict(meta["provenance"]),
+            instances=None if instances is None else instances[...],
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(self._count):
+            yield self[i]
+
+    def image(self, index: int) -> np.ndarray:
+        """Float32 image of one sample, without reading its mask."""
+        return self._decode_image(self._group(self._index(index))["image"][...])
+
+    def mask(self, index: int, version: str | None = None) -> np.ndarray:
+        """Current mask of a sample, or an older version by array name (see :meth:`mask_versions`)."""
+        i = self._index(index)
+        name = self._meta[i]["mask_array"] if version is None else version
+        if name not in self.mask_versions(i):
+            raise KeyError(f"sample {i} has no mask version {name!r}; versions: {self.mask_versions(i)}")
+        return self._group(i)[name][...]
+
+    def mask_versions(self, index: int) -> list[str]:
+        """Mask array names of a sample, oldest first (``"mask"`` is the one first appended)."""
+        i = self._index(index)
+        return ["mask"] + [entry["array"] for entry in self._meta[i].get("mask_history", [])]
+
+    def shape(self, index: int) -> tuple[int, int]:
+        """(H, W) of a sample without reading its data."""
+        return tuple(self._group(self._index(index))["image"].shape)  # type: ignore[return-value]
+
+    @property
+    def names(self) -> list[str]:
+        return [m["name"] for m in self._meta]
+
+    @property
+    def splits(self) -> dict[str, list[int]]:
+        """Split name -> sample indices (a copy)."""
+        return {k: list(v) for k, v in self._splits.items()}
+
+    def provenance(self, index: int) -> Provenance:
+        return Provenance.from_dict(self._meta[self._index(index)]["provenance"])
+
+    def pixel_size_um(self, index: int) -> float | None:
+        return self._meta[self._index(index)]["pixel_size_um"]
+
+    def properties(self, index: int) -> dict[str, float]:
+        return dict(self._meta[self._index(index)]["properties"])
+
+    def status(self, index: int) -> str:
+        return str(self._meta[self._index(index)]["status"])
+
+    def statuses(self) -> list[str]:
+        return [str(m["status"]) for m in self._meta]
+
+    def class_counts(self) -> np.ndarray:
+        """``(N, C)`` int64 pixel counts per class of the current masks (ignore id skipped)."""
+        return np.array([m["class_counts"] for m in self._meta], dtype=np.int64).reshape(-1, self.schema.n_classes)
+
+    def fractions(self) -> np.ndarray:
+        """``(N, C)`` phase fractions of the current masks, without reading any image or mask.
+
+        A sample whose mask is entirely the ignore id has a row of NaN.
+        """
+        return _fractions_from_counts(self.class_counts())
+
+    # ------------------------------------------------------------------ encoding
+    def _encode_image(self, image: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(image)):
+            raise ValueError("image holds NaN or infinite values; expected float values in [0, 1]")
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"image values must lie in [0, 1], got {lo:.4g}..{hi:.4g}; rescale or clip first")
+        if self.image_dtype == "float32":
+            return image.astype(np.float32, copy=False)
+        scale = 255.0 if self.image_dtype == "uint8" else 65535.0
+        return np.round(image.astype(np.float64) * scale).astype(self.image_dtype)
+
+    def _decode_image(self, data: np.ndarray) -> np.ndarray:
+        if self.image_dtype == "float32":
+            return data.astype(np.float32, copy=False)
+        scale = np.float32(255.0 if self.image_dtype == "uint8" else 65535.0)
+        return data.astype(np.float32) / scale
+
+    def _write_array(self, group, name: str, data: np.ndarray) -> None:
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=_chunks(data.shape), overwrite=True)
+        array[...] = data
+
+    # ------------------------------------------------------------------ writing
+    def append(self, sample: Sample, split: str | None = None, status: str = "pending") -> int:
+        """Add one sample (it must have a mask of this store's schema); returns its index.
+
+        ``split`` adds the index to that split; ``status`` is the curation state (one of ``STATUSES``).
+        """
+        self._require_writable()
+        if not isinstance(sample, Sample):
+            raise TypeError(f"expected a Sample, got {type(sample).__name__}")
+        if sample.mask is None:
+            raise ValueError(f"sample {sample.name!r} has no mask; the store holds image + mask pairs")
+        if sample.schema != self.schema:
+            raise ValueError(
+                f"sample {sample.name!r} uses schema {sample.schema.name!r} ({', '.join(sample.schema.names)}) "
+                f"but the store uses {self.schema.name!r} ({', '.join(self.schema.names)})"
+            )
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if split is not None and (not isinstance(split, str) or not split):
+            raise ValueError(f"split must be a non-empty name, got {split!r}")
+        counts = _class_counts(sample.mask, self.schema)
+        image = self._encode_image(sample.image)
+        index = self._count
+        meta = {
+            "name": sample.name or f"sample_{index:06d}",
+            "pixel_size_um": None if sample.pixel_size_um is None else float(sample.pixel_size_um),
+            "properties": {str(k): float(v) for k, v in sample.properties.items()},
+            "provenance": _jsonable(sample.provenance.to_dict()),
+            "class_counts": counts.tolist(),
+            "status": status,
+            "mask_array": "mask",
+            "mask_history": [],
+        }
+        group = self._samples_group.create_group(self._key(index), overwrite=True, attributes=meta)
+        self._write_array(group, "image", image)
+        self._write_array(group, "mask", sample.mask.astype(_mask_dtype(self.schema), copy=False))
+        if sample.instances is not None:
+            self._write_array(group, "instances", np.asarray(sample.instances).astype(np.int32, copy=False))
+        splits = self.splits
+        if split is not None:
+            splits.setdefault(split, []).append(index)
+        # The commit point: one atomic rewrite of the root metadata.
+        self._root.update_attributes({"count": index + 1, "splits": splits})
+        self._count = index + 1
+        self._splits = splits
+        self._meta.append(meta)
+        if self._key(index) in self.incomplete:
+            self.incomplete.remove(self._key(index))
+        return index
+
+    def extend(
+        self,
+        samples: Iterable[Sample],
+        split: str | None = None,
+        progress: ProgressFn = no_progress,
+        should_stop: StopFn = never_stop,
+        status: str = "pending",
+    ) -> list[int]:
+        """Append many samples (a list or a generator); each is committed as soon as it is written.
+
+        Raises :class:`Cancelled` when ``should_stop()`` turns true; samples appended so far stay.
+        ``progress`` gets ``total=0`` when ``samples`` has no length.
+        """
+        total = len(samples) if hasattr(samples, "__len__") else 0  # type: ignore[arg-type]
+        indices: list[int] = []
+        for sample in samples:
+            check_stop(should_stop)
+            indices.append(self.append(sample, split=split, status=status))
+            progress(len(indices), total, f"stored {sample.name or len(indices)}")
+        return indices
+
+    def _write_sample_attrs(self, index: int, meta: dict[str, Any]) -> None:
+        self._group(index).update_attributes(meta)
+        self._meta[index] = meta
+
+    def set_split(self, name: str, indices: Iterable[int]) -> None:
+        """Make split ``name`` hold exactly ``indices`` (sorted, duplicates dropped)."""
+        self._require_writable()
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"split name must be a non-empty string, got {name!r}")
+        values = sorted({self._index(int(i)) for i in indices})
+        splits = self.splits
+        splits[name] = values
+        self._root.update_attributes({"splits": splits})
+        self._splits = splits
+
+    def set_status(self, index: int, status: str) -> None:
+        """Curation state of a sample: ``pending``, ``accepted``, ``rejected`` or ``flagged``.
+
+        Rejected samples stay in the store (nothing is deleted) but are left out of ``export_folder``.
+        """
+        self._require_writable()
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        i = self._index(index)
+        self._write_sample_attrs(i, {**self._meta[i], "status": status})
+
+    def replace_mask(self, index: int, mask: np.ndarray, origin: str = "corrected") -> None:
+        """Store a corrected mask for a sample as a new array version; the original stays readable.
+
+        The sample's provenance gets ``origin`` and ``changed_pixels`` (pixels that differ from the
+        originally appended mask); the origin it had before is kept in ``provenance.extra["original_origin"]``.
+        Class counts and fractions follow the new mask.
+        """
+        self._require_writable()
+        if origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
+        i = self._index(index)
+        mask = np.asarray(mask)
+        if mask.shape != self.shape(i):
+            raise ValueError(f"new mask shape {mask.shape} differs from sample {i}'s shape {self.shape(i)}")
+        if not np.issubdtype(mask.dtype, np.integer):
+            raise ValueError(f"mask must hold integer class ids, got dtype {mask.dtype}")
+        counts = _class_counts(mask, self.schema)
+        meta = self._meta[i]
+        history = list(meta.get("mask_history", []))
+        array_name = f"mask_v{len(history) + 1}"
+        changed = int(np.count_nonzero(self._group(i)["mask"][...] != mask))
+        group = self._group(i)
+        self._write_array(group, array_name, mask.astype(_mask_dtype(self.schema), copy=False))
+        provenance = dict(meta["provenance"])
+        extra = dict(provenance.get("extra") or {})
+        extra.setdefault("original_origin", provenance["origin"])
+        provenance.update(origin=origin, changed_pixels=changed, extra=extra)
+        history.append({"array": array_name, "origin": origin, "changed_pixels": changed})
+        # The new array is written before the attributes point to it, so a crash keeps the old mask current.
+        self._write_sample_attrs(
+            i,
+            {**meta, "provenance": provenance, "class_counts": counts.tolist(), "mask_array": array_name, "mask_history": history},
+        )
+
+    def export_folder(self, out_dir: str | Path, **kwargs) -> Path:
+        """Same as :func:`export_folder` ``(self, out_dir, ...)``."""
+        return export_folder(self, out_dir, **kwargs)
+
+
+# ---------------------------------------------------------------------- export
+_EXPORT_ENTRIES = {"images", "masks", "splits", "schema.json", "samples.csv"}
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename, so it is never seen half-written."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    from PIL import Image
+
+    if array.dtype == np.uint8:
+        img = Image.fromarray(array)
+        if palette is not None:  # turns the grey image into a palette image with the same pixel values
+            flat = np.zeros((256, 3), dtype=np.uint8)
+            flat[: len(palette)] = palette
+            img.putpalette(flat.ravel().tolist())
+    else:
+        img = Image.fromarray(array.astype(np.uint16))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tiff_bytes(array: np.ndarray) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array)
+    return buffer.getvalue()
+
+
+def _safe_stem(index: int, name: str) -> str:
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80]
+    return f"{index:06d}_{clean}" if clean else f"{index:06d}"
+
+
+def _prepare_export_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = {p.name for p in out_dir.iterdir() if not p.name.endswith(".partial")}
+    foreign = sorted(entries - _EXPORT_ENTRIES)
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); choose an empty or new folder"
+        )
+    if (out_dir / "samples.csv").exists():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already holds a finished export; pass overwrite=True to replace it")
+        # Remove the completion marker first: a crash from here on leaves an unfinished export, which a
+        # re-run completes.
+        (out_dir / "samples.csv").unlink()
+    for sub in ("images", "masks", "splits"):
+        (out_dir / sub).mkdir(exist_ok=True)
+    for tmp in out_dir.rglob("*.partial"):
+        tmp.unlink()
+
+
+def export_folder(
+    store: DatasetStore,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    image_format: str = "png",
+    include_rejected: bool = False,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> Path:
+    """Write the store as plain files: ``images/``, ``masks/``, ``splits/<name>.txt``, ``schema.json`` and
+    ``samples.csv`` (one row per exported sample: index, name, split, status, origin, file names, size,
+    pixel size, ``fraction_<phase>`` per phase, ``property_<name>`` per property, provenance JSON).
+
+    ``image_format``: ``"png"`` (8-bit, ``round(x*255)``), ``"tiff16"`` (16-bit, ``round(x*65535)``) or
+    ``"tiff"`` (float32, exact). Masks are palette PNGs whose pixel values are the class ids (16-bit grey
+    PNG when ids exceed 255, int32 TIFF when the ignore id is negative). Rejected samples are skipped
+    unless ``include_rejected``.
+
+    Every file is written atomically and ``samples.csv`` last, so the CSV's presence marks a finished
+    export. A cancelled or killed export can simply be run again into the same folder: files have
+    fixed names (``<index>_<name>``), so nothing is duplicated, and stale files are removed. A finished
+    export is only replaced with ``overwrite=True``. Raises :class:`Cancelled` on ``should_stop()``.
+    """
+    if image_format not in EXPORT_IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {EXPORT_IMAGE_FORMATS}, got {image_format!r}")
+    out_dir = Path(out_dir)
+    _prepare_export_dir(out_dir, overwrite)
+    schema = store.schema
+    _atomic_write_bytes(out_dir / "schema.json", (json.dumps(schema.to_dict(), indent=2) + "\n").encode())
+
+    statuses = store.statuses()
+    indices = [i for i in range(len(store)) if include_rejected or statuses[i] != "rejected"]
+    split_of: dict[int, list[str]] = {}
+    for split_name, members in store.splits.items():
+        for i in members:
+            split_of.setdefault(i, []).append(split_name)
+    property_names = sorted({k for i in indices for k in store.properties(i)})
+    fractions = store.fractions()
+    mask_dtype = _mask_dtype(schema)
+    mask_ext = ".png" if np.iinfo(mask_dtype).min >= 0 and np.iinfo(mask_dtype).max <= 65535 else ".tif"
+    image_ext = ".png" if image_format == "png" else ".tif"
+
+    rows: list[dict[str, Any]] = []
+    written: dict[str, set[str]] = {"images": set(), "masks": set()}
+    for done, i in enumerate(indices):
+        check_stop(should_stop)
+        sample = store[i]
+        stem = _safe_stem(i, sample.name)
+        image_file, mask_file = stem + image_ext, stem + mask_ext
+        if image_format == "png":
+            image_bytes = _png_bytes(np.round(sample.image * 255.0).astype(np.uint8))
+        elif image_format == "tiff16":
+            image_bytes = _tiff_bytes(np.round(sample.image.astype(np.float64) * 65535.0).astype(np.uint16))
+        else:
+            image_bytes = _tiff_bytes(sample.image)
+        mask = sample.mask.astype(mask_dtype, copy=False)  # type: ignore[union-attr]
+        if mask_ext == ".png":
+            mask_bytes = _png_bytes(mask, palette=schema.colors if mask.dtype == np.uint8 else None)
+        else:
+            mask_bytes = _tiff_bytes(mask.astype(np.int32))
+        _atomic_write_bytes(out_dir / "images" / image_file, image_bytes)
+        _atomic_write_bytes(out_dir / "masks" / mask_file, mask_bytes)
+        written["images"].add(image_file)
+        written["masks"].add(mask_file)
+        row: dict[str, Any] = {
+            "index": i,
+            "name": sample.name,
+            "split": ";".join(split_of.get(i, [])),
+            "status": statuses[i],
+            "origin": sample.provenance.origin,
+            "image": f"images/{image_file}",
+            "mask": f"masks/{mask_file}",
+            "height": sample.shape[0],
+            "width": sample.shape[1],
+            "pixel_size_um": "" if sample.pixel_size_um is None else sample.pixel_size_um,
+        }
+        for c, phase in enumerate(schema.names):
+            row[f"fraction_{phase}"] = f"{fractions[i, c]:.6f}"
+        for prop in property_names:
+            row[f"property_{prop}"] = sample.properties.get(prop, "")
+        row["provenance"] = json.dumps(_jsonable(sample.provenance.to_dict()), sort_keys=True)
+        rows.append(row)
+        progress(done + 1, len(indices), f"exported {sample.name}")
+
+    for sub, keep in written.items():
+        for stale in (out_dir / sub).iterdir():
+            if stale.name not in keep:
+                stale.unlink()
+    split_files = set()
+    for split_name, members in store.splits.items():
+        file_name = re.sub(r"[^A-Za-z0-9._-]+", "_", split_name) + ".txt"
+        member_set = set(members)
+        stems = [r["image"].split("/", 1)[1] for r in rows if r["index"] in member_set]
+        _atomic_write_bytes(out_dir / "splits" / file_name, "".join(s + "\n" for s in stems).encode())
+        split_files.add(file_name)
+    for stale in (out_dir / "splits").iterdir():
+        if stale.name not in split_files:
+            stale.unlink()
+
+    columns = (
+        ["index", "name", "split", "status", "origin", "image", "mask", "height", "width", "pixel_size_um"]
+        + [f"fraction_{phase}" for phase in schema.names]
+        + [f"property_{prop}" for prop in property_names]
+        + ["provenance"]
+    )
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write_bytes(out_dir / "samples.csv", buffer.getvalue().encode())
+    return out_dir
+
+
+__all__ = [
+    "DatasetStore",
+    "StoreError",
+    "IncompleteWriteWarning",
+    "STATUSES",
+    "IMAGE_DTYPES",
+    "export_folder",
+    "is_store",
+]

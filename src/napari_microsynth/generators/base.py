@@ -1,0 +1,353 @@
+"""The generator contract: what every synthetic micrograph + mask generator offers.
+
+A generator says what it is conditioned on (:class:`ConditionSpec`, so a UI can build the controls),
+trains on a list of :class:`~napari_microsynth.core.sample.Sample`, saves to / loads from a model folder,
+and streams synthetic pairs as Samples with their provenance filled in:
+
+>>> gen = get_generator("pf-diffseg")(PhaseSchema.bundled("uhcs"), "tiny")      # doctest: +SKIP
+>>> gen.train(samples, gen.TrainConfig(steps=100))                               # doctest: +SKIP
+>>> for pair in gen.sample([0.7, 0.1, 0.15, 0.05], n=4, seed=1):                 # doctest: +SKIP
+...     print(pair.provenance.seed, pair.fractions)
+
+Conditions are phase-fraction vectors over the schema's classes, dictionaries of named continuous
+properties, or ``None``, depending on ``condition_spec.kind``.
+"""
+from __future__ import annotations
+
+import abc
+import csv
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+
+from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
+from ..core.sample import Sample
+from ..core.schema import PhaseSchema
+
+CONDITION_KINDS = ("fractions", "properties", "none")
+
+
+@dataclass(frozen=True)
+class PropertyRange:
+    """A named continuous condition (e.g. anneal temperature) and the range the model was trained on."""
+
+    name: str
+    low: float
+    high: float
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise ValueError(f"property {self.name!r}: low {self.low} is above high {self.high}")
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """What a generator is conditioned on.
+
+    kind "fractions": one non-negative number per class of the schema (``class_names``), renormalised to sum 1.
+    kind "properties": a value for each of ``properties`` inside its range.
+    kind "none": unconditional.
+    """
+
+    kind: str
+    class_names: tuple[str, ...] = ()
+    properties: tuple[PropertyRange, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONDITION_KINDS:
+            raise ValueError(f"condition kind must be one of {CONDITION_KINDS}, got {self.kind!r}")
+        if self.kind == "fractions" and not self.class_names:
+            raise ValueError("a fractions condition needs the class names")
+        if self.kind == "properties" and not self.properties:
+            raise ValueError("a properties condition needs at least one property range")
+
+    @classmethod
+    def fractions(cls, schema: PhaseSchema) -> "ConditionSpec":
+        return cls("fractions", class_names=tuple(schema.names))
+
+    @classmethod
+    def of_properties(cls, ranges: Sequence[PropertyRange]) -> "ConditionSpec":
+        return cls("properties", properties=tuple(ranges))
+
+    @classmethod
+    def none(cls) -> "ConditionSpec":
+        return cls("none")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "class_names": list(self.class_names),
+            "properties": [dataclasses.asdict(p) for p in self.properties],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ConditionSpec":
+        return cls(
+            kind=data["kind"],
+            class_names=tuple(data.get("class_names", ())),
+            properties=tuple(PropertyRange(**p) for p in data.get("properties", ())),
+        )
+
+    def validate(self, condition: Any) -> dict[str, Any] | None:
+        """One condition in the form recorded in ``provenance.condition`` (``None`` for kind "none").
+
+        >>> spec = ConditionSpec("fractions", class_names=("a", "b"))
+        >>> spec.validate([3, 1])
+        {'fractions': [0.75, 0.25]}
+        """
+        if self.kind == "none":
+            if condition is not None:
+                raise ValueError("this generator is unconditional; pass conditions=None")
+            return None
+        if self.kind == "fractions":
+            values = np.asarray(condition, dtype=np.float64)
+            n = len(self.class_names)
+            if values.shape != (n,):
+                raise ValueError(
+                    f"a fraction vector needs {n} values ({', '.join(self.class_names)}), got shape {values.shape}"
+                )
+            if not np.all(np.isfinite(values)) or np.any(values < 0):
+                raise ValueError(f"fractions must be finite and non-negative, got {values.tolist()}")
+            total = values.sum()
+            if total <= 0:
+                raise ValueError("a fraction vector must have at least one positive value")
+            return {"fractions": (values / total).tolist()}
+        if not isinstance(condition, dict):
+            raise ValueError(f"properties condition must be a dict name -> value, got {type(condition).__name__}")
+        names = [p.name for p in self.properties]
+        missing = [name for name in names if name not in condition]
+        unknown = sorted(set(condition) - set(names))
+        if missing or unknown:
+            raise ValueError(f"properties needed: {names}; missing {missing}, unknown {unknown}")
+        out = {}
+        for p in self.properties:
+            value = float(condition[p.name])
+            if not (math.isfinite(value) and p.low <= value <= p.high):
+                raise ValueError(f"property {p.name!r} = {value} is outside the trained range [{p.low}, {p.high}]")
+            out[p.name] = value
+        return {"properties": out}
+
+    def expand(self, conditions: Any, n: int | None) -> list[dict[str, Any] | None]:
+        """Validated conditions for ``n`` samples.
+
+        fractions: one vector (repeated ``n`` times, default once) or a sequence of ``N`` vectors (``n`` None or N).
+        properties: one dict (repeated) or a list of ``N`` dicts. none: ``conditions=None`` and ``n``.
+        """
+        if n is not None and n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if self.kind == "none":
+            self.validate(conditions)
+            return [None] * (1 if n is None else n)
+        if conditions is None:
+            raise ValueError(f"this generator needs {self.kind} conditions")
+        if self.kind == "fractions":
+            rows = np.asarray(conditions, dtype=np.float64)
+            many = rows.ndim == 2
+        else:
+            many = not isinstance(conditions, dict)
+            rows = list(conditions) if many else conditions
+        if not many:
+            return [self.validate(rows)] * (1 if n is None else n)
+        if n is not None and n != len(rows):
+            raise ValueError(f"got {len(rows)} conditions but n={n}; pass one condition or n=None")
+        return [self.validate(row) for row in rows]
+
+
+def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> np.ndarray | list[dict[str, float]]:
+    """Read conditions from a CSV file with a header row, in the form :meth:`Generator.sample` takes.
+
+    Fractions: one column per class, named by phase name (case-insensitive) or class id; other columns
+    (e.g. a file name) are ignored. Returns an ``(N, n_classes)`` array of renormalised vectors.
+    Properties: one column per property name; returns a list of dicts.
+    """
+    if isinstance(spec, PhaseSchema):
+        spec = ConditionSpec.fractions(spec)
+    if spec.kind == "none":
+        raise ValueError("an unconditional generator takes no conditions file")
+    path = Path(path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if spec.kind == "fractions":
+            wanted = {name.lower(): name for name in spec.class_names}
+            wanted.update({str(i): name for i, name in enumerate(spec.class_names)})
+        else:
+            wanted = {p.name.lower(): p.name for p in spec.properties}
+        columns = {}
+        for raw, clean in zip(reader.fieldnames or [], header):
+            if clean.lower() in wanted:
+                columns[wanted[clean.lower()]] = raw
+        needed = spec.class_names if spec.kind == "fractions" else tuple(p.name for p in spec.properties)
+        missing = [name for name in needed if name not in columns]
+        if missing:
+            raise ValueError(f"{path}: no column for {missing}; header is {header}")
+        rows = []
+        for line, record in enumerate(reader, start=2):
+            if not any((v or "").strip() for v in record.values()):
+                continue
+            try:
+                values = {name: float(record[columns[name]]) for name in needed}
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}, line {line}: not a number ({exc})") from exc
+            try:
+                condition = spec.validate([values[c] for c in needed] if spec.kind == "fractions" else values)
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {line}: {exc}") from exc
+            rows.append(condition)
+    if not rows:
+        raise ValueError(f"{path}: no condition rows")
+    if spec.kind == "fractions":
+        return np.array([row["fractions"] for row in rows])
+    return [row["properties"] for row in rows]
+
+
+class Generator(abc.ABC):
+    """Base class of all generators.
+
+    Subclasses set ``name`` (registry key), ``version`` (bumped when the model-folder format changes),
+    ``TrainConfig`` (their training-settings dataclass) and ``sampling_defaults`` (the keyword options
+    :meth:`sample` accepts), and implement :attr:`condition_spec`, :meth:`train`, :meth:`save`,
+    :meth:`load` and :meth:`_generate`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str] = ""
+    TrainConfig: ClassVar[type]
+    sampling_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, schema: PhaseSchema):
+        self.schema = schema
+        #: SHA-256 prefix of the saved weights; empty until the model is saved or loaded
+        self.model_checksum = ""
+
+    @property
+    @abc.abstractmethod
+    def condition_spec(self) -> ConditionSpec:
+        """What :meth:`sample` is conditioned on."""
+
+    @abc.abstractmethod
+    def train(
+        self,
+        samples: list[Sample],
+        config: Any = None,
+        progress: ProgressFn = no_progress,
+        should_stop: StopFn = never_stop,
+    ) -> dict[str, Any]:
+        """Train on real samples (``config`` None = ``TrainConfig()``); returns a summary for the model card.
+
+        Raises :class:`~napari_microsynth.core.progress.Cancelled` when ``should_stop()`` turns true.
+        """
+
+    @abc.abstractmethod
+    def save(self, folder: str | Path) -> Path:
+        """Write a model folder (config.json, weights, README.md) and set :attr:`model_checksum`."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> "Generator":
+        """Rebuild a generator from a model folder written by :meth:`save`."""
+
+    @abc.abstractmethod
+    def _generate(
+        self,
+        conditions: list[dict[str, Any] | None],
+        seeds: list[int],
+        progress: ProgressFn,
+        should_stop: StopFn,
+        **options: Any,
+    ) -> Iterator[Sample]:
+        """Yield one Sample (image, mask, optional instances, provenance.extra) per condition, in order.
+
+        Sample ``i`` must depend only on ``conditions[i]``, ``seeds[i]`` and the options, so that a single
+        pair can be regenerated from its recorded seed.
+        """
+
+    def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Validate the sampling options (all keys of ``sampling_defaults``); return them, possibly resolved."""
+        return options
+
+    def sample(
+        self,
+        conditions: Any = None,
+        n: int | None = None,
+        seed: int = 0,
+        progress: ProgressFn = no_progress,
+        should_stop: StopFn = never_stop,
+        **options: Any,
+    ) -> Iterator[Sample]:
+        """An iterator of synthetic pairs, provenance filled in (sample ``i`` gets seed ``seed + i``).
+
+        ``conditions`` as :meth:`ConditionSpec.expand` takes them; ``options`` are generator-specific
+        (see ``sampling_defaults``). Bad conditions or options raise here, before any work; iterating
+        raises ``Cancelled`` between denoising steps once ``should_stop()`` turns true.
+        """
+        unknown = sorted(set(options) - set(self.sampling_defaults))
+        if unknown:
+            raise TypeError(
+                f"{self.name} has no sampling option(s) {unknown}; options: {sorted(self.sampling_defaults)}"
+            )
+        settings = self.check_sampling_options({**self.sampling_defaults, **options})
+        expanded = self.condition_spec.expand(conditions, n)
+        seeds = [int(seed) + i for i in range(len(expanded))]
+        return self._stream(expanded, seeds, progress, should_stop, settings)
+
+    def _stream(
+        self,
+        expanded: list[dict[str, Any] | None],
+        seeds: list[int],
+        progress: ProgressFn,
+        should_stop: StopFn,
+        settings: dict[str, Any],
+    ) -> Iterator[Sample]:
+        if not expanded:
+            return
+        for i, pair in enumerate(self._generate(expanded, seeds, progress, should_stop, **settings)):
+            condition = expanded[i]
+            properties = dict(pair.properties)
+            if condition is not None and "properties" in condition:
+                properties.update(condition["properties"])
+            yield replace(
+                pair,
+                schema=self.schema,
+                name=pair.name or f"{self.name}-{seeds[i]}",
+                properties=properties,
+                provenance=replace(
+                    pair.provenance,
+                    origin="synthetic",
+                    generator=self.name,
+                    generator_version=self.version,
+                    model_checksum=self.model_checksum,
+                    condition=condition,
+                    seed=seeds[i],
+                    extra={**pair.provenance.extra, "sampling": settings},
+                ),
+            )
+
+
+@dataclass
+class TrainingRecord:
+    """What a model folder records about its training data and run (``config.json`` -> ``training``)."""
+
+    data_fingerprint: str = ""
+    sample_names: list[str] = field(default_factory=list)
+    steps: int = 0
+    final_loss: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def data_fingerprint(samples: Sequence[Sample]) -> str:
+    """SHA-256 prefix over the names, images and masks of training samples (identifies the training set)."""
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(s.name.encode())
+        digest.update(np.ascontiguousarray(s.image).tobytes())
+        if s.mask is not None:
+            digest.update(np.ascontiguousarray(s.mask.astype(np.int64)).tobytes())
+    return digest.hexdigest()[:16]

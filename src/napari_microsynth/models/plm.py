@@ -1,0 +1,190 @@
+"""Phase Learning Module (PLM): expert phase ratios as an input to a segmentation network (paper 001).
+
+The PLM sits on the image features of a segmentation network (here: the decoder output of an smp model)
+and replaces its segmentation head. Its parts, all from paper 001 sec. 2.2 and Fig. 4:
+
+- Feature Extractor (FE): one convolution that concentrates the image features into ``n`` channels, one
+  per phase.
+- Spatial Awareness (SA): a coordinate convolution (CoordConv, Liu et al. 2018) on each phase channel,
+  so the network can tie a phase ratio to where that phase is.
+- Ratio Encoder (RE): a 2-layer MLP from the ratio vector ``(n,)`` to an ``n``-channel encoding, fused
+  with the phase-wise features by element-wise multiplication.
+- Feature Aggregator (FA): concatenates the spatially aware and the ratio-encoded features, a
+  convolution + sigmoid gives two gates, each gate multiplies one of the two feature maps, the two
+  products are summed and a final convolution gives the segmentation output. Two learnable regulators
+  weigh the sum: ``gamma`` the image (spatially aware) branch and ``delta`` the ratio branch, both
+  initialised to 0.5 (paper 001, sec. 2.2 and appendix A.4: a higher gamma lowers the influence of the
+  ratio, a higher delta raises it).
+
+With no ratio the paper feeds a zero vector (appendix A.2, Fig. 10); ``ratio=None`` does the same.
+
+Choices the paper leaves open, made here: FE and SA use 3x3 kernels; the FA gate convolution and the
+final convolution are 1x1, so everything that depends on the ratio is per pixel (this keeps an
+interactive ratio slider cheap; the paper's Table 6 parameter count for its SAM variant suggests a
+3x3 FA convolution at 256 channels). The RE hidden width is 128. With a module switched off (for the
+paper's ablation, Tables 2 and 3): without SA the phase features go on unchanged; without RE there is no
+ratio input and FA gates the spatially aware features with themselves; without FA the ratio-encoded
+features are added to the spatially aware ones. The final 1x1 convolution is kept in every setting.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+#: The settings of the paper's ablation (paper 001, Tables 2 and 3); "baseline" means no PLM at all.
+ABLATIONS: dict[str, tuple[bool, bool, bool] | None] = {
+    "baseline": None,
+    "RE": (True, False, False),
+    "SA": (False, True, False),
+    "SA+FA": (False, True, True),
+    "RE+SA": (True, True, False),
+    "RE+SA+FA": (True, True, True),
+}
+
+
+@dataclass(frozen=True)
+class PLMFlags:
+    """Which PLM modules are on (ratio encoder, spatial awareness, feature aggregator)."""
+
+    ratio_encoder: bool = True
+    spatial_awareness: bool = True
+    feature_aggregator: bool = True
+
+    @classmethod
+    def from_name(cls, name: str) -> "PLMFlags | None":
+        """Flags for an ablation name such as ``"RE+SA+FA"``; None for ``"baseline"``."""
+        key = {k.lower(): k for k in ABLATIONS}.get(str(name).replace(" ", "").lower())
+        if key is None:
+            raise ValueError(f"unknown PLM setting {name!r}; choose one of {', '.join(ABLATIONS)}")
+        flags = ABLATIONS[key]
+        return None if flags is None else cls(*flags)
+
+    @property
+    def name(self) -> str:
+        """The ablation name (``"RE+SA"``, ...); modules in the paper's order RE, SA, FA."""
+        parts = [tag for tag, on in (("RE", self.ratio_encoder), ("SA", self.spatial_awareness),
+                                     ("FA", self.feature_aggregator)) if on]
+        return "+".join(parts) if parts else "none"
+
+    def to_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+def coordinate_maps(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """``(1, 2, H, W)`` row and column coordinates in [-1, 1] (the CoordConv channels)."""
+    ys = torch.linspace(-1.0, 1.0, height, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1.0, 1.0, width, device=like.device, dtype=like.dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([yy, xx])[None]
+
+
+class RatioEncoder(nn.Module):
+    """2-layer MLP: phase ratio ``(B, n)`` -> ratio encoding ``(B, n, 1, 1)`` (paper 001, sec. 2.2, Fig. 4b)."""
+
+    def __init__(self, n_phases: int, hidden: int = 128):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(n_phases, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_phases))
+
+    def forward(self, ratio: torch.Tensor) -> torch.Tensor:
+        return self.mlp(ratio)[:, :, None, None]
+
+
+class SpatialAwareness(nn.Module):
+    """Coordinate convolution on each phase channel separately (paper 001, sec. 2.2).
+
+    Phase channel ``i`` is stacked with the row/column coordinate maps and convolved to one channel; a
+    grouped convolution does this for all phases at once.
+    """
+
+    def __init__(self, n_phases: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(3 * n_phases, n_phases, kernel_size, padding=kernel_size // 2, groups=n_phases)
+
+    def forward(self, phases: torch.Tensor) -> torch.Tensor:
+        b, n, h, w = phases.shape
+        coords = coordinate_maps(h, w, phases).expand(b, 2, h, w)
+        stacked = torch.cat([torch.cat([phases[:, i : i + 1], coords], dim=1) for i in range(n)], dim=1)
+        return self.conv(stacked)
+
+
+class FeatureAggregator(nn.Module):
+    """Gated fusion of the image branch and the ratio branch with regulators gamma and delta
+    (paper 001, sec. 2.2, Fig. 4c; both regulators start at 0.5, appendix A.4)."""
+
+    def __init__(self, n_phases: int):
+        super().__init__()
+        self.gate = nn.Conv2d(2 * n_phases, 2 * n_phases, kernel_size=1)
+        self.gamma = nn.Parameter(torch.tensor(0.5))
+        self.delta = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, spatial: torch.Tensor, ratio_features: torch.Tensor) -> torch.Tensor:
+        gates = torch.sigmoid(self.gate(torch.cat([spatial, ratio_features], dim=1)))
+        gate_image, gate_ratio = gates.chunk(2, dim=1)
+        return self.gamma * gate_image * spatial + self.delta * gate_ratio * ratio_features
+
+
+class PhaseLearningModule(nn.Module):
+    """The PLM head: image features ``(B, C, h, w)`` + phase ratio ``(B, n)`` -> logits ``(B, n, h, w)``.
+
+    Split into :meth:`phase_features` (depends on the image only: FE and SA) and :meth:`fuse` (everything
+    that depends on the ratio), so an interactive caller can compute the first once per image and rerun
+    only the second when the ratio changes.
+
+    >>> plm = PhaseLearningModule(in_channels=16, n_phases=3)
+    >>> plm(torch.zeros(2, 16, 32, 32), torch.tensor([[0.7, 0.2, 0.1]] * 2)).shape
+    torch.Size([2, 3, 32, 32])
+    """
+
+    def __init__(self, in_channels: int, n_phases: int, flags: PLMFlags | None = None, ratio_hidden: int = 128):
+        super().__init__()
+        if n_phases < 1 or in_channels < 1:
+            raise ValueError(f"PLM needs at least one phase and one input channel, got {n_phases}, {in_channels}")
+        self.flags = flags or PLMFlags()
+        self.n_phases = n_phases
+        self.feature_extractor = nn.Conv2d(in_channels, n_phases, kernel_size=3, padding=1)
+        self.spatial_awareness = SpatialAwareness(n_phases) if self.flags.spatial_awareness else None
+        self.ratio_encoder = RatioEncoder(n_phases, ratio_hidden) if self.flags.ratio_encoder else None
+        self.aggregator = FeatureAggregator(n_phases) if self.flags.feature_aggregator else None
+        self.output = nn.Conv2d(n_phases, n_phases, kernel_size=1)
+
+    @property
+    def uses_ratio(self) -> bool:
+        return self.ratio_encoder is not None
+
+    def phase_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The ratio-independent part: FE, then SA -> ``(B, n, h, w)``."""
+        phases = self.feature_extractor(features)
+        return self.spatial_awareness(phases) if self.spatial_awareness is not None else phases
+
+    def check_ratio(self, ratio: torch.Tensor | None, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """``ratio`` as a ``(batch, n)`` tensor; None becomes zeros (the paper's "no ratio" input)."""
+        if ratio is None:
+            return torch.zeros(batch, self.n_phases, device=like.device, dtype=like.dtype)
+        ratio = torch.as_tensor(ratio, device=like.device, dtype=like.dtype)
+        if ratio.ndim == 1:
+            ratio = ratio[None].expand(batch, -1)
+        if ratio.shape != (batch, self.n_phases):
+            raise ValueError(
+                f"phase ratio must have shape ({self.n_phases},) or ({batch}, {self.n_phases}), got {tuple(ratio.shape)}"
+            )
+        return ratio
+
+    def fuse(self, spatial: torch.Tensor, ratio: torch.Tensor | None = None) -> torch.Tensor:
+        """The ratio-dependent part: RE, fusion, FA and the output convolution -> logits."""
+        if self.ratio_encoder is None:
+            if ratio is not None:
+                raise ValueError(f"this PLM ({self.flags.name}) has no ratio encoder and takes no phase ratio")
+            ratio_features = None
+        else:
+            encoding = self.ratio_encoder(self.check_ratio(ratio, spatial.shape[0], spatial))
+            ratio_features = spatial * encoding
+        if self.aggregator is not None:
+            fused = self.aggregator(spatial, spatial if ratio_features is None else ratio_features)
+        else:
+            fused = spatial if ratio_features is None else spatial + ratio_features
+        return self.output(fused)
+
+    def forward(self, features: torch.Tensor, ratio: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(self.phase_features(features), ratio)

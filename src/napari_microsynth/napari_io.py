@@ -1,0 +1,361 @@
+"""napari reader, writer and sample data for the dataset store (referenced by ``napari.yaml``).
+
+All three are plain functions on numpy arrays and napari "layer data" tuples ``(data, kwargs, type)``,
+so they need no napari import and are tested without a viewer.
+
+Layer metadata carries what a plain image/labels pair would lose, under the key ``"microsynth"``::
+
+    {"store": "/abs/path.zarr" or None, "schema": PhaseSchema.to_dict(),
+     "samples": [{"index", "name", "pixel_size_um", "properties", "provenance", "status"}, ...]}
+
+with one ``samples`` entry per plane of the layer (a 2-D layer has one). The writer reads it back, so
+schema, names and provenance survive a read -> edit labels -> write round trip.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .core.sample import Provenance, Sample
+from .core.schema import Phase, PhaseSchema
+from .core.store import DatasetStore, is_store
+
+LayerData = tuple[Any, dict[str, Any], str]
+META_KEY = "microsynth"
+MAX_READ_BYTES = 2 * 1024**3
+"""The reader loads samples into memory (labels must be numpy arrays to be painted); beyond this many
+bytes of image + mask it stops loading, with a warning, and shows the samples loaded so far."""
+
+# Distinct colours for schemas inferred from unannotated labels layers (first of matplotlib's tab10).
+_INFERRED_COLORS = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+]
+
+
+def label_colormap(schema: PhaseSchema) -> dict[int | None, tuple[float, float, float, float]]:
+    """napari ``DirectLabelColormap``-style colour dict: class id -> RGBA in [0, 1]; other ids transparent."""
+    colors: dict[int | None, tuple[float, float, float, float]] = {None: (0.0, 0.0, 0.0, 0.0)}
+    for phase in schema.phases:
+        r, g, b = (c / 255.0 for c in phase.color)
+        colors[phase.id] = (r, g, b, 1.0)
+    if schema.ignore_id is not None:
+        colors[schema.ignore_id] = (0.0, 0.0, 0.0, 0.0)
+    return colors
+
+
+def layer_pair(
+    image: np.ndarray,
+    mask: np.ndarray,
+    schema: PhaseSchema,
+    samples: list[dict[str, Any]],
+    name: str,
+    store: str | None = None,
+) -> list[LayerData]:
+    """An image layer and a labels layer (2-D, or stacks of equal-size planes) with shared metadata."""
+    metadata = {META_KEY: {"store": store, "schema": schema.to_dict(), "samples": samples}}
+    image_kwargs = {
+        "name": f"{name} image",
+        "metadata": metadata,
+        "colormap": "gray",
+        "contrast_limits": (0.0, 1.0),
+    }
+    labels_kwargs = {
+        "name": f"{name} mask",
+        "metadata": metadata,
+        "colormap": label_colormap(schema),
+        "opacity": 0.6,
+    }
+    return [(image, image_kwargs, "image"), (mask, labels_kwargs, "labels")]
+
+
+def _sample_entry(store: DatasetStore, index: int) -> dict[str, Any]:
+    return {
+        "index": index,
+        "name": store.names[index],
+        "pixel_size_um": store.pixel_size_um(index),
+        "properties": store.properties(index),
+        "provenance": store.provenance(index).to_dict(),
+        "status": store.status(index),
+    }
+
+
+# ---------------------------------------------------------------------- reader
+def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
+    """Return :func:`read_store` when every path is a napari-microsynth store folder, else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(is_store(p) for p in paths):
+        return None
+    return read_store
+
+
+def read_store(path: str | Sequence[str]) -> list[LayerData]:
+    """Layers of one or several stores: per store and per image size, one stacked image + labels pair.
+
+    Samples of equal size share a stack (a slider steps through them); a store holding whole
+    micrographs and 256x256 tiles gives one pair per size. Loading stops, with a warning, after
+    ``MAX_READ_BYTES``.
+    """
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        layers.extend(store_layers(DatasetStore.open(p, mode="r")))
+    return layers
+
+
+def store_layers(store: DatasetStore, max_bytes: int = MAX_READ_BYTES) -> list[LayerData]:
+    """Image + labels layer data for the samples of an open store (see :func:`read_store`)."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    loaded = 0
+    used = 0
+    for i in range(len(store)):
+        shape = store.shape(i)
+        size = shape[0] * shape[1] * 5  # float32 image + uint8 mask
+        if used + size > max_bytes and loaded:
+            warnings.warn(
+                f"{store.path}: showing the first {loaded} of {len(store)} samples; the rest would exceed "
+                f"{max_bytes / 1024**3:.1f} GiB. Use the dataset store API for larger stores.",
+                stacklevel=2,
+            )
+            break
+        by_shape.setdefault(shape, []).append(i)
+        loaded += 1
+        used += size
+    base = store.path.name.removesuffix(".zarr") or store.path.name
+    layers: list[LayerData] = []
+    for shape, indices in by_shape.items():
+        samples = [_sample_entry(store, i) for i in indices]
+        images = np.stack([store.image(i) for i in indices])
+        masks = np.stack([store.mask(i) for i in indices])
+        if len(indices) == 1:
+            images, masks = images[0], masks[0]
+        name = base if len(by_shape) == 1 else f"{base} {shape[0]}x{shape[1]}"
+        layers.extend(layer_pair(images, masks, store.schema, samples, name, str(store.path.resolve())))
+    return layers
+
+
+# ---------------------------------------------------------------------- writer
+def _unit_float(data: np.ndarray, layer_name: str) -> np.ndarray:
+    """Image layer data as float32 in [0, 1]: integers are divided by their type's maximum."""
+    data = np.asarray(data)
+    if data.dtype == np.uint8 or data.dtype == np.uint16:
+        return data.astype(np.float32) / np.float32(np.iinfo(data.dtype).max)
+    if np.issubdtype(data.dtype, np.floating):
+        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+        if lo < 0.0 or hi > 1.0 or not np.all(np.isfinite(data)):
+            raise ValueError(
+                f"image layer {layer_name!r} holds values {lo:.4g}..{hi:.4g}; expected floats in [0, 1] "
+                "or uint8/uint16 (rescale the image first)"
+            )
+        return data.astype(np.float32)
+    raise ValueError(f"image layer {layer_name!r} has dtype {data.dtype}; expected float in [0, 1], uint8 or uint16")
+
+
+def _stem(name: str) -> str:
+    for suffix in (" image", " mask", " labels"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _pair_layers(layer_data: Sequence[LayerData]) -> list[tuple[LayerData, LayerData]]:
+    """Match image and labels layers by name stem ("x image" / "x mask"), else by their order."""
+    images = [d for d in layer_data if d[2] == "image"]
+    labels = [d for d in layer_data if d[2] == "labels"]
+    others = sorted({d[2] for d in layer_data} - {"image", "labels"})
+    if others:
+        raise ValueError(f"the store writer takes image and labels layers only, got {', '.join(others)} layers too")
+    if not images or len(images) != len(labels):
+        raise ValueError(
+            f"the store writer needs one image layer per labels layer, got {len(images)} image and "
+            f"{len(labels)} labels layers"
+        )
+    image_by_stem = {_stem(d[1].get("name", "")): d for d in images}
+    label_stems = [_stem(d[1].get("name", "")) for d in labels]
+    if len(image_by_stem) == len(images) and sorted(image_by_stem) == sorted(label_stems):
+        return [(image_by_stem[s], lab) for s, lab in zip(label_stems, labels)]
+    return list(zip(images, labels))
+
+
+def _layer_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    value = (meta.get("metadata") or {}).get(META_KEY)
+    return value if isinstance(value, dict) else {}
+
+
+def infer_schema(masks: Sequence[np.ndarray], name: str) -> PhaseSchema:
+    """A schema with classes ``0..max label`` (at least 2) named "class i", for labels without one."""
+    top = 1
+    for mask in masks:
+        if mask.size and int(mask.min()) < 0:
+            raise ValueError(f"labels hold negative values ({int(mask.min())}); class ids must be 0, 1, 2, ...")
+        top = max(top, int(mask.max()) if mask.size else 0)
+    phases = tuple(
+        Phase(i, f"class {i}", _INFERRED_COLORS[i % len(_INFERRED_COLORS)]) for i in range(top + 1)
+    )
+    return PhaseSchema(name=name, phases=phases, description="inferred from the values of a napari labels layer")
+
+
+def _planes(data: np.ndarray) -> list[np.ndarray]:
+    data = np.asarray(data)
+    if data.ndim == 2:
+        return [data]
+    if data.ndim == 3:
+        return list(data)
+    raise ValueError(f"expected 2-D layers or stacks of 2-D planes, got shape {data.shape}")
+
+
+def _corrected(provenance: Provenance, original: np.ndarray, new: np.ndarray) -> Provenance:
+    """Provenance of a mask edited in napari, relative to the ``original`` mask it was read from."""
+    extra = dict(provenance.extra)
+    extra.setdefault("original_origin", provenance.origin)
+    changed = int(np.count_nonzero(original != new))
+    return replace(provenance, origin="corrected", changed_pixels=changed, extra=extra)
+
+
+def _open_source(source_path: str | None, target: DatasetStore) -> DatasetStore | None:
+    """The store a layer was read from: the target itself, another readable store, or None."""
+    if not source_path:
+        return None
+    if Path(source_path).resolve() == target.path.resolve():
+        return target
+    return DatasetStore.open(source_path, check_data=False) if is_store(source_path) else None
+
+
+def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
+    """Save image + labels layers into a dataset store at ``path`` (npe2 multi-layer writer).
+
+    Layers are paired by name ("x image" with "x mask") or by order; stacks are split into samples.
+    The schema comes from the labels' metadata, else from the existing store, else it is inferred
+    from the label values (:func:`infer_schema`). A new path gets a new store; an existing store is
+    appended to. Planes that were read from this same store (metadata ``store`` + ``index``) are not
+    appended again: when their labels were edited, the new mask is saved as a correction
+    (``DatasetStore.replace_mask``), otherwise nothing is written for them. Planes read from another
+    store keep their provenance, marked ``corrected`` with the number of changed pixels when edited.
+    Everything is checked before the first write. Returns ``[path]``.
+    """
+    target = Path(path)
+    if target.exists() and not is_store(target):
+        raise FileExistsError(f"{target} exists and is not a napari-microsynth dataset store")
+    store = DatasetStore.open(target, mode="a") if target.exists() else None
+    pairs = _pair_layers(layer_data)
+
+    plan = []
+    for (image_data, image_meta, _), (label_data, label_meta, _) in pairs:
+        image_name = image_meta.get("name", "image")
+        images, masks = _planes(image_data), _planes(label_data)
+        if len(images) != len(masks) or any(a.shape != b.shape for a, b in zip(images, masks)):
+            raise ValueError(
+                f"image layer {image_name!r} {np.shape(image_data)} and labels layer "
+                f"{label_meta.get('name', 'labels')!r} {np.shape(label_data)} differ in shape"
+            )
+        info = _layer_meta(label_meta) or _layer_meta(image_meta)
+        entries = info.get("samples") if isinstance(info.get("samples"), list) else []
+        if len(entries) != len(images):
+            entries = [{} for _ in images]
+        if info.get("schema") is not None:
+            schema = PhaseSchema.from_dict(info["schema"])
+        elif store is not None:
+            schema = store.schema
+        else:
+            schema = infer_schema(masks, name=_stem(label_meta.get("name", "labels")))
+        if store is not None and schema != store.schema:
+            raise ValueError(
+                f"labels layer {label_meta.get('name', 'labels')!r} uses schema {schema.name!r} "
+                f"({', '.join(schema.names)}) but the store {target} uses {store.schema.name!r} "
+                f"({', '.join(store.schema.names)})"
+            )
+        if plan and schema != plan[0][4]:
+            raise ValueError(f"the labels layers use different schemas ({plan[0][4].name!r}, {schema.name!r}); save them to separate stores")
+        for mask in masks:
+            schema.validate_mask(mask)
+        images = [_unit_float(image, image_name) for image in images]
+        plan.append((image_name, images, masks, entries, schema, info.get("store")))
+
+    if store is None:
+        store = DatasetStore.create(target, plan[0][4])
+    for image_name, images, masks, entries, schema, source_path in plan:
+        source = _open_source(source_path, store)
+        for k, (image, mask, entry) in enumerate(zip(images, masks, entries)):
+            index = entry.get("index")
+            from_source = (
+                source is not None and isinstance(index, int) and 0 <= index < len(source)
+                and source.shape(index) == mask.shape
+            )
+            if from_source and source is store:
+                if not np.array_equal(store.mask(index), mask):
+                    store.replace_mask(index, mask)
+                continue
+            provenance = (
+                Provenance.from_dict(entry["provenance"]) if entry.get("provenance")
+                else Provenance(origin="real", source=image_name)
+            )
+            if from_source and not np.array_equal(source.mask(index), mask):
+                provenance = _corrected(provenance, source.mask(index, version="mask"), mask)
+            fallback = _stem(image_name) if len(images) == 1 else f"{_stem(image_name)} [{k}]"
+            store.append(
+                Sample(
+                    image=image,
+                    schema=schema,
+                    mask=np.asarray(mask),
+                    name=entry.get("name") or fallback,
+                    pixel_size_um=entry.get("pixel_size_um"),
+                    properties=dict(entry.get("properties") or {}),
+                    provenance=provenance,
+                ),
+                status=entry.get("status", "pending"),
+            )
+    return [str(target)]
+
+
+# ---------------------------------------------------------------------- sample data
+SAMPLE_NAME = "uhcs1648"
+# From uhcs-metadata.csv (micrograph_id 1648), with the property names and units core.datasets uses:
+# scale bar 20 um = 103 px; annealed at 800 C for 24 h, quenched.
+SAMPLE_PIXEL_SIZE_UM = 20.0 / 103.0
+SAMPLE_PROPERTIES = {"anneal_temperature_c": 800.0, "anneal_time_h": 24.0}
+SAMPLE_EXTRA = {"micrograph_id": 1648, "cool_method": "Q", "magnification": "982x",
+                "primary_microconstituent": "spheroidite"}
+
+
+def load_sample() -> Sample:
+    """The bundled UHCS micrograph (test split of MatSeg's 16/4/4 split) with its four-phase mask.
+
+    See ``resources/sample_data/ATTRIBUTION.md`` for origin, licence and citations.
+    """
+    from .core.io import read_mask, read_micrograph
+    from .resources import resource_path
+
+    schema = PhaseSchema.bundled("uhcs")
+    # The bundled file's information band is already cropped off, so nothing is cut.
+    image, _ = read_micrograph(resource_path("sample_data", f"{SAMPLE_NAME}.tif"), info_band=None)
+    mask = read_mask(resource_path("sample_data", f"{SAMPLE_NAME}.npy"), schema)
+    return Sample(
+        image=image,
+        schema=schema,
+        mask=mask,
+        name=SAMPLE_NAME,
+        pixel_size_um=SAMPLE_PIXEL_SIZE_UM,
+        properties=dict(SAMPLE_PROPERTIES),
+        provenance=Provenance(
+            origin="real",
+            source=f"UHCS {SAMPLE_NAME}.tif (CMU/NIST, hdl.handle.net/11256/940; mask MatSeg 2022)",
+            extra=dict(SAMPLE_EXTRA),
+        ),
+    )
+
+
+def make_sample_data() -> list[LayerData]:
+    """napari sample data: the bundled UHCS micrograph and its phase mask, coloured by the uhcs schema."""
+    sample = load_sample()
+    entry = {
+        "name": sample.name,
+        "pixel_size_um": sample.pixel_size_um,
+        "properties": sample.properties,
+        "provenance": sample.provenance.to_dict(),
+        "status": "accepted",
+    }
+    return layer_pair(sample.image, sample.mask, sample.schema, [entry], sample.name)

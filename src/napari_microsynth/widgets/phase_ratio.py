@@ -1,0 +1,353 @@
+"""Dock widget "Phase ratios": segment a micrograph and steer the phase map with expert phase ratios.
+
+The image-dependent part of the network runs once per micrograph in a worker (progress + Cancel);
+afterwards every slider move reruns only the cheap ratio head (paper 001's Phase Learning Module), also
+off the UI thread, coalesced so that the labels follow the latest slider position.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.fractions import mask_fractions
+from ..core.sample import Provenance, Sample
+from ._engine_worker import EngineProgress
+from .fraction_sliders import FractionSliders
+
+DEBOUNCE_MS = 40
+BROWSE = "Model folder..."
+
+
+def bundled_segmenters() -> dict[str, Path]:
+    """Display name -> folder of the segmentation models shipped in ``resources/models``."""
+    import json
+
+    from ..resources import resources_dir
+
+    found = {}
+    for config in sorted((resources_dir() / "models").glob("*/config.json")):
+        if json.loads(config.read_text()).get("kind") == "segmenter":
+            found[f"bundled: {config.parent.name}"] = config.parent
+    return found
+
+
+class PhaseRatioWidget(QWidget):
+    """Choose an image and a model, segment, then drag phase-ratio sliders and watch the labels follow."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        from ..models.device import DEVICE_CHOICES
+
+        self.viewer = napari_viewer
+        self.model = None
+        self.model_folder: Path | None = None
+        self.session = None
+        self.labels_layer = None
+        self.sliders: FractionSliders | None = None
+        self._predicted: np.ndarray | None = None
+        self._pending_ratio: object = None
+        self._update_running = False
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_label = QLabel("")
+        self.segment_button = QPushButton("Segment")
+        self.no_ratio_box = QCheckBox("no ratio (segment from the image alone)")
+        self.estimate_button = QPushButton("Estimate ratios from the image")
+        self.save_button = QPushButton("Save image + phases to store...")
+        self.progress = EngineProgress()
+        self.slider_area = QVBoxLayout()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_combo)
+        device_row = QHBoxLayout()
+        device_row.addWidget(self.device_combo)
+        device_row.addWidget(self.device_label, 1)
+        form.addRow("device", device_row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.segment_button)
+        layout.addWidget(self.progress)
+        layout.addLayout(self.slider_area)
+        layout.addWidget(self.no_ratio_box)
+        layout.addWidget(self.estimate_button)
+        layout.addWidget(self.save_button)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self._request_update)
+
+        self.segment_button.clicked.connect(self.segment)
+        self.estimate_button.clicked.connect(self.estimate)
+        self.no_ratio_box.toggled.connect(lambda _: self._request_update())
+        self.save_button.clicked.connect(self._save_dialog)
+        self.model_combo.activated.connect(self._model_chosen)
+        self.device_combo.currentTextChanged.connect(self._device_changed)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+        self._refresh_models()
+        self._device_changed(self.device_combo.currentText())
+        self._set_session_controls(False)
+
+    # ------------------------------------------------------------------ choices
+
+    def _refresh_images(self, event=None) -> None:
+        from napari.layers import Image
+
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 2]
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+
+    def _refresh_models(self) -> None:
+        self._models = bundled_segmenters()
+        self.model_combo.clear()
+        self.model_combo.addItems(list(self._models))
+        self.model_combo.addItem(BROWSE)
+
+    def _model_chosen(self, index: int) -> None:
+        if self.model_combo.itemText(index) != BROWSE:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Choose a segmentation model folder")
+        if folder:
+            self.add_model_folder(folder)
+
+    def add_model_folder(self, folder: str | Path) -> None:
+        """Offer a user's model folder (written by ``microsynth train-segmenter``) and select it."""
+        folder = Path(folder)
+        label = f"folder: {folder.name}"
+        self._models[label] = folder
+        self.model_combo.insertItem(self.model_combo.count() - 1, label)
+        self.model_combo.setCurrentText(label)
+
+    def _device_changed(self, choice: str) -> None:
+        from ..models.device import resolve_device
+
+        try:
+            self.device_label.setText(f"-> {resolve_device(choice)}")
+        except RuntimeError as exc:
+            self.device_label.setText(str(exc))
+
+    def _image_layer(self):
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise ValueError("open a grey micrograph first (File > Open, or the UHCS sample data)")
+        return self.viewer.layers[name]
+
+    # ------------------------------------------------------------------ segmentation
+
+    def segment(self) -> None:
+        """Load the chosen model and compute the cached image features of the chosen micrograph."""
+        from ..engines.inference import PhaseRatioSession
+        from ..models.device import resolve_device
+        from ..models.segmenter import Segmenter
+
+        try:
+            layer = self._image_layer()
+            image = as_unit_grey(np.asarray(layer.data))
+            folder = self._models.get(self.model_combo.currentText())
+            if folder is None:
+                raise ValueError("choose a model (the bundled demo model or a model folder)")
+            device = resolve_device(self.device_combo.currentText())
+            if self.model is None or self.model_folder != folder:
+                self.model = Segmenter.from_pretrained(folder, device=device)
+                self.model_folder = folder
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            self.message.setText(f"cannot segment: {exc}")
+            return
+        self.message.setText(f"segmenting {layer.name} with {folder.name} on {device}...")
+        self.segment_button.setEnabled(False)
+        self._image_name = layer.name
+        self._image = image
+        self.progress.start(
+            PhaseRatioSession,
+            on_done=self._session_ready,
+            on_error=self._segment_failed,
+            on_cancelled=lambda: self._segment_failed(None),
+            model=self.model,
+            image=image,
+            device=device,
+        )
+
+    def _segment_failed(self, exc) -> None:
+        self.segment_button.setEnabled(True)
+        self.message.setText("segmentation cancelled" if exc is None else f"segmentation failed: {exc}")
+
+    def _session_ready(self, session) -> None:
+        self.session = session
+        self.segment_button.setEnabled(True)
+        schema = session.schema
+        if self.sliders is None or self.sliders.schema != schema:
+            if self.sliders is not None:
+                self.sliders.setParent(None)
+            self.sliders = FractionSliders(schema)
+            self.sliders.fractions_changed.connect(lambda _: self._debounce.start())
+            self.slider_area.addWidget(self.sliders)
+        self.no_ratio_box.setEnabled(session.uses_ratio)
+        if not session.uses_ratio:
+            self.no_ratio_box.setChecked(True)
+        self._set_session_controls(True)
+        labels, _ = session.predict(None)
+        self._show_labels(labels)
+        self.sliders.set_fractions(mask_fractions(labels, schema), emit=False)
+        self.message.setText(
+            "drag the sliders to steer the phase map" if session.uses_ratio
+            else "this model has no Phase Learning Module: sliders are disabled"
+        )
+
+    def _set_session_controls(self, enabled: bool) -> None:
+        has_ratio = enabled and self.session is not None and self.session.uses_ratio
+        self.estimate_button.setEnabled(enabled)
+        self.save_button.setEnabled(enabled)
+        self.no_ratio_box.setEnabled(has_ratio)
+        if self.sliders is not None:
+            self.sliders.setEnabled(has_ratio)
+
+    def estimate(self) -> None:
+        """Set the sliders to the phase fractions of the no-ratio prediction."""
+        if self.session is None:
+            return
+        self.sliders.set_fractions(self.session.estimate_ratio())
+
+    # ------------------------------------------------------------------ live updates
+
+    def current_ratio(self):
+        """The ratio sent to the model: the slider vector, or None when "no ratio" is ticked."""
+        if self.session is None or not self.session.uses_ratio or self.no_ratio_box.isChecked():
+            return None
+        return self.sliders.fractions
+
+    def _request_update(self) -> None:
+        if self.session is None:
+            return
+        self._pending_ratio = self.current_ratio()
+        if not self._update_running:
+            self._run_update()
+
+    def _run_update(self) -> None:
+        from napari.qt.threading import create_worker
+
+        ratio, session = self._pending_ratio, self.session
+        self._pending_ratio = _NOTHING
+        self._update_running = True
+        worker = create_worker(lambda: session.predict(ratio)[0], _start_thread=False)
+        worker.returned.connect(self._update_done)
+        worker.errored.connect(lambda exc: self.message.setText(f"update failed: {exc}"))
+        worker.finished.connect(self._update_finished)
+        worker.start()
+        self._update_worker = worker
+
+    def _update_done(self, labels: np.ndarray) -> None:
+        self._show_labels(labels)
+
+    def _update_finished(self) -> None:
+        self._update_running = False
+        if self._pending_ratio is not _NOTHING:
+            self._run_update()
+
+    @property
+    def updating(self) -> bool:
+        """True while a slider change is still being computed (tests wait on this)."""
+        return self._update_running or self._debounce.isActive()
+
+    def _show_labels(self, labels: np.ndarray) -> None:
+        from ..napari_io import label_colormap
+
+        schema = self.session.schema
+        self._predicted = labels
+        name = f"{self._image_name} phases"
+        if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
+            self.labels_layer = self.viewer.add_labels(labels, name=name, opacity=0.55,
+                                                       colormap=label_colormap(schema))
+        else:
+            self.labels_layer.data = labels
+        self.sliders.set_achieved(mask_fractions(labels, schema))
+
+    # ------------------------------------------------------------------ saving
+
+    def current_sample(self) -> Sample:
+        """The micrograph with the (possibly hand-corrected) phase map as a :class:`Sample`."""
+        if self.session is None or self.labels_layer is None:
+            raise ValueError("segment a micrograph first")
+        mask = np.asarray(self.labels_layer.data).astype(np.int32)
+        changed = int((mask != self._predicted).sum())
+        ratio = self.current_ratio()
+        provenance = Provenance(
+            origin="corrected" if changed else "predicted",
+            source=self._image_name,
+            generator=f"segmenter:{self.model.arch}",
+            model_checksum=_checksum(self.model_folder),
+            condition=None if ratio is None else {"fractions": [float(v) for v in ratio]},
+            changed_pixels=changed,
+        )
+        return Sample(self._image, self.session.schema, mask=mask, name=self._image_name, provenance=provenance)
+
+    def save_to_store(self, path: str | Path) -> int:
+        """Append the current image + phase map to a dataset store (created if missing); returns its index."""
+        from ..core.store import DatasetStore, is_store
+
+        sample = self.current_sample()
+        path = Path(path)
+        store = DatasetStore.open(path, mode="a") if is_store(path) else DatasetStore.create(path, sample.schema)
+        index = store.append(sample)
+        self.message.setText(f"saved as sample {index} of {path} ({sample.provenance.origin})")
+        return index
+
+    def _save_dialog(self) -> None:
+        path = QFileDialog.getSaveFileName(self, "Dataset store", "phases.zarr", "Dataset store (*.zarr)")[0]
+        if path:
+            try:
+                self.save_to_store(path)
+            except (ValueError, OSError) as exc:
+                self.message.setText(f"could not save: {exc}")
+
+
+_NOTHING = object()
+
+
+def _checksum(folder: Path | None) -> str:
+    from ..models.folder import folder_checksum
+
+    return folder_checksum(folder) if folder is not None else ""
+
+
+def as_unit_grey(data: np.ndarray) -> np.ndarray:
+    """A napari image layer's data as float32 grey in [0, 1] (RGB with equal channels is accepted)."""
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        rgb = data[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise ValueError("the image is in colour; napari-microsynth works on grey micrographs")
+        data = rgb[..., 0]
+    if data.ndim != 2:
+        raise ValueError(f"expected a 2-D grey micrograph, got an image of shape {data.shape}")
+    if np.issubdtype(data.dtype, np.integer):
+        return (data.astype(np.float32) / np.iinfo(data.dtype).max).astype(np.float32)
+    data = data.astype(np.float32)
+    if data.min() < 0 or data.max() > 1:
+        lo, hi = float(data.min()), float(data.max())
+        data = (data - lo) / (hi - lo if hi > lo else 1.0)
+    return data

@@ -1,0 +1,360 @@
+"""Dataset store: round trips, validation messages, crash safety, curation and export (real UHCS data)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_microsynth.core.fractions import mask_fractions
+from napari_microsynth.core.progress import Cancelled
+from napari_microsynth.core.sample import Provenance, Sample
+from napari_microsynth.core.schema import Phase, PhaseSchema
+from napari_microsynth.core.store import DatasetStore, IncompleteWriteWarning, StoreError, export_folder
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def load_uhcs(shared_data: Path, name: str) -> Sample:
+    folder = shared_data / "uhcs"
+    image = tifffile.imread(folder / "images" / f"{name}.tif").astype(np.float32) / np.float32(255)
+    mask = np.load(folder / "masks" / f"{name}.npy")
+    return Sample(image, PhaseSchema.bundled("uhcs"), mask, name=name, pixel_size_um=20 / 103,
+                  provenance=Provenance(origin="real", source=f"uhcs/images/{name}.tif"))
+
+
+@pytest.fixture(scope="module")
+def uhcs(shared_data):
+    return [load_uhcs(shared_data, n) for n in ("uhcs1648", "uhcs0006")]
+
+
+def synthetic_tile(real: Sample, seed: int) -> Sample:
+    """A stand-in for a generator output: a 256x256 crop with synthetic provenance and properties."""
+    tile = real.crop((0, 0, 256, 256), name=f"synthetic {seed}")
+    tile.provenance = Provenance(
+        origin="synthetic", generator="joint-ddpm", generator_version="1", model_checksum="abc123",
+        condition={"fractions": [0.7, 0.1, 0.15, 0.05]}, seed=seed, extra={"steps": 50},
+    )
+    tile.properties = {"anneal_temperature": 800.0 + seed, "anneal_time_h": 24.0}
+    tile.pixel_size_um = None
+    tile.instances = (tile.mask == 2).astype(np.int32) * 7
+    return tile
+
+
+def test_roundtrip_keeps_every_field(tmp_path, uhcs):
+    tiles = [synthetic_tile(uhcs[0], s) for s in (1, 2)]
+    store = DatasetStore.create(tmp_path / "d.zarr", PhaseSchema.bundled("uhcs"), description="test set")
+    assert store.append(uhcs[0], split="train") == 0
+    assert store.append(uhcs[1], split="test") == 1
+    assert store.extend(tiles, split="train") == [2, 3]
+
+    reopened = DatasetStore.open(tmp_path / "d.zarr")
+    assert len(reopened) == 4
+    assert reopened.schema == PhaseSchema.bundled("uhcs")
+    assert reopened.description == "test set"
+    assert reopened.names == ["uhcs1648", "uhcs0006", "synthetic 1", "synthetic 2"]
+    assert reopened.splits == {"train": [0, 2, 3], "test": [1]}
+    for original, stored in zip(uhcs + tiles, reopened):
+        assert stored.image.dtype == np.float32
+        assert np.array_equal(stored.image, original.image)  # float32 is stored exactly
+        assert np.array_equal(stored.mask, original.mask)
+        assert stored.shape == original.shape
+        assert stored.provenance == original.provenance
+        assert stored.properties == original.properties
+        assert stored.pixel_size_um == original.pixel_size_um
+        assert stored.name == original.name
+    assert np.array_equal(reopened[3].instances, tiles[1].instances)
+    assert reopened[0].instances is None
+    expected = np.stack([mask_fractions(s.mask, s.schema) for s in uhcs + tiles])
+    np.testing.assert_allclose(reopened.fractions(), expected)
+    assert reopened[-1].name == "synthetic 2"
+
+
+def test_quantised_images_are_exact_for_8bit_sources_and_within_half_a_step(tmp_path, uhcs):
+    schema = PhaseSchema.bundled("uhcs")
+    u8 = DatasetStore.create(tmp_path / "u8.zarr", schema, image_dtype="uint8")
+    u8.append(uhcs[0])
+    assert np.array_equal(DatasetStore.open(tmp_path / "u8.zarr")[0].image, uhcs[0].image)
+
+    smooth = uhcs[0].crop((0, 0, 128, 128))
+    smooth.image = np.clip(smooth.image * 0.37 + 0.1, 0, 1).astype(np.float32)
+    u16 = DatasetStore.create(tmp_path / "u16.zarr", schema, image_dtype="uint16")
+    u16.append(smooth)
+    back = DatasetStore.open(tmp_path / "u16.zarr")[0].image
+    assert np.abs(back - smooth.image).max() <= 0.5 / 65535 + 1e-7
+    assert not np.array_equal(back, smooth.image)  # it really is quantised
+
+
+def test_create_refuses_existing_paths(tmp_path, uhcs):
+    schema = PhaseSchema.bundled("uhcs")
+    store = DatasetStore.create(tmp_path / "d.zarr", schema)
+    store.append(uhcs[0])
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        DatasetStore.create(tmp_path / "d.zarr", schema)
+    assert len(DatasetStore.create(tmp_path / "d.zarr", schema, overwrite=True)) == 0
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not a napari-microsynth store"):
+        DatasetStore.create(tmp_path / "photos", schema, overwrite=True)
+    assert (tmp_path / "photos" / "holiday.jpg").exists()
+
+
+def test_append_rejects_bad_samples(tmp_path, uhcs):
+    store = DatasetStore.create(tmp_path / "d.zarr", PhaseSchema.bundled("uhcs"))
+    with pytest.raises(ValueError, match="schema 'metaldam'"):
+        store.append(Sample(uhcs[0].image, PhaseSchema.bundled("metaldam"), np.zeros(uhcs[0].shape, np.uint8)))
+    with pytest.raises(ValueError, match="no mask"):
+        store.append(Sample(uhcs[0].image, uhcs[0].schema))
+    bad_mask = uhcs[0].mask.copy()
+    bad_mask[0, 0] = 9
+    with pytest.raises(ValueError, match=r"\[9\]"):
+        store.append(Sample(uhcs[0].image, uhcs[0].schema, bad_mask))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        store.append(Sample(uhcs[0].image * 2, uhcs[0].schema, uhcs[0].mask))
+    assert len(store) == 0
+    store.append(uhcs[0])
+    with pytest.raises(PermissionError, match="mode='a'"):
+        DatasetStore.open(tmp_path / "d.zarr").append(uhcs[1])
+
+
+def _store_with_two(tmp_path, uhcs) -> Path:
+    path = tmp_path / "d.zarr"
+    store = DatasetStore.create(path, PhaseSchema.bundled("uhcs"))
+    store.extend(uhcs)
+    return path
+
+
+def _set_root_attr(path: Path, key: str, value) -> None:
+    meta = json.loads((path / "zarr.json").read_text())
+    if value is None:
+        del meta["attributes"][key]
+    else:
+        meta["attributes"][key] = value
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_open_explains_a_deleted_mask(tmp_path, uhcs):
+    path = _store_with_two(tmp_path, uhcs)
+    shutil.rmtree(path / "samples" / "000001" / "mask")
+    with pytest.raises(StoreError, match=r"sample 1 \(samples/000001\) has no mask array"):
+        DatasetStore.open(path)
+
+
+def test_open_explains_a_schema_that_does_not_fit_the_masks(tmp_path, uhcs):
+    path = _store_with_two(tmp_path, uhcs)
+    two_phases = PhaseSchema("two", (Phase(0, "a", (0, 0, 0)), Phase(1, "b", (255, 255, 255))))
+    _set_root_attr(path, "schema", two_phases.to_dict())
+    with pytest.raises(StoreError) as info:
+        DatasetStore.open(path)
+    message = str(info.value)
+    assert "sample 0" in message and "sample 1" in message
+    assert "[2, 3]" in message and "'two'" in message
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("schema", None, "no phase schema"),
+        ("napari_microsynth", {"format": "napari-microsynth-dataset", "version": 99, "image_dtype": "float32"},
+         "version 99 is not supported"),
+        ("napari_microsynth", None, "not a napari-microsynth dataset store"),
+    ],
+)
+def test_open_explains_bad_root_metadata(tmp_path, uhcs, key, value, expected):
+    path = _store_with_two(tmp_path, uhcs)
+    _set_root_attr(path, key, value)
+    with pytest.raises(StoreError, match=expected):
+        DatasetStore.open(path)
+
+
+def test_open_refuses_other_folders(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        DatasetStore.open(tmp_path / "missing.zarr")
+    with pytest.raises(StoreError, match="not a zarr v3 group"):
+        DatasetStore.open(tmp_path)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from zarr.storage import LocalStore
+    from napari_microsynth.core.store import DatasetStore
+
+    store = DatasetStore.open(sys.argv[1], mode="a")
+    sample = store[0]
+    sample.name = "fourth"
+    writes_allowed = int(sys.argv[2])
+    original_set = LocalStore.set
+    done = []
+
+    async def dying_set(self, key, value):
+        if len(done) == writes_allowed:
+            os._exit(17)  # dies like a killed process: no cleanup, no flushing
+        done.append(key)
+        await original_set(self, key, value)
+
+    LocalStore.set = dying_set
+    store.append(sample, split="train")
+    os._exit(0)
+    """
+)
+
+
+def test_a_write_killed_midway_leaves_earlier_samples_intact(tmp_path, uhcs):
+    tiles = [uhcs[i % 2].crop((0, 0, 200 + i, 300), name=f"t{i}") for i in range(3)]
+    path = tmp_path / "d.zarr"
+    store = DatasetStore.create(path, PhaseSchema.bundled("uhcs"))
+    store.extend(tiles, split="train")
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # Appending a sample this small makes 6 file writes: sample group, image array + its one chunk, mask
+    # array + its one chunk, then the root metadata (the commit). Die before the 1st, 4th and 6th.
+    for writes_allowed in (0, 3, 5):
+        result = subprocess.run([sys.executable, str(script), str(path), str(writes_allowed)], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 17, result.stderr
+        if writes_allowed:
+            with pytest.warns(IncompleteWriteWarning, match="000003"):
+                reopened = DatasetStore.open(path)
+        else:
+            reopened = DatasetStore.open(path)
+        assert len(reopened) == 3
+        assert reopened.splits == {"train": [0, 1, 2]}
+        for original, stored in zip(tiles, reopened):
+            assert np.array_equal(stored.image, original.image)
+            assert np.array_equal(stored.mask, original.mask)
+    assert reopened.incomplete == ["000003"]
+
+    with pytest.warns(IncompleteWriteWarning):
+        store = DatasetStore.open(path, mode="a")
+    store.append(uhcs[0], split="test")
+    reopened = DatasetStore.open(path)  # no warning: the leftover was replaced
+    assert reopened.incomplete == []
+    assert reopened.names == ["t0", "t1", "t2", "uhcs1648"]
+    assert np.array_equal(reopened[3].mask, uhcs[0].mask)
+
+    completed = subprocess.run([sys.executable, str(script), str(path), "1000"], env=env, capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert DatasetStore.open(path).names[-1] == "fourth"
+
+
+def test_extend_reports_progress_and_stops_when_asked(tmp_path, uhcs):
+    store = DatasetStore.create(tmp_path / "d.zarr", PhaseSchema.bundled("uhcs"))
+    tiles = [uhcs[0].crop((0, 64 * i, 64, 64 * i + 64), name=f"t{i}") for i in range(5)]
+    calls = []
+    with pytest.raises(Cancelled):
+        store.extend(tiles, progress=lambda d, t, m: calls.append((d, t)), should_stop=lambda: len(calls) >= 2)
+    assert calls == [(1, 5), (2, 5)]
+    assert DatasetStore.open(tmp_path / "d.zarr").names == ["t0", "t1"]
+
+
+def test_corrections_add_a_mask_version_and_keep_the_original(tmp_path, uhcs):
+    path = tmp_path / "d.zarr"
+    store = DatasetStore.create(path, PhaseSchema.bundled("uhcs"))
+    store.append(synthetic_tile(uhcs[0], 3))
+    original = store[0].mask.copy()
+    corrected = original.copy()
+    corrected[:20, :10] = 3  # 200 pixels painted as Widmanstaetten
+    changed = int(np.count_nonzero(corrected != original))
+    store.replace_mask(0, corrected)
+    store.set_status(0, "accepted")
+
+    reopened = DatasetStore.open(path)
+    assert np.array_equal(reopened[0].mask, corrected)
+    assert np.array_equal(reopened.mask(0, version="mask"), original)
+    assert reopened.mask_versions(0) == ["mask", "mask_v1"]
+    provenance = reopened.provenance(0)
+    assert provenance.origin == "corrected" and provenance.changed_pixels == changed
+    assert provenance.extra["original_origin"] == "synthetic" and provenance.seed == 3
+    np.testing.assert_allclose(reopened.fractions()[0], mask_fractions(corrected, reopened.schema))
+    assert reopened.status(0) == "accepted"
+
+    with pytest.raises(ValueError, match="status must be one of"):
+        DatasetStore.open(path, mode="a").set_status(0, "great")
+
+
+def test_splits_can_be_redefined(tmp_path, uhcs):
+    store = DatasetStore.create(tmp_path / "d.zarr", PhaseSchema.bundled("uhcs"))
+    store.extend(uhcs, split="train")
+    store.set_split("val", [1, 1])
+    store.set_split("train", [0])
+    assert DatasetStore.open(tmp_path / "d.zarr").splits == {"train": [0], "val": [1]}
+    with pytest.raises(IndexError, match="out of range"):
+        store.set_split("test", [5])
+
+
+def _export_store(tmp_path, uhcs) -> DatasetStore:
+    store = DatasetStore.create(tmp_path / "d.zarr", PhaseSchema.bundled("uhcs"))
+    store.append(uhcs[0], split="train", status="accepted")
+    store.append(synthetic_tile(uhcs[1], 5), split="train")
+    store.append(synthetic_tile(uhcs[0], 6), status="rejected")
+    return store
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_export_writes_images_masks_and_a_csv(tmp_path, uhcs):
+    store = _export_store(tmp_path, uhcs)
+    out = export_folder(store, tmp_path / "export")
+    rows = _read_csv(out / "samples.csv")
+    assert [r["name"] for r in rows] == ["uhcs1648", "synthetic 5"]  # the rejected sample is left out
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000_uhcs1648.png", "000001_synthetic_5.png"]
+    assert rows[1]["origin"] == "synthetic" and rows[1]["split"] == "train" and rows[0]["status"] == "accepted"
+    assert float(rows[1]["property_anneal_temperature"]) == 805.0 and rows[0]["property_anneal_temperature"] == ""
+    assert json.loads(rows[1]["provenance"])["condition"] == {"fractions": [0.7, 0.1, 0.15, 0.05]}
+    fractions = [float(rows[0][f"fraction_{p}"]) for p in store.schema.names]
+    np.testing.assert_allclose(fractions, mask_fractions(uhcs[0].mask, store.schema), atol=1e-6)
+
+    mask_png = Image.open(out / rows[0]["mask"])
+    assert mask_png.mode == "P"
+    assert np.array_equal(np.array(mask_png), uhcs[0].mask)
+    assert np.array(mask_png.getpalette()[:12]).reshape(4, 3).tolist() == store.schema.colors.tolist()
+    image_png = np.array(Image.open(out / rows[0]["image"]))
+    assert np.array_equal(image_png, np.round(uhcs[0].image * 255).astype(np.uint8))
+    assert PhaseSchema.load(out / "schema.json") == store.schema
+    assert (out / "splits" / "train.txt").read_text().split() == ["000000_uhcs1648.png", "000001_synthetic_5.png"]
+
+    tiff_out = export_folder(store, tmp_path / "tiff", image_format="tiff", include_rejected=True)
+    tiff_rows = _read_csv(tiff_out / "samples.csv")
+    assert len(tiff_rows) == 3
+    assert np.array_equal(tifffile.imread(tiff_out / tiff_rows[1]["image"]), store[1].image)
+
+
+def test_an_interrupted_export_reruns_without_duplicates(tmp_path, uhcs):
+    store = _export_store(tmp_path, uhcs)
+    out = tmp_path / "export"
+    with pytest.raises(Cancelled):
+        export_folder(store, out, should_stop=iter([False, True]).__next__)
+    assert not (out / "samples.csv").exists()  # unfinished: no CSV
+    assert len(list((out / "images").iterdir())) == 1
+
+    export_folder(store, out)  # the re-run needs no overwrite and completes it
+    assert len(_read_csv(out / "samples.csv")) == 2
+    assert len(list((out / "images").iterdir())) == 2 and len(list((out / "masks").iterdir())) == 2
+
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_folder(store, out)
+    writable = DatasetStore.open(store.path, mode="a")
+    writable.set_status(1, "rejected")
+    export_folder(writable, out, overwrite=True)
+    assert [r["name"] for r in _read_csv(out / "samples.csv")] == ["uhcs1648"]
+    assert [p.name for p in (out / "images").iterdir()] == ["000000_uhcs1648.png"]  # stale file removed
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.docx").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="thesis.docx"):
+        export_folder(store, tmp_path / "notes", overwrite=True)
