@@ -7,10 +7,10 @@ import tifffile
 import zarr
 
 from napari_microsynth.core.datasets import load_dataset
-from napari_microsynth.core.sample import Provenance, Sample
+from napari_microsynth.core.sample import Provenance
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.napari_io import get_reader, make_sample_data, read_store, write_store
+from napari_microsynth.napari_io import get_reader, make_sample_data, read_store, store_layers, write_store
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,15 @@ def test_reader_stacks_equal_sizes_and_keeps_schema_and_provenance(tmp_path, uhc
     assert layers[2][0].shape == (2, 256, 256)
 
 
+def test_reader_stops_loading_at_its_memory_budget(tmp_path, uhcs_test):
+    tiles = [s.crop((0, 0, 100, 100), name=f"t{k}") for k, s in enumerate(uhcs_test[:3])]
+    store = _store(tmp_path / "d.zarr", tiles)
+    with pytest.warns(UserWarning, match="first 2 of 3 samples"):
+        layers = store_layers(store, max_bytes=2 * 100 * 100 * 5)
+    assert layers[0][0].shape == (2, 100, 100)
+    assert [e["name"] for e in layers[1][1]["metadata"]["microsynth"]["samples"]] == ["t0", "t1"]
+
+
 def test_sample_data_is_the_bundled_uhcs_test_micrograph(shared_data):
     (image, image_kw, image_type), (mask, mask_kw, mask_type) = make_sample_data()
     assert (image_type, mask_type) == ("image", "labels")
@@ -103,7 +112,7 @@ def test_writing_edited_labels_back_records_a_correction_not_a_duplicate(tmp_pat
     copy = tmp_path / "copy.zarr"
     write_store(str(copy), read_store(str(path)))  # into another store: appended with provenance
     copied = DatasetStore.open(copy)
-    assert copied.names == store.names and copied.splits == {}
+    assert copied.names == store.names and copied.splits == {"test": [0, 1, 2, 3]}
     assert copied.provenance(2) == store.provenance(2)
 
 
@@ -121,7 +130,8 @@ def test_edits_saved_to_another_store_are_marked_corrected(tmp_path, uhcs_test):
 def test_plain_layers_get_an_inferred_schema(tmp_path, shared_data):
     raw = tifffile.imread(shared_data / "uhcs" / "images" / "uhcs0006.tif")
     labels = np.load(shared_data / "uhcs" / "masks" / "uhcs0006.npy").astype(np.int32)
-    write_store(str(tmp_path / "p.zarr"), [(raw, {"name": "uhcs0006"}, "image"), (labels, {"name": "Labels"}, "labels")])
+    plain_layers = [(raw, {"name": "uhcs0006"}, "image"), (labels, {"name": "Labels"}, "labels")]
+    write_store(str(tmp_path / "p.zarr"), plain_layers)
     store = DatasetStore.open(tmp_path / "p.zarr")
     assert store.schema.names == ("class 0", "class 1", "class 2", "class 3")
     assert np.array_equal(store[0].image, raw.astype(np.float32) / np.float32(255))

@@ -77,6 +77,9 @@ def test_roundtrip_keeps_every_field(tmp_path, uhcs):
     expected = np.stack([mask_fractions(s.mask, s.schema) for s in uhcs + tiles])
     np.testing.assert_allclose(reopened.fractions(), expected)
     assert reopened[-1].name == "synthetic 2"
+    text = reopened.describe()
+    assert "samples      4" in text and "real 2, synthetic 2" in text and "train 3, test 1" in text
+    assert f"ferrite matrix {np.mean(expected[:, 0]):.1%}" in text
 
 
 def test_quantised_images_are_exact_for_8bit_sources_and_within_half_a_step(tmp_path, uhcs):

@@ -38,15 +38,11 @@ def _schema_arg(value: str | None):
     return PhaseSchema.load(path) if path.suffix == ".json" or path.is_file() else PhaseSchema.bundled(value)
 
 
-def _is_store(path: Path) -> bool:
-    return (path / "zarr.json").is_file()
-
-
 def _load_samples(path: Path, schema, split: str | None, progress, should_stop):
     """Samples of a dataset folder or a store (optionally one split)."""
-    if _is_store(path):
-        from .core.store import DatasetStore
+    from .core.store import DatasetStore, is_store
 
+    if is_store(path):
         store = DatasetStore.open(path)
         indices = range(len(store)) if split is None else store.splits.get(split)
         if indices is None:
@@ -62,23 +58,26 @@ def _load_samples(path: Path, schema, split: str | None, progress, should_stop):
 
 @command("describe")
 def _describe(args: argparse.Namespace) -> int:
-    path = Path(args.path)
-    if _is_store(path):
-        from .core.store import DatasetStore
+    from .core.store import DatasetStore, is_store
 
+    path = Path(args.path)
+    if is_store(path):
         store = DatasetStore.open(path)
         print(store.describe())
         return 0
     from .core.datasets import describe_dataset
 
-    report = describe_dataset(path)
+    progress, stop = _terminal(args, "reading")
+    with stop.installed():
+        report = describe_dataset(path, schema=_schema_arg(args.schema), progress=progress, should_stop=stop)
+    progress.close()
     print(report.as_text())
-    return 0 if not report.problems else 1
+    return 1 if (args.strict and report.problems) else 0
 
 
 @command("import")
 def _import(args: argparse.Namespace) -> int:
-    from .core.datasets import load_dataset, read_split
+    from .core.datasets import available_splits, load_dataset, read_split
     from .core.store import DatasetStore
     from .core.tiles import tile_samples
 
@@ -91,12 +90,9 @@ def _import(args: argparse.Namespace) -> int:
     if not samples:
         raise ValueError(f"no image/mask pairs found in {folder}")
     split_of: dict[str, str] = {}
-    for split in ("train", "val", "test"):
-        try:
-            for name in read_split(folder, split):
-                split_of[name] = split
-        except FileNotFoundError:
-            continue
+    for split in sorted({"train", "val", "test"} & set(available_splits(folder))):
+        for name in read_split(folder, split):
+            split_of[name] = split
     store = DatasetStore.create(out, samples[0].schema, description=f"imported from {folder}", overwrite=args.overwrite)
     progress, stop = _terminal(args, "writing")
     n_written = 0
@@ -214,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("describe", help="check a dataset folder or store and summarise it",
                        description="Check a dataset folder (images/ + masks/) or a dataset store and print what it "
-                                   "holds and any problem found. Exit status 1 when problems are found.")
+                                   "holds and any problem found (with --strict, problems give exit status 1).")
     p.add_argument("path", help="dataset folder or .zarr store")
+    p.add_argument("--schema", help="schema name or JSON file (generic folders without schema.json)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
 
     p = sub.add_parser("import", help="import a dataset folder into a dataset store",
                        description="Read every image/mask pair of a folder (MetalDAM, UHCS, grain-map or generic "

@@ -6,7 +6,7 @@ so they need no napari import and are tested without a viewer.
 Layer metadata carries what a plain image/labels pair would lose, under the key ``"microsynth"``::
 
     {"store": "/abs/path.zarr" or None, "schema": PhaseSchema.to_dict(),
-     "samples": [{"index", "name", "pixel_size_um", "properties", "provenance", "status"}, ...]}
+     "samples": [{"index", "name", "pixel_size_um", "properties", "provenance", "status", "splits"}, ...]}
 
 with one ``samples`` entry per plane of the layer (a 2-D layer has one). The writer reads it back, so
 schema, names and provenance survive a read -> edit labels -> write round trip.
@@ -73,15 +73,20 @@ def layer_pair(
     return [(image, image_kwargs, "image"), (mask, labels_kwargs, "labels")]
 
 
-def _sample_entry(store: DatasetStore, index: int) -> dict[str, Any]:
-    return {
-        "index": index,
-        "name": store.names[index],
-        "pixel_size_um": store.pixel_size_um(index),
-        "properties": store.properties(index),
-        "provenance": store.provenance(index).to_dict(),
-        "status": store.status(index),
-    }
+def _sample_entries(store: DatasetStore, indices: list[int]) -> list[dict[str, Any]]:
+    names, splits = store.names, store.splits
+    return [
+        {
+            "index": i,
+            "name": names[i],
+            "pixel_size_um": store.pixel_size_um(i),
+            "properties": store.properties(i),
+            "provenance": store.provenance(i).to_dict(),
+            "status": store.status(i),
+            "splits": [split for split, members in splits.items() if i in members],
+        }
+        for i in indices
+    ]
 
 
 # ---------------------------------------------------------------------- reader
@@ -128,7 +133,7 @@ def store_layers(store: DatasetStore, max_bytes: int = MAX_READ_BYTES) -> list[L
     base = store.path.name.removesuffix(".zarr") or store.path.name
     layers: list[LayerData] = []
     for shape, indices in by_shape.items():
-        samples = [_sample_entry(store, i) for i in indices]
+        samples = _sample_entries(store, indices)
         images = np.stack([store.image(i) for i in indices])
         masks = np.stack([store.mask(i) for i in indices])
         if len(indices) == 1:
@@ -234,8 +239,8 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
     appended to. Planes that were read from this same store (metadata ``store`` + ``index``) are not
     appended again: when their labels were edited, the new mask is saved as a correction
     (``DatasetStore.replace_mask``), otherwise nothing is written for them. Planes read from another
-    store keep their provenance, marked ``corrected`` with the number of changed pixels when edited.
-    Everything is checked before the first write. Returns ``[path]``.
+    store keep their provenance (marked ``corrected`` with the number of changed pixels when edited)
+    and their split names. Everything is checked before the first write. Returns ``[path]``.
     """
     target = Path(path)
     if target.exists() and not is_store(target):
@@ -269,7 +274,10 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
                 f"({', '.join(store.schema.names)})"
             )
         if plan and schema != plan[0][4]:
-            raise ValueError(f"the labels layers use different schemas ({plan[0][4].name!r}, {schema.name!r}); save them to separate stores")
+            raise ValueError(
+                f"the labels layers use different schemas ({plan[0][4].name!r}, {schema.name!r}); "
+                "save them to separate stores"
+            )
         for mask in masks:
             schema.validate_mask(mask)
         images = [_unit_float(image, image_name) for image in images]
@@ -277,6 +285,7 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
 
     if store is None:
         store = DatasetStore.create(target, plan[0][4])
+    added_to_split: dict[str, list[int]] = {}
     for image_name, images, masks, entries, schema, source_path in plan:
         source = _open_source(source_path, store)
         for k, (image, mask, entry) in enumerate(zip(images, masks, entries)):
@@ -296,7 +305,7 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
             if from_source and not np.array_equal(source.mask(index), mask):
                 provenance = _corrected(provenance, source.mask(index, version="mask"), mask)
             fallback = _stem(image_name) if len(images) == 1 else f"{_stem(image_name)} [{k}]"
-            store.append(
+            new_index = store.append(
                 Sample(
                     image=image,
                     schema=schema,
@@ -308,6 +317,10 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
                 ),
                 status=entry.get("status", "pending"),
             )
+            for split in entry.get("splits") or []:
+                added_to_split.setdefault(split, []).append(new_index)
+    for split, indices in added_to_split.items():
+        store.set_split(split, store.splits.get(split, []) + indices)
     return [str(target)]
 
 

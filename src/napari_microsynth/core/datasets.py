@@ -15,7 +15,7 @@ Masks shorter than their image (same width) cover the part above a bottom inform
 image is cropped to them (``image[:mask.shape[0]]``), as MetalDAM's README prescribes.
 
 >>> samples = load_dataset("../shared/data/uhcs", split="train")  # doctest: +SKIP
->>> len(samples), samples[0].properties
+>>> len(samples), samples[0].properties  # doctest: +SKIP
 (16, {'anneal_temperature_c': 970.0, 'anneal_time_h': 1.5})
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fractions import class_counts
 from .io import MASK_SUFFIXES, MICROGRAPH_SUFFIXES, image_shape, read_instance_map, read_mask, read_micrograph
 from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from .sample import Provenance, Sample
@@ -245,7 +246,13 @@ def _uhcs_id(name: str) -> int | None:
 
 
 def _split_lines(path: Path) -> list[str]:
-    return [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]
+    """Sample names listed one per line, with or without their image/mask file suffix."""
+    names = []
+    for line in path.read_text().splitlines():
+        entry = Path(line.strip())
+        if entry.name:
+            names.append(entry.stem if entry.suffix.lower() in MICROGRAPH_SUFFIXES + MASK_SUFFIXES else entry.name)
+    return names
 
 
 def available_splits(folder: str | Path) -> list[str]:
@@ -441,14 +448,15 @@ class DatasetSummary:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def text(self) -> str:
+    def as_text(self) -> str:
         """Multi-line human-readable summary."""
         lines = [
             f"{self.folder}: {self.layout} layout, {self.n_samples} micrographs, {self.n_labelled} with masks",
             "image sizes: " + ", ".join(f"{size} x{n}" for size, n in self.image_sizes.items()),
             f"schema {self.schema!r}:",
         ]
-        lines += [f"  {i}  {name:<24s} {share:7.2%}" for i, (name, share) in enumerate(zip(self.class_names, self.class_fractions))]
+        for i, (name, share) in enumerate(zip(self.class_names, self.class_fractions)):
+            lines.append(f"  {i}  {name:<24s} {share:7.2%}")
         if self.splits:
             lines.append("splits: " + ", ".join(f"{name} ({n})" for name, n in self.splits.items()))
         lines.append(f"problems ({len(self.problems)}):" if self.problems else "problems: none")
@@ -485,14 +493,15 @@ def describe_dataset(
         if sample.mask is None:
             continue
         n_labelled += 1
-        values = sample.mask[sample.mask != loader.schema.ignore_id] if loader.schema.ignore_id is not None else sample.mask
-        mask_counts = np.bincount(values.ravel().astype(np.intp), minlength=loader.schema.n_classes)
+        mask_counts = class_counts(sample.mask, loader.schema.n_classes, loader.schema.ignore_id)
         counts += mask_counts
         record = loader.metaldam.get(entry.name)
         if record is not None:
             problems += [f"{entry.name}: metadata {p}" for p in record.problems]
             if record.counts_consistent and tuple(mask_counts.tolist()) != record.counts:
-                problems.append(f"{entry.name}: mask class counts {mask_counts.tolist()} differ from metadata {list(record.counts)}")
+                problems.append(
+                    f"{entry.name}: mask class counts {mask_counts.tolist()} differ from metadata {list(record.counts)}"
+                )
         if loader.layout == "uhcs" and not sample.properties:
             problems.append(f"{entry.name}: no processing conditions in {UHCS_METADATA}")
     progress(len(entries), len(entries), "done")

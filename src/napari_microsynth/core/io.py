@@ -34,6 +34,8 @@ _BAND_ROW_MODE_SHARE = 0.65
 # ... or when at least this share of its pixels is coloured (coloured text).
 _BAND_ROW_COLOUR_SHARE = 0.01
 _MODE_HALF_WIDTH = 2
+# The band must hold a plain row (frame line or background): this share of pixels at one value.
+_PLAIN_ROW_MODE_SHARE = 0.95
 _BAND_MAX_FRACTION = 0.3
 _BAND_MAX_GAP = 2
 
@@ -118,9 +120,6 @@ def image_shape(path: str | Path) -> tuple[int, int]:
             series = tif.series[0]
             sizes = dict(zip(series.axes, series.shape))
         return int(sizes["Y"]), int(sizes["X"])
-    if suffix == ".npy":
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        return int(shape[0]), int(shape[1])
     from PIL import Image
 
     with Image.open(path) as im:
@@ -197,7 +196,7 @@ def detect_info_band(image: np.ndarray) -> int:
     window = 2 * _MODE_HALF_WIDTH + 1
     cum = np.cumsum(np.pad(hist, ((0, 0), (_MODE_HALF_WIDTH + 1, _MODE_HALF_WIDTH))), axis=1)
     mode_share = (cum[:, window:] - cum[:, :-window]).max(axis=1) / width
-    coloured = spread > 0.15
+    coloured = spread > _COLOUR_TOLERANCE
     colour_share = coloured.mean(axis=1)
     band_row = (mode_share >= _BAND_ROW_MODE_SHARE) | (colour_share >= _BAND_ROW_COLOUR_SHARE)
 
@@ -218,7 +217,7 @@ def detect_info_band(image: np.ndarray) -> int:
     if rows < max(4, int(np.ceil(0.01 * height))):
         return 0
     band = region[top:]
-    plain_row = bool(np.any(mode_share[top:] >= 0.95))
+    plain_row = bool(np.any(mode_share[top:] >= _PLAIN_ROW_MODE_SHARE))
     text = (np.mean(band < 0.1) >= 0.01 and np.mean(band > 0.9) >= 0.01) or np.mean(coloured[top:]) >= 0.001
     if np.mean(band_row[top:]) < 0.8 or not plain_row or not text:
         return 0
@@ -235,7 +234,7 @@ def read_micrograph(path: str | Path, info_band: str | int | None = "auto") -> t
     it is ``None`` when the file does not carry one (JPEG and PNG never do).
 
     >>> image, pixel_size_um = read_micrograph("uhcs0006.tif")  # doctest: +SKIP
-    >>> image.dtype, image.shape, pixel_size_um
+    >>> image.dtype, image.shape, pixel_size_um  # doctest: +SKIP
     (dtype('float32'), (484, 645), None)
     """
     path = Path(path)
@@ -426,18 +425,17 @@ def decode_overlay(rgb: np.ndarray, legend: Legend, background_id: int, *, toler
     [[0, 2]]
     """
     rgb = _drop_alpha(np.asarray(rgb))
-    colours, ids = _legend_table(legend)
+    colours, _ = _legend_table(legend)
     grey_entries = colours[(colours.max(axis=1) - colours.min(axis=1)) <= tolerance]
     if len(grey_entries):
         raise ValueError(
             f"legend holds grey colours {grey_entries.tolist()} that cannot be told apart from unpainted "
             "micrograph pixels; use a colour legend for overlays"
         )
-    valid = set(int(i) for i in ids)
-    if isinstance(legend, PhaseSchema) and legend.ignore_id is not None:
-        valid.add(legend.ignore_id)
-    if int(background_id) not in valid:
-        raise ValueError(f"background class {background_id} is not one of the legend's classes {sorted(valid)}")
+    if isinstance(legend, PhaseSchema):
+        valid = set(range(legend.n_classes)) | ({legend.ignore_id} if legend.ignore_id is not None else set())
+        if int(background_id) not in valid:
+            raise ValueError(f"background class {background_id} is not a class of schema {legend.name!r}")
     labels, matched = _match_legend(rgb, legend, tolerance)
     pixels = rgb.astype(np.int64)
     grey = (pixels.max(axis=2) - pixels.min(axis=2)) <= tolerance

@@ -233,7 +233,9 @@ class DatasetStore:
         attrs = dict(root.attrs)
         fmt = attrs.get(FORMAT_KEY)
         if not isinstance(fmt, dict) or fmt.get("format") != FORMAT_NAME:
-            raise StoreError(f"{path} is a zarr group but not a napari-microsynth dataset store (no {FORMAT_KEY!r} attribute)")
+            raise StoreError(
+                f"{path} is a zarr group but not a napari-microsynth dataset store (no {FORMAT_KEY!r} attribute)"
+            )
         version = fmt.get("version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise StoreError(
@@ -249,7 +251,9 @@ class DatasetStore:
         except ValueError as exc:
             raise StoreError(f"{path}: the stored phase schema is invalid: {exc}") from exc
         if not isinstance(attrs.get("count"), int) or attrs["count"] < 0:
-            raise StoreError(f"{path}: root attribute 'count' must be a non-negative integer, got {attrs.get('count')!r}")
+            raise StoreError(
+                f"{path}: root attribute 'count' must be a non-negative integer, got {attrs.get('count')!r}"
+            )
         if "samples" not in root:
             raise StoreError(f"{path}: the 'samples' group is missing")
         store = cls(root, path, writable=(mode == "a"))
@@ -291,9 +295,13 @@ class DatasetStore:
             if len(image.shape) != 2:
                 problems.append(f"{where}: image must be 2-D, got shape {tuple(image.shape)}")
             if image.shape != mask.shape:
-                problems.append(f"{where}: image shape {tuple(image.shape)} differs from mask shape {tuple(mask.shape)}")
+                problems.append(
+                    f"{where}: image shape {tuple(image.shape)} differs from mask shape {tuple(mask.shape)}"
+                )
             if str(image.dtype) != self._format["image_dtype"]:
-                problems.append(f"{where}: image dtype {image.dtype} differs from the store's {self._format['image_dtype']}")
+                problems.append(
+                    f"{where}: image dtype {image.dtype} differs from the store's {self._format['image_dtype']}"
+                )
             if not np.issubdtype(np.dtype(str(mask.dtype)), np.integer):
                 problems.append(f"{where}: mask dtype {mask.dtype} is not an integer type")
                 continue
@@ -309,16 +317,23 @@ class DatasetStore:
                     problems.append(f"{where}: {exc}")
                     continue
                 if counts.tolist() != list(meta["class_counts"]):
-                    problems.append(f"{where}: stored class counts {meta['class_counts']} disagree with the mask ({counts.tolist()})")
+                    problems.append(
+                        f"{where}: stored class counts {meta['class_counts']} disagree with the mask "
+                        f"({counts.tolist()})"
+                    )
         for name, indices in self._splits.items():
             bad = [i for i in indices if not 0 <= i < self._count]
             if bad:
-                problems.append(f"split {name!r} refers to samples {bad[:10]} that do not exist (store has {self._count})")
+                problems.append(
+                    f"split {name!r} refers to samples {bad[:10]} that do not exist (store has {self._count})"
+                )
         if problems:
             shown = "\n  - ".join(problems[:20])
             more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
             raise StoreError(f"dataset store {self.path} is damaged:\n  - {shown}{more}")
-        self.incomplete = sorted(k for k in self._samples_group.group_keys() if not (k.isdigit() and int(k) < self._count))
+        self.incomplete = sorted(
+            k for k in self._samples_group.group_keys() if not (k.isdigit() and int(k) < self._count)
+        )
         if self.incomplete:
             warnings.warn(
                 f"{self.path}: ignoring {len(self.incomplete)} incompletely written sample group(s) "
@@ -432,6 +447,28 @@ class DatasetStore:
         A sample whose mask is entirely the ignore id has a row of NaN.
         """
         return _fractions_from_counts(self.class_counts())
+
+    def describe(self) -> str:
+        """A short text summary: schema, sample count, origins, curation states, splits, mean fractions."""
+        from collections import Counter
+
+        origins = Counter(m["provenance"]["origin"] for m in self._meta)
+        states = Counter(self.statuses())
+        lines = [
+            f"dataset store {self.path}",
+            f"  schema       {self.schema.name}: {', '.join(self.schema.names)}",
+            f"  samples      {len(self)}" + (f" ({self.description})" if self.description else ""),
+            f"  images       {self.image_dtype}",
+            "  origins      " + (", ".join(f"{k} {v}" for k, v in sorted(origins.items())) or "-"),
+            "  status       " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "-"),
+            "  splits       " + (", ".join(f"{k} {len(v)}" for k, v in self._splits.items()) or "-"),
+        ]
+        if len(self):
+            mean = np.nanmean(self.fractions(), axis=0)
+            lines.append("  mean fractions " + ", ".join(f"{n} {f:.1%}" for n, f in zip(self.schema.names, mean)))
+        if self.incomplete:
+            lines.append(f"  ignored      {len(self.incomplete)} incompletely written sample group(s)")
+        return "\n".join(lines)
 
     # ------------------------------------------------------------------ encoding
     def _encode_image(self, image: np.ndarray) -> np.ndarray:
@@ -583,7 +620,13 @@ class DatasetStore:
         # The new array is written before the attributes point to it, so a crash keeps the old mask current.
         self._write_sample_attrs(
             i,
-            {**meta, "provenance": provenance, "class_counts": counts.tolist(), "mask_array": array_name, "mask_history": history},
+            {
+                **meta,
+                "provenance": provenance,
+                "class_counts": counts.tolist(),
+                "mask_array": array_name,
+                "mask_history": history,
+            },
         )
 
     def export_folder(self, out_dir: str | Path, **kwargs) -> Path:
@@ -639,7 +682,8 @@ def _prepare_export_dir(out_dir: Path, overwrite: bool) -> None:
     foreign = sorted(entries - _EXPORT_ENTRIES)
     if foreign:
         raise FileExistsError(
-            f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); choose an empty or new folder"
+            f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); "
+            "choose an empty or new folder"
         )
     if (out_dir / "samples.csv").exists():
         if not overwrite:

@@ -120,7 +120,7 @@ class RandomPairTiles:
     i.e. ``downscale=2``.
 
     >>> tiles = RandomPairTiles(samples, tile=64, downscale=2)       # doctest: +SKIP
-    >>> images, masks = tiles.draw(np.random.default_rng(0), 8)      # (8, 64, 64) float32, int64
+    >>> images, masks = tiles.draw(np.random.default_rng(0), 8)      # doctest: +SKIP
     """
 
     def __init__(self, samples: Sequence[Sample], tile: int, downscale: int = 1, augment: bool = True):
@@ -264,8 +264,9 @@ def train_denoiser(
     lr_scheduler = get_scheduler(
         "cosine" if config.lr_schedule == "cosine" else "constant_with_warmup",
         optimizer,
-        num_warmup_steps=min(config.lr_warmup_steps, config.steps),
-        num_training_steps=config.steps,
+        # accelerate steps a prepared scheduler once per process at every optimiser step
+        num_warmup_steps=min(config.lr_warmup_steps, config.steps) * accelerator.num_processes,
+        num_training_steps=config.steps * accelerator.num_processes,
     )
     model, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay)
@@ -286,10 +287,11 @@ def train_denoiser(
         accelerator.free_memory()
 
     def checkpoint() -> None:
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and not (ckpt_dir / f"checkpoint-{step}" / TRAINER_STATE).is_file():
             _save_checkpoint(accelerator, ckpt_dir, step, losses, denoiser, config.keep_checkpoints)
 
     process = accelerator.process_index
+    progress(step, config.steps, f"resumed at step {step}" if resumed_from is not None else "training")
     while step < config.steps:
         if should_stop():
             checkpoint()

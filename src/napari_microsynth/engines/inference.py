@@ -1,14 +1,16 @@
-"""Whole-micrograph inference: sliding windows with 50 % overlap and averaged softmax, plus a cached
-session for interactive phase-ratio sliders.
+"""Whole-micrograph inference with sliding windows, and a cached session for phase-ratio sliders.
 
 The network runs on square windows of its training tile size (the PLM's coordinate maps are relative to
-the window); windows overlap by half and the class probabilities of overlapping windows are averaged.
-Images smaller than a window are padded by reflection and the result cropped back.
+the window), overlapping by half. Images smaller than a window are padded by reflection and the result
+cropped back.
 
-:class:`PhaseRatioSession` runs the image-dependent part of the network (encoder, decoder, the PLM's
-feature extractor and spatial awareness) once per window and keeps its ``n``-channel output. A new ratio
-then only reruns the ratio-dependent per-pixel head on the cached windows, blends and takes the argmax;
-the result equals :func:`predict_image` with the same ratio.
+Blending: what is averaged over overlapping windows is the output of the image-dependent part of the
+network (:meth:`Segmenter.image_features`: the PLM's ``n`` phase-feature channels after feature
+extraction and spatial awareness, or a baseline's class scores). The ratio-dependent part of the PLM is
+per pixel, so it then runs once over the blended whole-micrograph map, followed by the softmax. For a
+baseline network this is averaging of the logits. Doing the blending before the ratio head is what lets
+:class:`PhaseRatioSession` keep the blended map and answer a new ratio with a few per-pixel operations;
+its predictions equal :func:`predict_image` with the same ratio.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from ..models.device import resolve_device
 from ..models.segmenter import Segmenter
 
 OVERLAP = 0.5
+#: Pixels per pass of the ratio head (bounds its temporary memory on large micrographs).
+HEAD_CHUNK_PIXELS = 1 << 21
 
 
 def _as_image(image) -> np.ndarray:
@@ -42,15 +46,17 @@ def pad_to_window(image: np.ndarray, tile: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect")
 
 
-def _ratio_tensor(ratio, n_classes: int) -> torch.Tensor | None:
+def _ratio_tensor(ratio, model: Segmenter, device: torch.device) -> torch.Tensor | None:
     if ratio is None:
         return None
+    if not model.uses_ratio:
+        raise ValueError("this model has no ratio encoder and takes no phase ratio (pass ratio=None)")
     values = np.asarray(ratio, dtype=np.float64)
-    if values.shape != (n_classes,):
-        raise ValueError(f"phase ratio must have one value per phase ({n_classes}), got shape {values.shape}")
+    if values.shape != (model.n_classes,):
+        raise ValueError(f"phase ratio must have one value per phase ({model.n_classes}), got shape {values.shape}")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"phase ratio must be finite numbers, got {values.tolist()}")
-    return torch.as_tensor(values, dtype=torch.float32)
+    return torch.as_tensor(values, dtype=torch.float32, device=device)
 
 
 def _model_device(model: Segmenter, device) -> torch.device:
@@ -61,13 +67,49 @@ def _model_device(model: Segmenter, device) -> torch.device:
     return device
 
 
-def _window_batches(image: np.ndarray, boxes, batch_size: int):
+@torch.inference_mode()
+def blended_features(
+    model: Segmenter,
+    image: np.ndarray,
+    batch_size: int = 4,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> np.ndarray:
+    """The image-dependent network output ``(n, H, W)`` for a whole micrograph, averaged over the 50 %
+    overlapping windows (holds ``batch_size`` windows of activations at a time)."""
+    image = _as_image(image)
+    device = next(model.parameters()).device
+    model.eval()
+    padded = pad_to_window(image, model.tile_size)
+    boxes = sliding_window_boxes(padded.shape, model.tile_size, OVERLAP)
+    acc = WindowAccumulator(padded.shape, model.n_classes)
     for start in range(0, len(boxes), batch_size):
+        check_stop(should_stop)
         chunk = boxes[start : start + batch_size]
-        yield start, chunk, np.stack([image[y0:y1, x0:x1] for y0, x0, y1, x1 in chunk])[:, None]
+        batch = np.stack([padded[y0:y1, x0:x1] for y0, x0, y1, x1 in chunk])[:, None]
+        features = model.image_features(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+        for box, values in zip(chunk, features):
+            acc.add(box, values)
+        done = start + len(chunk)
+        progress(done, len(boxes), f"segmenting window {done}/{len(boxes)}")
+    return np.ascontiguousarray(acc.result()[:, : image.shape[0], : image.shape[1]])
 
 
 @torch.inference_mode()
+def apply_ratio_head(model: Segmenter, features: torch.Tensor, ratio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blended features ``(n, H, W)`` (a tensor on the model's device) + ratio -> labels ``(H, W)`` and
+    probabilities ``(n, H, W)``, the per-pixel head run in chunks of :data:`HEAD_CHUNK_PIXELS`."""
+    n, h, w = features.shape
+    flat = features.reshape(n, h * w)
+    parts = [
+        torch.softmax(model.ratio_head(flat[None, :, start : start + HEAD_CHUNK_PIXELS], ratio)[0], dim=0)
+        for start in range(0, h * w, HEAD_CHUNK_PIXELS)
+    ]
+    probs = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    labels = probs.max(dim=0).indices.to(torch.int32)
+    return labels.reshape(h, w), probs.reshape(n, h, w)
+
+
 def predict_image(
     model: Segmenter,
     image,
@@ -81,33 +123,20 @@ def predict_image(
 
     ``ratio``: phase ratio per class for a PLM model (None = no ratio, fed as zeros as in paper 001).
     ``device``: None keeps the model where it is, otherwise the model is moved there.
-    Holds only ``batch_size`` windows of activations at a time.
     """
-    image = _as_image(image)
     device = _model_device(model, device)
-    model.eval()
-    r = _ratio_tensor(ratio, model.n_classes)
-    r = None if r is None else r.to(device)
-    tile = model.tile_size
-    padded = pad_to_window(image, tile)
-    boxes = sliding_window_boxes(padded.shape, tile, OVERLAP)
-    acc = WindowAccumulator(padded.shape, model.n_classes)
-    for start, chunk, batch in _window_batches(padded, boxes, batch_size):
-        check_stop(should_stop)
-        probs = torch.softmax(model(torch.from_numpy(batch).to(device), r), dim=1).float().cpu().numpy()
-        for box, p in zip(chunk, probs):
-            acc.add(box, p)
-        progress(start + len(chunk), len(boxes), f"segmenting window {start + len(chunk)}/{len(boxes)}")
-    probs = acc.result()[:, : image.shape[0], : image.shape[1]]
-    return probs.argmax(axis=0).astype(np.int32), np.ascontiguousarray(probs)
+    r = _ratio_tensor(ratio, model, device)
+    features = blended_features(model, image, batch_size, progress, should_stop)
+    labels, probs = apply_ratio_head(model, torch.from_numpy(features).to(device), r)
+    return labels.cpu().numpy(), probs.cpu().numpy()
 
 
 class PhaseRatioSession:
     """Cached inference of one micrograph for interactive phase-ratio changes.
 
     Construction runs the image-dependent part of the network window by window (reporting progress,
-    cancellable); :meth:`predict` then costs only the per-pixel ratio head on the cached ``n``-channel
-    window features (memory: about ``4 * 4 * n`` bytes per image pixel at 50 % overlap).
+    cancellable) and keeps the blended ``n``-channel map (``4 n`` bytes per pixel); :meth:`predict` then
+    costs only the per-pixel ratio head, the softmax and the argmax.
 
     >>> session = PhaseRatioSession(model, image)          # doctest: +SKIP
     >>> labels, probs = session.predict([0.6, 0.3, 0.1])   # doctest: +SKIP
@@ -119,30 +148,14 @@ class PhaseRatioSession:
         image,
         device=None,
         batch_size: int = 4,
-        head_chunk: int = 16,
         progress: ProgressFn = no_progress,
         should_stop: StopFn = never_stop,
     ):
-        image = _as_image(image)
         self.model = model.eval()
         self.device = _model_device(model, device)
-        self.shape = image.shape
-        self.head_chunk = max(1, int(head_chunk))
-        padded = pad_to_window(image, model.tile_size)
-        self.padded_shape = padded.shape
-        self.boxes = sliding_window_boxes(padded.shape, model.tile_size, OVERLAP)
-        chunks = []
-        with torch.inference_mode():
-            for start, chunk, batch in _window_batches(padded, self.boxes, batch_size):
-                check_stop(should_stop)
-                chunks.append(model.image_features(torch.from_numpy(batch).to(self.device)).float())
-                done = start + len(chunk)
-                progress(done, len(self.boxes), f"computing image features, window {done}/{len(self.boxes)}")
-            self.features = torch.cat(chunks)
-            count = torch.zeros(self.padded_shape, device=self.device)
-            for y0, x0, y1, x1 in self.boxes:
-                count[y0:y1, x0:x1] += 1
-            self._count = count
+        features = blended_features(model, image, batch_size, progress, should_stop)
+        self.shape = features.shape[1:]
+        self.features = torch.from_numpy(features).to(self.device)
 
     @property
     def uses_ratio(self) -> bool:
@@ -152,22 +165,9 @@ class PhaseRatioSession:
     def schema(self):
         return self.model.schema
 
-    @torch.inference_mode()
     def predict(self, ratio=None) -> tuple[np.ndarray, np.ndarray]:
         """Labels ``(H, W)`` int32 and probabilities ``(C, H, W)`` float32 for ``ratio`` (None = no ratio)."""
-        r = _ratio_tensor(ratio, self.model.n_classes)
-        if r is not None:
-            if not self.uses_ratio:
-                raise ValueError("this model has no ratio encoder; predict() takes no phase ratio")
-            r = r.to(self.device)
-        total = torch.zeros((self.model.n_classes, *self.padded_shape), device=self.device)
-        for start in range(0, len(self.boxes), self.head_chunk):
-            logits = self.model.ratio_head(self.features[start : start + self.head_chunk], r)
-            probs = torch.softmax(logits, dim=1)
-            for (y0, x0, y1, x1), p in zip(self.boxes[start : start + self.head_chunk], probs):
-                total[:, y0:y1, x0:x1] += p
-        probs = (total / self._count)[:, : self.shape[0], : self.shape[1]]
-        labels = probs.argmax(dim=0).to(torch.int32)
+        labels, probs = apply_ratio_head(self.model, self.features, _ratio_tensor(ratio, self.model, self.device))
         return labels.cpu().numpy(), probs.cpu().numpy()
 
     def estimate_ratio(self) -> np.ndarray:

@@ -164,7 +164,7 @@ def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> 
 
     Fractions: one column per class, named by phase name (case-insensitive) or class id; other columns
     (e.g. a file name) are ignored. Returns an ``(N, n_classes)`` array of renormalised vectors.
-    Properties: one column per property name; returns a list of dicts.
+    Properties: one column per property, named exactly as the property; returns a list of dicts.
     """
     if isinstance(spec, PhaseSchema):
         spec = ConditionSpec.fractions(spec)
@@ -177,12 +177,14 @@ def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> 
         if spec.kind == "fractions":
             wanted = {name.lower(): name for name in spec.class_names}
             wanted.update({str(i): name for i, name in enumerate(spec.class_names)})
+            key = str.lower
         else:
-            wanted = {p.name.lower(): p.name for p in spec.properties}
+            wanted = {p.name: p.name for p in spec.properties}
+            key = str
         columns = {}
         for raw, clean in zip(reader.fieldnames or [], header):
-            if clean.lower() in wanted:
-                columns[wanted[clean.lower()]] = raw
+            if key(clean) in wanted:
+                columns[wanted[key(clean)]] = raw
         needed = spec.class_names if spec.kind == "fractions" else tuple(p.name for p in spec.properties)
         missing = [name for name in needed if name not in columns]
         if missing:

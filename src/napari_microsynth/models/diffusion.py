@@ -138,10 +138,6 @@ class Denoiser(nn.Module):
             else None
         )
 
-    def null_condition(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """The "no condition" input for classifier-free guidance: an all-zero vector per sample."""
-        return torch.zeros(batch, self.config.condition_dim, device=device)
-
     def forward(
         self,
         sample: torch.Tensor,

@@ -19,7 +19,7 @@ and replaces its segmentation head. Its parts, all from paper 001 sec. 2.2 and F
 With no ratio the paper feeds a zero vector (appendix A.2, Fig. 10); ``ratio=None`` does the same.
 
 Choices the paper leaves open, made here: FE and SA use 3x3 kernels; the FA gate convolution and the
-final convolution are 1x1, so everything that depends on the ratio is per pixel (this keeps an
+final convolution are 1x1 (per-pixel linear layers), so everything that depends on the ratio is per pixel (this keeps an
 interactive ratio slider cheap; the paper's Table 6 parameter count for its SAM variant suggests a
 3x3 FA convolution at 256 channels). The RE hidden width is 128. With a module switched off (for the
 paper's ablation, Tables 2 and 3): without SA the phase features go on unchanged; without RE there is no
@@ -81,14 +81,15 @@ def coordinate_maps(height: int, width: int, like: torch.Tensor) -> torch.Tensor
 
 
 class RatioEncoder(nn.Module):
-    """2-layer MLP: phase ratio ``(B, n)`` -> ratio encoding ``(B, n, 1, 1)`` (paper 001, sec. 2.2, Fig. 4b)."""
+    """2-layer MLP: phase ratio ``(B, n)`` -> ratio encoding ``(B, n)``, one value per phase channel
+    (paper 001, sec. 2.2, Fig. 4b)."""
 
     def __init__(self, n_phases: int, hidden: int = 128):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(n_phases, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_phases))
 
     def forward(self, ratio: torch.Tensor) -> torch.Tensor:
-        return self.mlp(ratio)[:, :, None, None]
+        return self.mlp(ratio)
 
 
 class SpatialAwareness(nn.Module):
@@ -109,28 +110,47 @@ class SpatialAwareness(nn.Module):
         return self.conv(stacked)
 
 
+def _per_pixel(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer over the channels of every pixel (a 1x1 convolution) for ``x`` of shape ``(B, C, P)``."""
+    return torch.matmul(linear.weight, x) + linear.bias[:, None]
+
+
 class FeatureAggregator(nn.Module):
-    """Gated fusion of the image branch and the ratio branch with regulators gamma and delta
-    (paper 001, sec. 2.2, Fig. 4c; both regulators start at 0.5, appendix A.4)."""
+    """Gated fusion of the spatially aware features ``S`` with the ratio-encoded ones ``E = S * e``
+    (paper 001, sec. 2.2, Fig. 4c), weighted by the regulators gamma (image branch) and delta (ratio
+    branch), both initialised to 0.5 (appendix A.4).
+
+    In the paper's order: ``[g_s, g_e] = sigmoid(gate([S, E]))`` (a 1x1 convolution on the concatenation,
+    split in two) and ``out = gamma * g_s * S + delta * g_e * E``. Because the ratio encoding ``e`` is the
+    same at every pixel, ``gate([S, S * e]) = (W_s + W_e diag(e)) S + b``: the forward pass folds ``e`` into
+    the gate weights instead of building ``E`` and the concatenation, which gives the same numbers with
+    a third of the memory traffic (this is what keeps an interactive ratio change fast).
+    """
 
     def __init__(self, n_phases: int):
         super().__init__()
-        self.gate = nn.Conv2d(2 * n_phases, 2 * n_phases, kernel_size=1)
+        self.gate = nn.Linear(2 * n_phases, 2 * n_phases)
         self.gamma = nn.Parameter(torch.tensor(0.5))
         self.delta = nn.Parameter(torch.tensor(0.5))
 
-    def forward(self, spatial: torch.Tensor, ratio_features: torch.Tensor) -> torch.Tensor:
-        gates = torch.sigmoid(self.gate(torch.cat([spatial, ratio_features], dim=1)))
-        gate_image, gate_ratio = gates.chunk(2, dim=1)
-        return self.gamma * gate_image * spatial + self.delta * gate_ratio * ratio_features
+    def forward(self, spatial: torch.Tensor, encoding: torch.Tensor | None) -> torch.Tensor:
+        """``spatial`` ``(B, n, P)`` pixels, ``encoding`` ``(B, n)`` (None: no ratio branch, so ``E = S``)."""
+        b, n = spatial.shape[:2]
+        if encoding is None:
+            encoding = torch.ones(b, n, device=spatial.device, dtype=spatial.dtype)
+        w_image, w_ratio = self.gate.weight[:, :n], self.gate.weight[:, n:]
+        folded = w_image + w_ratio * encoding[:, None, :]  # (B, 2n, n)
+        gates = torch.sigmoid(torch.matmul(folded, spatial) + self.gate.bias[:, None])
+        weight = torch.addcmul(self.gamma * gates[:, :n], (self.delta * encoding)[:, :, None], gates[:, n:])
+        return spatial * weight
 
 
 class PhaseLearningModule(nn.Module):
     """The PLM head: image features ``(B, C, h, w)`` + phase ratio ``(B, n)`` -> logits ``(B, n, h, w)``.
 
-    Split into :meth:`phase_features` (depends on the image only: FE and SA) and :meth:`fuse` (everything
-    that depends on the ratio), so an interactive caller can compute the first once per image and rerun
-    only the second when the ratio changes.
+    Split into :meth:`phase_features` (depends on the image only: FE and SA, 3x3 convolutions) and
+    :meth:`fuse` (everything that depends on the ratio, per pixel), so an interactive caller can compute
+    the first once per image and rerun only the second when the ratio changes.
 
     >>> plm = PhaseLearningModule(in_channels=16, n_phases=3)
     >>> plm(torch.zeros(2, 16, 32, 32), torch.tensor([[0.7, 0.2, 0.1]] * 2)).shape
@@ -147,7 +167,7 @@ class PhaseLearningModule(nn.Module):
         self.spatial_awareness = SpatialAwareness(n_phases) if self.flags.spatial_awareness else None
         self.ratio_encoder = RatioEncoder(n_phases, ratio_hidden) if self.flags.ratio_encoder else None
         self.aggregator = FeatureAggregator(n_phases) if self.flags.feature_aggregator else None
-        self.output = nn.Conv2d(n_phases, n_phases, kernel_size=1)
+        self.output = nn.Linear(n_phases, n_phases)
 
     @property
     def uses_ratio(self) -> bool:
@@ -158,7 +178,7 @@ class PhaseLearningModule(nn.Module):
         phases = self.feature_extractor(features)
         return self.spatial_awareness(phases) if self.spatial_awareness is not None else phases
 
-    def check_ratio(self, ratio: torch.Tensor | None, batch: int, like: torch.Tensor) -> torch.Tensor:
+    def check_ratio(self, ratio, batch: int, like: torch.Tensor) -> torch.Tensor:
         """``ratio`` as a ``(batch, n)`` tensor; None becomes zeros (the paper's "no ratio" input)."""
         if ratio is None:
             return torch.zeros(batch, self.n_phases, device=like.device, dtype=like.dtype)
@@ -171,20 +191,23 @@ class PhaseLearningModule(nn.Module):
             )
         return ratio
 
-    def fuse(self, spatial: torch.Tensor, ratio: torch.Tensor | None = None) -> torch.Tensor:
-        """The ratio-dependent part: RE, fusion, FA and the output convolution -> logits."""
-        if self.ratio_encoder is None:
-            if ratio is not None:
-                raise ValueError(f"this PLM ({self.flags.name}) has no ratio encoder and takes no phase ratio")
-            ratio_features = None
-        else:
-            encoding = self.ratio_encoder(self.check_ratio(ratio, spatial.shape[0], spatial))
-            ratio_features = spatial * encoding
+    def fuse(self, spatial: torch.Tensor, ratio=None) -> torch.Tensor:
+        """The ratio-dependent part on phase features ``(B, n, *pixels)`` (any pixel layout): RE, fusion,
+        FA and the output layer -> logits of the same shape. Works on a whole micrograph at once."""
+        if self.ratio_encoder is None and ratio is not None:
+            raise ValueError(f"this PLM ({self.flags.name}) has no ratio encoder and takes no phase ratio")
+        shape = spatial.shape
+        pixels = spatial.flatten(2)
+        encoding = None
+        if self.ratio_encoder is not None:
+            encoding = self.ratio_encoder(self.check_ratio(ratio, shape[0], spatial))
         if self.aggregator is not None:
-            fused = self.aggregator(spatial, spatial if ratio_features is None else ratio_features)
+            fused = self.aggregator(pixels, encoding)
+        elif encoding is not None:
+            fused = pixels + pixels * encoding[:, :, None]
         else:
-            fused = spatial if ratio_features is None else spatial + ratio_features
-        return self.output(fused)
+            fused = pixels
+        return _per_pixel(self.output, fused).reshape(shape)
 
-    def forward(self, features: torch.Tensor, ratio: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, ratio=None) -> torch.Tensor:
         return self.fuse(self.phase_features(features), ratio)

@@ -2,7 +2,9 @@
 
 One grey input channel, one output class per phase of the schema, encoder weights never downloaded.
 The network is split as ``encoder -> decoder -> head``; the head is smp's segmentation convolution
-(baseline) or the Phase Learning Module (paper 001), followed by the architecture's own upsampling.
+(baseline) or the Phase Learning Module (paper 001). For decoders with a coarser output (FPN, DeepLab,
+...) the architecture's own bilinear upsampling is applied to the PLM's phase features, before the
+per-pixel ratio-dependent part, so that part always works at input resolution.
 
 >>> from napari_microsynth.core.schema import PhaseSchema
 >>> model = Segmenter.build(PhaseSchema.bundled("uhcs"), arch="Unet", preset="tiny", tile_size=64)
@@ -211,24 +213,26 @@ class Segmenter(nn.Module):
             )
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The ratio-independent part for images ``(B, 1, H, W)`` in [0, 1]: encoder, decoder and the
-        PLM's phase features (FE + SA), or the baseline's class scores before upsampling."""
+        """The ratio-independent part for images ``(B, 1, H, W)`` in [0, 1] -> ``(B, n, H, W)``: encoder,
+        decoder and the PLM's phase features (FE + SA), or the baseline's class scores, brought to input
+        resolution by the architecture's upsampling (identity for U-Net-like decoders)."""
         self._check_input(x)
         decoded = self.decoder(self.encoder((x - INPUT_MEAN) / INPUT_STD))
         if isinstance(self.head, PhaseLearningModule):
-            return self.head.phase_features(decoded)
-        return self.head(decoded)
+            return self.upsample(self.head.phase_features(decoded))
+        return self.upsample(self.head(decoded))
 
-    def ratio_head(self, features: torch.Tensor, ratio: torch.Tensor | None = None) -> torch.Tensor:
+    def ratio_head(self, features: torch.Tensor, ratio=None) -> torch.Tensor:
         """The ratio-dependent part: :meth:`image_features` output (+ ratio ``(n,)`` or ``(B, n)``, None =
-        no ratio) -> logits at input resolution. Cheap: a few per-pixel operations."""
+        no ratio) -> logits. Per pixel, so it also runs on blended whole-micrograph features
+        ``(1, n, H, W)`` or flattened pixels ``(1, n, P)``; the identity for a baseline network."""
         if isinstance(self.head, PhaseLearningModule):
-            return self.upsample(self.head.fuse(features, ratio))
+            return self.head.fuse(features, ratio)
         if ratio is not None:
             raise ValueError("this segmenter has no Phase Learning Module and takes no phase ratio")
-        return self.upsample(features)
+        return features
 
-    def forward(self, x: torch.Tensor, ratio: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ratio=None) -> torch.Tensor:
         return self.ratio_head(self.image_features(x), ratio)
 
     def save_pretrained(
