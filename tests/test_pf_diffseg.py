@@ -11,7 +11,7 @@ from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.sample import Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
-from napari_microsynth.engines.diffusion_training import (
+from napari_microsynth.models.diffusion_training import (
     DenoiserBatch,
     DiffusionTrainConfig,
     RandomPairTiles,

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
 from ..core.fractions import class_counts
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
@@ -130,7 +129,6 @@ class TrainResult:
             "n_training_samples": self.n_samples,
             "steps_done": int(last.get("step", 0)),
             "final_loss": float(last.get("loss", float("nan"))),
-            "code_version": __version__,
             **self.extra,
         }
 
@@ -155,6 +153,8 @@ def check_training_samples(samples: Sequence[Sample]) -> PhaseSchema:
             raise ValueError(f"training sample {s.name!r} has no mask; segmentation training needs annotated micrographs")
         if s.schema != schema:
             raise ValueError(f"training samples mix phase schemas: {schema.name!r} and {s.schema.name!r} ({s.name!r})")
+        if class_counts(s.mask, schema.n_classes, schema.ignore_id).sum() == 0:
+            raise ValueError(f"training sample {s.name!r} has no labelled pixel (its mask is all ignore id)")
     return schema
 
 
@@ -219,7 +219,9 @@ def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: n
     """
     schema = samples[0].schema
     images, masks, fracs = [], [], []
-    while len(images) < config.batch_size:
+    for _ in range(100 * config.batch_size):
+        if len(images) == config.batch_size:
+            break
         sample = samples[int(rng.integers(0, len(samples)))]
         image, mask = random_tile(sample, config.tile_size, rng, config.scale_range)
         fractions = _tile_fractions(mask, schema)
@@ -228,6 +230,8 @@ def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: n
         images.append(image)
         masks.append(mask.astype(np.int64))
         fracs.append(fractions)
+    if len(images) < config.batch_size:
+        raise ValueError("could not draw tiles with labelled pixels: the masks are almost all ignore id")
     given = rng.random(config.batch_size) >= config.ratio_dropout
     return (
         torch.from_numpy(np.stack(images)[:, None]),

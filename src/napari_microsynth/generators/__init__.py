@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # name -> module that registers it on import
 _BUILTIN = {
     "pf-diffseg": "napari_microsynth.generators.pf_diffseg",
+    "two-stage": "napari_microsynth.generators.two_stage",
 }
 _REGISTRY: dict[str, type["Generator"]] = {}
 

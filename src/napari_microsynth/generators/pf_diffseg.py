@@ -13,7 +13,7 @@ What the paper specifies (Nguyen et al., "Phase-fraction guided denoising diffus
   to ``condition_tokens`` tokens;
 - loss MSE + lambda * L1 on the predicted noise with lambda = 1 (eq. 3, Table A1); AdamW, lr 1e-4,
   cosine schedule (Table A2); 128 x 128 model trained on 256 px tiles (sec. 2.1; we downscale the
-  crops by 2, see :class:`~napari_microsynth.engines.diffusion_training.RandomPairTiles`);
+  crops by 2, see :class:`~napari_microsynth.models.diffusion_training.RandomPairTiles`);
 - sampling with DDIM in 50 steps (sec. 2.2.1).
 
 Our additions: classifier-free guidance (condition dropout in training, ``guidance_scale`` when
@@ -33,11 +33,9 @@ from ..core.fractions import mask_fractions
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
-from ..engines.diffusion_training import DenoiserBatch, DiffusionTrainConfig, RandomPairTiles, train_denoiser
+from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, RandomPairTiles, train_denoiser
 from ..models.device import resolve_device
 from ..models.diffusion import (
-    DEFAULT_SAMPLING_STEPS,
-    SAMPLERS,
     DenoiserConfig,
     build_denoiser,
     decode_image,
@@ -45,6 +43,8 @@ from ..models.diffusion import (
     encode_image,
     encode_mask,
     reverse_diffusion,
+    sampling_settings,
+    seeded_noise,
 )
 from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
 from . import register_generator
@@ -273,22 +273,7 @@ class PFDiffSeg(Generator):
     # ------------------------------------------------------------ sampling
 
     def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        sampler = options["sampler"]
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        steps = DEFAULT_SAMPLING_STEPS[sampler] if options["steps"] is None else int(options["steps"])
-        if steps < 1:
-            raise ValueError(f"sampling steps must be >= 1, got {steps}")
-        if int(options["batch_size"]) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {options['batch_size']}")
-        if float(options["guidance_scale"]) < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {options['guidance_scale']}")
-        return {
-            "sampler": sampler,
-            "steps": steps,
-            "guidance_scale": float(options["guidance_scale"]),
-            "batch_size": int(options["batch_size"]),
-        }
+        return sampling_settings(options["sampler"], options["steps"], options["batch_size"], options["guidance_scale"])
 
     def _generate(
         self,
@@ -309,13 +294,8 @@ class PFDiffSeg(Generator):
             check_stop(should_stop)
             index = range(start, min(start + batch_size, n))
             # each sample's starting noise comes from its own seed, so it does not depend on the batching
-            noise = torch.stack(
-                [
-                    torch.randn(cfg.target_channels, cfg.resolution, cfg.resolution,
-                                generator=torch.Generator().manual_seed(seeds[i]))
-                    for i in index
-                ]
-            ).to(self.device)
+            noise = seeded_noise([seeds[i] for i in index], (cfg.target_channels, cfg.resolution, cfg.resolution))
+            noise = noise.to(self.device)
             condition = torch.tensor(
                 [conditions[i]["fractions"] for i in index], dtype=torch.float32, device=self.device
             )

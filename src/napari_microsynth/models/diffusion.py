@@ -16,8 +16,9 @@ for classifier-free guidance; no real fraction vector equals it since fractions 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -242,6 +243,47 @@ def sampling_scheduler(config: DenoiserConfig, sampler: str, steps: int):
         raise ValueError(f"sampling steps must be >= 1, got {steps}")
     scheduler.set_timesteps(steps)
     return scheduler
+
+
+def sampling_settings(
+    sampler: str, steps: int | None, batch_size: int, guidance_scale: float | None = None
+) -> dict[str, Any]:
+    """Validated sampling options (``steps`` None = the sampler's default); ``guidance_scale`` only for
+    models with a condition vector.
+
+    >>> sampling_settings("ddim", None, 4)
+    {'sampler': 'ddim', 'steps': 50, 'batch_size': 4}
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    steps = DEFAULT_SAMPLING_STEPS[sampler] if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"sampling steps must be >= 1, got {steps}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    settings: dict[str, Any] = {"sampler": sampler, "steps": steps, "batch_size": int(batch_size)}
+    if guidance_scale is not None:
+        if float(guidance_scale) < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        settings["guidance_scale"] = float(guidance_scale)
+    return settings
+
+
+def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
+    """Standard normal noise ``(len(seeds), *shape)`` on the CPU, one tensor per seed.
+
+    Each sample's noise depends only on its seed (not on how samples are batched). ``stream`` separates
+    independent draws for the same seed (e.g. the mask and the image stage of a two-stage model);
+    stream 0 is ``torch.Generator().manual_seed(seed)``.
+    """
+    out = []
+    for seed in seeds:
+        if stream == 0:
+            key = int(seed)
+        else:
+            key = int(np.random.SeedSequence([int(seed) & (2**64 - 1), int(stream)]).generate_state(1, np.uint64)[0])
+        out.append(torch.randn(*shape, generator=torch.Generator().manual_seed(key)))
+    return torch.stack(out)
 
 
 @torch.no_grad()

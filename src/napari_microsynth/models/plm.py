@@ -1,7 +1,9 @@
 """Phase Learning Module (PLM): expert phase ratios as an input to a segmentation network (paper 001).
 
-The PLM sits on the image features of a segmentation network (here: the decoder output of an smp model)
-and replaces its segmentation head. Its parts, all from paper 001 sec. 2.2 and Fig. 4:
+The PLM sits on the image features of a segmentation network and produces the segmentation output
+itself (paper 001, sec. 2.2: the output of the FA's final convolution is the segmentation prediction).
+Here it takes the decoder output of an smp model, i.e. the image encoding of an encoder-decoder
+network, in place of smp's segmentation head. Its parts, all from paper 001 sec. 2.2 and Fig. 4:
 
 - Feature Extractor (FE): one convolution that concentrates the image features into ``n`` channels, one
   per phase.
@@ -19,12 +21,14 @@ and replaces its segmentation head. Its parts, all from paper 001 sec. 2.2 and F
 With no ratio the paper feeds a zero vector (appendix A.2, Fig. 10); ``ratio=None`` does the same.
 
 Choices the paper leaves open, made here: FE and SA use 3x3 kernels; the FA gate convolution and the
-final convolution are 1x1 (per-pixel linear layers), so everything that depends on the ratio is per pixel (this keeps an
-interactive ratio slider cheap; the paper's Table 6 parameter count for its SAM variant suggests a
-3x3 FA convolution at 256 channels). The RE hidden width is 128. With a module switched off (for the
-paper's ablation, Tables 2 and 3): without SA the phase features go on unchanged; without RE there is no
-ratio input and FA gates the spatially aware features with themselves; without FA the ratio-encoded
-features are added to the spatially aware ones. The final 1x1 convolution is kept in every setting.
+final convolution are 1x1 (per-pixel linear layers), so everything that depends on the ratio is per
+pixel, which keeps an interactive ratio slider cheap. The RE hidden width is 128. (The paper's Table 6
+counts for its SAM variant, 0.0335 M for RE and 1.179 M for FA, would fit an MLP 3 -> 128 -> 256 and a
+3x3 convolution from 512 to 256 channels, i.e. modules working at the 256-channel embedding width; the
+text's n-channel design is followed here.) With a module switched off, for the paper's ablation
+(Tables 2 and 3): without SA the phase features go on unchanged; without RE there is no ratio input and
+FA gates the spatially aware features with themselves; without FA the ratio-encoded features are added
+to the spatially aware ones. The final 1x1 convolution is kept in every setting.
 """
 from __future__ import annotations
 

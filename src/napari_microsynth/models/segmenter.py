@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import __version__
 from ..core.schema import PhaseSchema
 from .folder import load_weights, read_model_config, save_model_folder
 from .plm import PhaseLearningModule, PLMFlags
@@ -82,7 +83,9 @@ def _smp_class(arch: str):
 
 
 def resolve_architecture(arch: str, preset: str = "small", encoder: str | None = None) -> dict[str, Any]:
-    """The smp keyword arguments for ``arch`` at ``preset`` size (``encoder`` overrides the preset's)."""
+    """:class:`Segmenter` arguments (architecture name as smp spells it, encoder and, for
+    :data:`DEPTH_FOLLOWING` architectures, depth and decoder widths) for ``arch`` at ``preset`` size;
+    ``encoder`` overrides the preset's encoder."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     arch, cls = _smp_class(arch)
@@ -92,7 +95,7 @@ def resolve_architecture(arch: str, preset: str = "small", encoder: str | None =
     if arch in DEPTH_FOLLOWING:
         kwargs["encoder_depth"] = size.encoder_depth
         if "decoder_channels" in params:
-            kwargs["decoder_channels"] = list(size.decoder_channels[: size.encoder_depth])
+            kwargs["decoder_channels"] = list(size.decoder_channels)
     return kwargs
 
 
@@ -241,6 +244,7 @@ class Segmenter(nn.Module):
         """Write a model folder: ``config.json`` (network + ``training`` info), weights, ``README.md`` card
         listing ``metrics`` (as measured by the caller, e.g. :func:`engines.evaluation.evaluate`)."""
         config = self.config
+        config["code_version"] = __version__
         config["training"] = training or {}
         config["metrics"] = metrics or {}
         return save_model_folder(folder, config, {WEIGHTS_NAME: self.state_dict()}, model_card(config))

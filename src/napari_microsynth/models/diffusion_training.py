@@ -13,6 +13,9 @@ GPUs are a launch flag away; mixed precision only on GPU.
 
 Randomness is derived from ``(seed, step, process)`` at every step, so a resumed run draws exactly the
 batches and noise the uninterrupted run would have drawn.
+
+This module sits with the models (not in ``engines``) because generators train their own networks and
+imports only point downwards (core <- models/generators <- engines).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import torch.nn.functional as F
 
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
-from ..models.diffusion import Denoiser, training_scheduler
+from ..core.schema import PhaseSchema
+from .diffusion import Denoiser, training_scheduler
 
 TRAINER_STATE = "trainer_state.json"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
@@ -110,6 +114,35 @@ class TrainResult:
 # ---------------------------------------------------------------- training tiles
 
 
+def downscale_pair(
+    image: np.ndarray, mask: np.ndarray, factor: int, schema: PhaseSchema
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce an (image, mask) pair by an integer ``factor``: image by block mean, mask by the majority
+    class of each block (ties go to the lower id; ``schema.ignore_id`` votes like a class), so class ids
+    stay exact. Sides must be multiples of ``factor``.
+
+    >>> img, m = downscale_pair(np.zeros((4, 4), np.float32), np.eye(4, dtype=int), 2, PhaseSchema.bundled("uhcs"))
+    >>> m
+    array([[0, 0],
+           [0, 0]])
+    """
+    h, w = image.shape
+    if factor < 1 or h % factor or w % factor:
+        raise ValueError(f"cannot downscale a {h}x{w} pair by {factor}: sides must be multiples of it")
+    if factor == 1:
+        return image.astype(np.float32), mask.astype(np.int64)
+    f = factor
+    small = image.reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    n, ignore = schema.n_classes, schema.ignore_id
+    labels = mask if ignore is None else np.where(mask == ignore, n, mask)  # ignore votes as class n
+    blocks = labels.reshape(h // f, f, w // f, f).transpose(0, 2, 1, 3).reshape(h // f, w // f, f * f)
+    votes = (blocks[..., None] == np.arange(n + 1)).sum(axis=2)
+    reduced = votes.argmax(axis=-1)
+    if ignore is not None:
+        reduced = np.where(reduced == n, ignore, reduced)
+    return small.astype(np.float32), reduced.astype(np.int64)
+
+
 class RandomPairTiles:
     """Random square (image, mask) training tiles cut from whole annotated micrographs.
 
@@ -148,24 +181,29 @@ class RandomPairTiles:
         area = np.array([(s.shape[0] - self.crop + 1) * (s.shape[1] - self.crop + 1) for s in samples], float)
         self._weights = area / area.sum()
 
-    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` tiles: images ``(n, tile, tile)`` float32 in [0, 1] and masks ``(n, tile, tile)`` int64."""
+    def draw(
+        self, rng: np.random.Generator, n: int, with_sources: bool = False
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` tiles: images ``(n, tile, tile)`` float32 in [0, 1] and masks ``(n, tile, tile)`` int64;
+        with ``with_sources`` also the index into ``samples`` of each tile's micrograph."""
         images = np.empty((n, self.tile, self.tile), np.float32)
         masks = np.empty((n, self.tile, self.tile), np.int64)
+        sources = np.empty(n, np.int64)
         for i in range(n):
-            images[i], masks[i] = self._one(rng)
-        return images, masks
+            images[i], masks[i], sources[i] = self._one(rng)
+        return (images, masks, sources) if with_sources else (images, masks)
 
-    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
         ignore = self.schema.ignore_id
         for _ in range(100):
-            s = self.samples[rng.choice(len(self.samples), p=self._weights)]
+            source = int(rng.choice(len(self.samples), p=self._weights))
+            s = self.samples[source]
             y = int(rng.integers(0, s.shape[0] - self.crop + 1))
             x = int(rng.integers(0, s.shape[1] - self.crop + 1))
             image = s.image[y : y + self.crop, x : x + self.crop]
             mask = s.mask[y : y + self.crop, x : x + self.crop].astype(np.int64)
             if self.downscale > 1:
-                image, mask = self._reduce(image, mask)
+                image, mask = downscale_pair(image, mask, self.downscale, self.schema)
             if ignore is None or np.any(mask != ignore):
                 break
         else:
@@ -175,20 +213,7 @@ class RandomPairTiles:
             image, mask = np.rot90(image, k), np.rot90(mask, k)
             if rng.random() < 0.5:
                 image, mask = image[:, ::-1], mask[:, ::-1]
-        return image, mask
-
-    def _reduce(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f, t = self.downscale, self.tile
-        image = image.reshape(t, f, t, f).mean(axis=(1, 3))
-        n = self.schema.n_classes
-        ignore = self.schema.ignore_id
-        labels = mask if ignore is None else np.where(mask == ignore, n, mask)  # ignore votes as class n
-        blocks = labels.reshape(t, f, t, f).transpose(0, 2, 1, 3).reshape(t, t, f * f)
-        votes = (blocks[..., None] == np.arange(n + 1)).sum(axis=2)
-        reduced = votes.argmax(axis=-1)
-        if ignore is not None:
-            reduced = np.where(reduced == n, ignore, reduced)
-        return image.astype(np.float32), reduced
+        return image, mask, source
 
 
 # ---------------------------------------------------------------- training loop

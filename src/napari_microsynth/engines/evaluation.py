@@ -1,0 +1,344 @@
+"""Evaluating segmenters on held-out whole micrographs, and the PLM's phase-ratio accuracy sweep.
+
+:func:`evaluate` pools all pixels of the test micrographs into one confusion matrix (per-class IoU,
+mIoU, Dice, pixel accuracy, missing-class IoU). :func:`alpha_sweep` feeds a PLM model simulated expert
+guesses of each micrograph's phase ratio at accuracy alpha (paper 001, appendix A.2, eq. 4-5) and scores
+each; :func:`run_comparison` trains a baseline and a PLM model on the same split and seeds and writes
+the sweep as a table and a plot of score against alpha with the baseline as reference (like paper 001,
+Fig. 9, where the PLM beats the baseline above a guess accuracy of 66.2 %).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..core.conditions import expert_guess
+from ..core.metrics import segmentation_report
+from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
+from ..core.sample import Sample
+from .inference import PhaseRatioSession, predict_image
+
+#: Guess accuracies of the sweep; None = no ratio (zeros). Paper 001 infers at 0.9 (sec. 3.2).
+ALPHAS: tuple[float | None, ...] = (None, 0.3, 0.5, 0.66, 0.9, 1.0)
+METRICS = ("miou", "mean_dice", "accuracy", "mciou")
+
+
+def _check_test_samples(samples: Sequence[Sample], schema) -> None:
+    if not samples:
+        raise ValueError("no test samples given")
+    for s in samples:
+        if s.mask is None:
+            raise ValueError(f"test sample {s.name!r} has no mask; evaluation needs annotated micrographs")
+        if s.schema != schema:
+            raise ValueError(f"test sample {s.name!r} uses schema {s.schema.name!r}, the model {schema.name!r}")
+
+
+def _report(truths: list[np.ndarray], predictions: list[np.ndarray], schema) -> dict[str, Any]:
+    report = segmentation_report(
+        np.concatenate([t.ravel() for t in truths]), np.concatenate([p.ravel() for p in predictions]), schema
+    )
+    dice = np.array(list(report["dice"].values()), dtype=float)
+    report["mean_dice"] = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
+    report["n_samples"] = len(truths)
+    return report
+
+
+def evaluate(
+    model,
+    samples: Sequence[Sample],
+    ratios=None,
+    device=None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> dict[str, Any]:
+    """Scores of ``model`` on annotated micrographs, all pixels pooled.
+
+    ``ratios``: None (no ratio), ``"true"`` (each micrograph's true fractions) or an ``(N, C)`` array.
+    Returns ``per_class_iou`` and ``dice`` (by phase name), ``miou``, ``mean_dice``, ``accuracy``,
+    ``mciou`` (paper 002's missing-class IoU) and ``n_samples``.
+    """
+    _check_test_samples(samples, model.schema)
+    if isinstance(ratios, str):
+        if ratios != "true":
+            raise ValueError(f"ratios must be None, 'true' or an (N, C) array, got {ratios!r}")
+        ratios = [s.fractions for s in samples]
+    elif ratios is not None:
+        ratios = np.asarray(ratios, dtype=float)
+        if ratios.shape != (len(samples), model.n_classes):
+            raise ValueError(f"ratios must have shape ({len(samples)}, {model.n_classes}), got {ratios.shape}")
+    predictions = []
+    for i, sample in enumerate(samples):
+        check_stop(should_stop)
+        labels, _ = predict_image(model, sample.image, None if ratios is None else ratios[i], device=device,
+                                  should_stop=should_stop)
+        predictions.append(labels)
+        progress(i + 1, len(samples), f"evaluated {sample.name}")
+    return _report([s.mask for s in samples], predictions, model.schema)
+
+
+def _ratio_label(alpha: float | None) -> str:
+    return "no ratio" if alpha is None else f"alpha={alpha:g}"
+
+
+def _row(model_name: str, alpha: float | None, report: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "seed": seed,
+        "model": model_name,
+        "ratio": _ratio_label(alpha),
+        "alpha": float("nan") if alpha is None else float(alpha),
+    }
+    row.update({m: report[m] for m in METRICS})
+    row.update({f"iou {name}": v for name, v in report["per_class_iou"].items()})
+    return row
+
+
+def sweep_reports(
+    model,
+    samples: Sequence[Sample],
+    alphas: Sequence[float | None] = ALPHAS,
+    seed: int = 0,
+    device=None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> list[dict[str, Any]]:
+    """One :func:`evaluate`-style report per guess accuracy: for each micrograph the PLM model gets the
+    simulated expert guess ``expert_guess(true fractions, alpha)`` (None = no ratio). Image features are
+    computed once per micrograph (:class:`PhaseRatioSession`) and reused for every alpha."""
+    if not model.uses_ratio:
+        raise ValueError("the alpha sweep needs a model with the PLM's ratio encoder")
+    _check_test_samples(samples, model.schema)
+    rng = np.random.default_rng(seed)
+    predictions: list[list[np.ndarray]] = [[] for _ in alphas]
+    for i, sample in enumerate(samples):
+        session = PhaseRatioSession(model, sample.image, device=device, should_stop=should_stop)
+        for k, alpha in enumerate(alphas):
+            ratio = None if alpha is None else expert_guess(sample.fractions, alpha, rng)
+            predictions[k].append(session.predict(ratio)[0])
+        progress(i + 1, len(samples), f"swept {sample.name}")
+    truths = [s.mask for s in samples]
+    return [_report(truths, labels, model.schema) for labels in predictions]
+
+
+def alpha_sweep(
+    model,
+    samples: Sequence[Sample],
+    alphas: Sequence[float | None] = ALPHAS,
+    seed: int = 0,
+    baseline=None,
+    device=None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> list[dict[str, Any]]:
+    """The sweep of :func:`sweep_reports` as table rows (seed, model, ratio input, alpha, scores), with
+    a first row for a ``baseline`` model scored on the same samples when one is given."""
+    rows = []
+    if baseline is not None:
+        rows.append(_row("baseline", None, evaluate(baseline, samples, None, device, no_progress, should_stop), seed))
+    reports = sweep_reports(model, samples, alphas, seed, device, progress, should_stop)
+    name = f"PLM {model.plm_flags.name}"
+    return rows + [_row(name, alpha, report, seed) for alpha, report in zip(alphas, reports)]
+
+
+# ----------------------------------------------------------------------------------------------
+# tables and plot
+
+
+def _group(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["ratio"]), []).append(row)
+    return list(groups.items())
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.array(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if not arr.size:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def _cell(values: list[float]) -> str:
+    mean, std = _mean_std(values)
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"
+
+
+def crossover_alpha(rows: Sequence[dict[str, Any]], baseline: str = "baseline") -> float | None:
+    """The guess accuracy above which the PLM's mean mIoU reaches the baseline's (linear interpolation
+    between swept alphas), or None if it never does or always does."""
+    base = _mean_std([r["miou"] for r in rows if r["model"] == baseline])[0]
+    points = sorted(
+        (alpha, _mean_std([r["miou"] for r in group])[0])
+        for (model, _), group in _group(rows)
+        if model != baseline and not math.isnan(alpha := group[0]["alpha"])
+    )
+    for (a0, m0), (a1, m1) in zip(points, points[1:]):
+        if m0 < base <= m1:
+            return a0 + (base - m0) * (a1 - a0) / (m1 - m0)
+    return None
+
+
+def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of the sweep, mean ± std over seeds per (model, ratio input)."""
+    phase_cols = [k for k in rows[0] if k.startswith("iou ")]
+    seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+    header = ["model", "ratio input", "mIoU", "mean Dice", "accuracy", "missing-class IoU", *phase_cols]
+    lines = [
+        f"Scores on {len(seeds) or 1} training seed(s) (mean ± std where more than one).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for (model, ratio), group in _group(rows):
+        cells = [_cell([r[m] for r in group]) for m in (*METRICS, *phase_cols)]
+        lines.append("| " + " | ".join([model, ratio, *cells]) + " |")
+    cross = crossover_alpha(rows)
+    if cross is not None:
+        lines += ["", f"The PLM reaches the baseline's mIoU from a guess accuracy of about {cross:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_table(rows: Sequence[dict[str, Any]], out_dir: str | Path, stem: str = "alpha_sweep") -> tuple[Path, Path]:
+    """``<stem>.csv`` (one row per seed, model and ratio input) and ``<stem>.md`` (aggregated)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text(sweep_markdown(rows))
+    return csv_path, md_path
+
+
+def plot_alpha_sweep(rows: Sequence[dict[str, Any]], path: str | Path, metric: str = "miou") -> Path:
+    """PNG of ``metric`` against the guess accuracy alpha for the PLM model(s), with the no-ratio PLM
+    score and the baseline as horizontal references (cf. paper 001, Fig. 9)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for k, model in enumerate(models):
+        colour = f"C{k}"
+        groups = [(g[0]["alpha"], _mean_std([r[metric] for r in g])) for (m, _), g in _group(rows) if m == model]
+        swept = sorted((a, ms) for a, ms in groups if not math.isnan(a))
+        flat = [ms for a, ms in groups if math.isnan(a)]
+        if swept:
+            alphas = [a for a, _ in swept]
+            means = np.array([ms[0] for _, ms in swept])
+            stds = np.array([ms[1] for _, ms in swept])
+            ax.errorbar(alphas, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{model} (guessed ratio)")
+        for mean, std in flat:
+            style = "--" if swept else "-"
+            label = f"{model} (no ratio)"
+            ax.axhline(mean, linestyle=style, color=colour, label=label)
+            if std > 0:
+                ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12)
+    ax.set_xlabel("phase-ratio guess accuracy alpha")
+    ax.set_ylabel({"miou": "mIoU", "mean_dice": "mean Dice"}.get(metric, metric))
+    ax.set_xlim(0.0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# baseline vs PLM
+
+
+@dataclass
+class ComparisonResult:
+    """Rows of the sweep and the files written by :func:`run_comparison`."""
+
+    rows: list[dict[str, Any]]
+    csv_path: Path
+    markdown_path: Path
+    plot_path: Path
+    model_folders: list[Path]
+
+
+def _metrics_for_card(report: dict[str, Any], sweep: list[dict[str, Any]] | None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"test micrographs": report["n_samples"]}
+    metrics.update({f"{m} (no ratio)": report[m] for m in METRICS})
+    for row in sweep or []:
+        if not math.isnan(row["alpha"]):
+            metrics[f"miou ({row['ratio']})"] = row["miou"]
+    metrics["IoU (no ratio)"] = report["per_class_iou"]
+    metrics["Dice (no ratio)"] = report["dice"]
+    return metrics
+
+
+def run_comparison(
+    train_samples: Sequence[Sample],
+    test_samples: Sequence[Sample],
+    config,
+    seeds: Sequence[int] = (0,),
+    out_dir: str | Path = "comparison",
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+    alphas: Sequence[float | None] = ALPHAS,
+) -> ComparisonResult:
+    """Train a baseline and a PLM model (``config.plm``, or the full PLM if that is "baseline") on the
+    same samples for each seed, score both on ``test_samples`` and write ``alpha_sweep.csv/.md/.png``.
+
+    Each training runs in ``out_dir/seed<k>/<baseline|plm>`` (so an interrupted comparison resumes) and
+    leaves a model folder ``model`` there with the measured metrics in its card.
+    """
+    from .segmentation import train_segmenter
+
+    if not seeds:
+        raise ValueError("give at least one seed")
+    out_dir = Path(out_dir)
+    plm_setting = config.plm if config.plm.lower() != "baseline" else "RE+SA+FA"
+    variants = (("baseline", "baseline"), ("plm", plm_setting))
+    n_test = len(test_samples)
+    unit_total = len(seeds) * len(variants) * (config.steps + n_test)
+    rows: list[dict[str, Any]] = []
+    folders: list[Path] = []
+    offset = 0
+    for seed in seeds:
+        for folder_name, setting in variants:
+            check_stop(should_stop)
+            run_config = replace(config, plm=setting, seed=int(seed))
+            work = out_dir / f"seed{seed}" / folder_name
+            label = f"seed {seed}, {setting}"
+
+            def sub(done: int, total: int, message: str, base: int = offset, label: str = label) -> None:
+                progress(base + done, unit_total, f"{label}: {message}")
+
+            result = train_segmenter(train_samples, run_config, work, sub, should_stop)
+            offset += config.steps
+
+            def sub_eval(done: int, total: int, message: str, base: int = offset, label: str = label) -> None:
+                progress(base + done, unit_total, f"{label}: {message}")
+
+            model = result.model
+            if model.uses_ratio:
+                swept = [None, *[a for a in alphas if a is not None]]
+                reports = sweep_reports(model, test_samples, swept, seed, None, sub_eval, should_stop)
+                report = reports[0]
+                sweep = [_row(f"PLM {model.plm_flags.name}", a, r, seed) for a, r in zip(swept, reports)]
+            else:
+                report = evaluate(model, test_samples, None, None, sub_eval, should_stop)
+                sweep = [_row("baseline" if setting == "baseline" else f"PLM {setting}", None, report, seed)]
+            rows.extend(sweep)
+            offset += n_test
+            folders.append(result.save(work / "model", metrics=_metrics_for_card(report, sweep)))
+    csv_path, md_path = write_sweep_table(rows, out_dir)
+    plot_path = plot_alpha_sweep(rows, out_dir / "alpha_sweep.png")
+    return ComparisonResult(rows, csv_path, md_path, plot_path, folders)

@@ -1,0 +1,184 @@
+"""Segmentation training, sliding-window / cached inference and evaluation on real UHCS micrographs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_microsynth.core.datasets import load_dataset
+from napari_microsynth.core.fractions import mask_fractions
+from napari_microsynth.core.progress import Cancelled
+from napari_microsynth.engines.evaluation import alpha_sweep, evaluate, run_comparison
+from napari_microsynth.engines.inference import PhaseRatioSession, predict_image
+from napari_microsynth.engines.segmentation import (
+    SegmentationConfig,
+    data_fingerprint,
+    latest_checkpoint,
+    train_segmenter,
+)
+from napari_microsynth.models.folder import read_model_config
+from napari_microsynth.models.segmenter import Segmenter
+
+TILE = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def uhcs(shared_data):
+    train = load_dataset(shared_data / "uhcs", split="train")[:4]
+    test = load_dataset(shared_data / "uhcs", split="test")[:2]
+    return train, test
+
+
+def tiny_config(**changes) -> SegmentationConfig:
+    values = dict(preset="tiny", tile_size=TILE, batch_size=4, steps=30, lr=5e-3, checkpoint_every=10,
+                  device="cpu", seed=0)
+    values.update(changes)
+    return SegmentationConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def trained(uhcs, tmp_path_factory):
+    """A tiny PLM model trained for 30 steps on four UHCS micrographs."""
+    return train_segmenter(uhcs[0], tiny_config(), tmp_path_factory.mktemp("train"))
+
+
+def test_training_reduces_the_loss(trained):
+    losses = np.array([h["loss"] for h in trained.history])
+    assert len(losses) == 30
+    assert losses[-5:].mean() < 0.8 * losses[:5].mean()
+    assert {"dice", "ce", "ratio_mse"} <= set(trained.history[0])
+    regulators = trained.model.head.aggregator
+    assert (regulators.gamma.item(), regulators.delta.item()) != (0.5, 0.5)
+
+
+def test_interrupted_training_resumes_where_it_stopped(uhcs, tmp_path):
+    config = tiny_config(batch_size=2, steps=6, checkpoint_every=4)
+    straight = train_segmenter(uhcs[0][:2], config, tmp_path / "straight")
+
+    done = []
+    with pytest.raises(Cancelled, match="stopped at step 3"):
+        train_segmenter(uhcs[0][:2], config, tmp_path / "stopped", progress=lambda d, t, m: done.append(d),
+                        should_stop=lambda: len(done) >= 3)
+    assert latest_checkpoint(tmp_path / "stopped").name == "step_00000003"
+
+    done.clear()
+    resumed = train_segmenter(uhcs[0][:2], config, tmp_path / "stopped", progress=lambda d, t, m: done.append(d))
+    assert resumed.resumed_from == 3 and done == [4, 5, 6]
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value)
+
+    with pytest.raises(ValueError, match="different config.*lr"):
+        train_segmenter(uhcs[0][:2], tiny_config(batch_size=2, steps=6, lr=1e-2), tmp_path / "stopped")
+
+
+def test_model_folder_round_trip_gives_identical_predictions(trained, uhcs, tmp_path):
+    folder = trained.save(tmp_path / "model", metrics={"miou": 0.5, "per_class_iou": {"ferrite matrix": 0.7}})
+    config = read_model_config(folder)
+    assert config["schema"]["name"] == "uhcs"
+    assert config["plm"] == {"ratio_encoder": True, "spatial_awareness": True, "feature_aggregator": True}
+    assert config["training"]["data_fingerprint"] == data_fingerprint(uhcs[0])
+    assert "| miou | 0.5000 |" in (folder / "README.md").read_text()
+
+    loaded = Segmenter.from_pretrained(folder)
+    image = uhcs[1][0].image[:128, :160]
+    ratio = uhcs[1][0].fractions
+    for r in (None, ratio):
+        labels_a, probs_a = predict_image(trained.model, image, r)
+        labels_b, probs_b = predict_image(loaded, image, r)
+        np.testing.assert_array_equal(labels_a, labels_b)
+        np.testing.assert_allclose(probs_a, probs_b, atol=1e-6)
+
+
+def test_sliding_window_inference_covers_the_whole_micrograph(trained, uhcs):
+    image = uhcs[1][0].image
+    labels, probs = predict_image(trained.model, image)
+    assert labels.shape == image.shape and probs.shape == (4, *image.shape)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels, probs.argmax(axis=0))
+    small = image[:40, :50]  # smaller than one window: padded, then cropped back
+    labels, probs = predict_image(trained.model, small)
+    assert labels.shape == (40, 50) and probs.shape == (4, 40, 50)
+
+
+def test_one_window_inference_is_the_network_output(trained, uhcs):
+    model, tile = trained.model, uhcs[1][0].image[:TILE, :TILE]
+    ratio = np.array([0.6, 0.2, 0.15, 0.05])
+    _, probs = predict_image(model, tile, ratio)
+    with torch.no_grad():
+        direct = torch.softmax(model(torch.from_numpy(tile)[None, None], torch.tensor(ratio).float()), dim=1)[0]
+    np.testing.assert_allclose(probs, direct.numpy(), atol=1e-5)
+
+
+def test_cached_session_equals_full_inference(trained, uhcs):
+    model, sample = trained.model, uhcs[1][1].crop((100, 100, 292, 356))
+    progress = []
+    session = PhaseRatioSession(model, sample.image, progress=lambda d, t, m: progress.append((d, t)))
+    assert progress[-1][0] == progress[-1][1] > 1
+    true = sample.fractions
+    outputs = {}
+    for name, ratio in [("none", None), ("true", true), ("inflated", [0.0, 0.0, 0.0, 1.0]), ("true again", true)]:
+        labels, probs = session.predict(ratio)
+        full_labels, full_probs = predict_image(model, sample.image, ratio)
+        np.testing.assert_allclose(probs, full_probs, atol=1e-5)
+        assert (labels != full_labels).mean() < 1e-4
+        outputs[name] = probs
+    assert np.abs(outputs["true"] - outputs["inflated"]).max() > 1e-3  # the ratio changes the phase map
+    np.testing.assert_array_equal(outputs["true"], outputs["true again"])  # the cache is not modified
+    estimate = session.estimate_ratio()
+    np.testing.assert_allclose(estimate, mask_fractions(session.predict(None)[0], sample.schema))
+    with pytest.raises(ValueError, match="one value per phase"):
+        session.predict([0.5, 0.5])
+
+
+def test_session_can_be_cancelled_and_rejects_ratios_for_a_baseline(uhcs):
+    torch.manual_seed(0)
+    baseline = Segmenter.build(uhcs[0][0].schema, preset="tiny", plm="baseline", tile_size=TILE)
+    with pytest.raises(Cancelled):
+        PhaseRatioSession(baseline, uhcs[1][0].image, should_stop=lambda: True)
+    session = PhaseRatioSession(baseline, uhcs[1][0].image[:100, :100])
+    labels, _ = session.predict(None)
+    assert labels.shape == (100, 100)
+    with pytest.raises(ValueError, match="no ratio encoder"):
+        session.predict([0.25, 0.25, 0.25, 0.25])
+
+
+def test_evaluation_and_alpha_sweep_score_held_out_micrographs(trained, uhcs):
+    test = [s.crop((0, 0, 192, 256)) for s in uhcs[1]]
+    report = evaluate(trained.model, test)
+    assert report["n_samples"] == 2
+    assert set(report["per_class_iou"]) == set(test[0].schema.names)
+    for key in ("miou", "mean_dice", "accuracy", "mciou"):
+        assert 0.0 <= report[key] <= 1.0
+    truth = evaluate(trained.model, test, ratios="true")
+    rows = alpha_sweep(trained.model, test, alphas=(None, 1.0))
+    assert [r["ratio"] for r in rows] == ["no ratio", "alpha=1"]
+    # alpha = 1 is the true ratio; no ratio is the zero input of a plain evaluation.
+    assert rows[1]["miou"] == pytest.approx(truth["miou"], abs=1e-3)
+    assert rows[0]["miou"] == pytest.approx(report["miou"], abs=1e-3)
+
+
+def test_comparison_writes_table_plot_and_model_folders(uhcs, tmp_path):
+    config = tiny_config(batch_size=2, steps=3, checkpoint_every=3)
+    test = [s.crop((0, 0, 128, 192)) for s in uhcs[1]]
+    result = run_comparison(uhcs[0][:2], test, config, seeds=(0,), out_dir=tmp_path, alphas=(None, 0.5, 1.0))
+    assert [(r["model"], r["ratio"]) for r in result.rows] == [
+        ("baseline", "no ratio"), ("PLM RE+SA+FA", "no ratio"), ("PLM RE+SA+FA", "alpha=0.5"),
+        ("PLM RE+SA+FA", "alpha=1"),
+    ]
+    table = result.markdown_path.read_text()
+    assert "| baseline | no ratio |" in table and "alpha=0.5" in table
+    assert result.csv_path.read_text().count("\n") == 5
+    assert result.plot_path.stat().st_size > 10_000
+    plm_card = json.loads((result.model_folders[1] / "config.json").read_text())
+    assert plm_card["metrics"]["miou (no ratio)"] == pytest.approx(result.rows[1]["miou"])
