@@ -89,8 +89,9 @@ def test_generating_two_pairs_shows_two_image_and_labels_layers_with_fractions(w
         row = widget.pair_list.item(k).text()
         achieved = np.bincount(np.asarray(layer.data).ravel(), minlength=4) / layer.data.size
         assert "[pending]" in row
-        assert "target: ferrite matrix 50.0 %, cementite network 30.0 %, spheroidite 10.0 %" in row
-        assert f"achieved: ferrite matrix {100 * achieved[0]:.1f} %" in row
+        expected = [0.5, 0.3, 0.1, 0.1]
+        for name, target, got in zip(UHCS.names, expected, achieved):
+            assert f"{name} {100 * target:.1f} → {100 * got:.1f} %" in row
     assert widget.seed_box.value() == 9  # next run continues after the seeds used
     assert "generated 2 pairs" in widget.message.text()
 
@@ -135,7 +136,7 @@ def test_accept_reject_and_save_accepted_pairs_with_corrections(widget, qtbot, t
     labels.data = edited
     changed = int(np.count_nonzero(edited != original))
     assert changed > 0
-    assert f"spheroidite {100 * np.mean(edited == 2):.1f} %" in widget.pair_list.item(2).text().split("achieved:")[1]
+    assert f"→ {100 * np.mean(edited == 2):.1f} %" in widget.pair_list.item(2).text().split("spheroidite")[1]
 
     path = tmp_path / "curated.zarr"
     assert widget.save_accepted(path) == [0, 1]

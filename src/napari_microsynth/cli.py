@@ -186,6 +186,125 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_CANCELLED if stop() else 0
 
 
+# ---------------------------------------------------------------- segmentation commands
+
+
+def _segmentation_config(args: argparse.Namespace, plm: str):
+    from .engines.segmentation import SegmentationConfig
+
+    return SegmentationConfig(
+        arch=args.arch, preset=args.preset, encoder=args.encoder, plm=plm, tile_size=args.tile,
+        input_scale=args.input_scale, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
+        ratio_dropout=args.ratio_dropout, seed=args.seed, device=args.device,
+    )
+
+
+def _labelled(path: Path, split: str | None, schema_name: str | None, args) -> list:
+    progress, stop = _terminal(args, f"reading {split or 'all'}")
+    with stop.installed():
+        samples = _load_samples(path, _schema_arg(schema_name), split, progress, stop)
+    progress.close()
+    samples = [s for s in samples if s.mask is not None]
+    if not samples:
+        raise ValueError(f"{path} has no labelled samples" + (f" in split {split!r}" if split else ""))
+    return samples
+
+
+@command("train-segmenter")
+def _train_segmenter(args: argparse.Namespace) -> int:
+    from .engines.evaluation import evaluate
+    from .engines.segmentation import train_segmenter
+
+    _set_threads(args)
+    train = _labelled(Path(args.data), args.train_split, args.schema, args)
+    config = _segmentation_config(args, args.plm)
+    progress, stop = _terminal(args, "training")
+    with stop.installed():
+        result = train_segmenter(train, config, Path(args.out) / "work", progress, stop)
+    progress.close()
+    metrics = None
+    if args.test_split:
+        test = _labelled(Path(args.data), args.test_split, args.schema, args)
+        metrics = evaluate(result.model, test, "true" if result.model.uses_ratio else None)
+        metrics = {f"test ({args.test_split}, true ratio)" if result.model.uses_ratio else f"test ({args.test_split})":
+                   {"miou": metrics["miou"], "accuracy": metrics["accuracy"], "mciou": metrics["mciou"]}}
+    folder = result.save(Path(args.out) / "model", metrics=metrics)
+    print(f"model folder written to {folder}")
+    if metrics:
+        print(metrics)
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from .engines.evaluation import run_comparison
+
+    _set_threads(args)
+    train = _labelled(Path(args.data), args.train_split, args.schema, args)
+    test = _labelled(Path(args.data), args.test_split, args.schema, args)
+    config = _segmentation_config(args, args.plm)
+    progress, stop = _terminal(args, "baseline vs PLM")
+    with stop.installed():
+        result = run_comparison(train, test, config, seeds=args.seeds, out_dir=Path(args.out),
+                                progress=progress, should_stop=stop)
+    progress.close()
+    print(result.markdown_path.read_text())
+    print(f"table: {result.csv_path}\nplot: {result.plot_path}")
+    for folder in result.model_folders:
+        print(f"model: {folder}")
+    return 0
+
+
+@command("segment")
+def _segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .core.fractions import mask_fractions, normalize_fractions
+    from .core.io import read_micrograph
+    from .engines.inference import predict_image
+    from .models.device import resolve_device
+    from .models.segmenter import Segmenter
+
+    _set_threads(args)
+    model = Segmenter.from_pretrained(_segmenter_folder(args.model), device=resolve_device(args.device))
+    ratio = None
+    if args.ratio:
+        ratio = normalize_fractions([float(v) for v in args.ratio.split(",")])
+    band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
+    image, _ = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit() else band)
+    progress, stop = _terminal(args, "segmenting")
+    with stop.installed():
+        labels, _ = predict_image(model, image, ratio=ratio, progress=progress, should_stop=stop)
+    progress.close()
+    Image.fromarray(labels.astype(np.uint8)).save(args.out)
+    achieved = mask_fractions(labels, model.schema)
+    for name, target, value in zip(model.schema.names, ratio if ratio is not None else [None] * len(achieved), achieved):
+        print(f"{name:28s} " + ("" if target is None else f"target {100 * target:5.1f} %  ") + f"achieved {100 * value:5.1f} %")
+    print(f"phase map (class ids) written to {args.out}")
+    return 0
+
+
+def _segmenter_folder(value: str) -> Path:
+    """A model folder path, or the name of a bundled model in resources/models."""
+    from .resources import resources_dir
+
+    path = Path(value)
+    if path.is_dir():
+        return path
+    bundled = resources_dir() / "models" / value
+    if bundled.is_dir():
+        return bundled
+    raise FileNotFoundError(f"no model folder {value!r} (neither a folder nor a bundled model)")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -247,6 +366,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("out")
     p.add_argument("--overwrite", action="store_true")
+
+    def training_options(p):
+        p.add_argument("data", help="dataset folder or store")
+        p.add_argument("--schema", help="schema name or JSON file (generic folders)")
+        p.add_argument("--train-split", default="train")
+        p.add_argument("--test-split", default="test")
+        p.add_argument("--arch", default="Unet", help="smp architecture: Unet, UnetPlusPlus, Linknet, MAnet, FPN, ...")
+        p.add_argument("--preset", default="small", help="network size: tiny, small (CPU), base (GPU)")
+        p.add_argument("--encoder", help="smp encoder name (overrides the preset's)")
+        p.add_argument("--plm", default="RE+SA+FA", help="PLM setting: baseline, RE, SA, SA+FA, RE+SA, RE+SA+FA")
+        p.add_argument("--tile", type=int, default=256, help="training/inference window in network pixels")
+        p.add_argument("--input-scale", type=float, default=1.0,
+                       help="resize micrographs by this factor for the network (0.5 = 4x less compute)")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--steps", type=int, default=2000)
+        p.add_argument("--lr", type=float, default=1e-3)
+        p.add_argument("--ratio-dropout", type=float, default=0.2,
+                       help="share of tiles trained without a ratio (0 = paper 001 setting)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
+        p.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
+
+    p = sub.add_parser("train-segmenter", help="train a segmentation model (with or without the PLM)",
+                       description="Train an smp segmenter, optionally with paper 001's Phase Learning Module, on "
+                                   "the train split; write OUT/model (config.json, weights, model card). An "
+                                   "interrupted training resumes when run again with the same OUT.")
+    training_options(p)
+
+    p = sub.add_parser("evaluate", help="baseline vs PLM on held-out micrographs, over ratio accuracy alpha",
+                       description="Train a baseline and a PLM segmenter on the same split and seeds, evaluate on "
+                                   "the held-out whole micrographs (sliding window, 50 %% overlap) with the PLM "
+                                   "given no ratio and expert-guess ratios of accuracy alpha in {0.3, 0.5, 0.66, "
+                                   "0.9, 1.0} (paper 001, App. A.2); write alpha_sweep.csv/.md/.png.")
+    training_options(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+
+    p = sub.add_parser("segment", help="segment one micrograph with a model folder",
+                       description="Whole-micrograph phase map (sliding window, 50 %% overlap) written as an index PNG.")
+    p.add_argument("image")
+    p.add_argument("out", help="output PNG of class ids")
+    p.add_argument("--model", default="plm-uhcs-demo", help="model folder or bundled model name")
+    p.add_argument("--ratio", help="comma-separated phase ratio for a PLM model, e.g. 0.7,0.1,0.15,0.05")
+    p.add_argument("--info-band", default="auto", help="'auto', a row count, or 'none'")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the bundled sample data",
                        description="Run the main job on the bundled UHCS sample micrograph and write every result "

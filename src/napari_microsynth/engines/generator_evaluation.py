@@ -111,11 +111,18 @@ def _pairwise_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(sq, 0, None))
 
 
-def _inside_manifold(reference: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Whether each query point lies within the k-NN radius of some reference point."""
-    d_ref = _pairwise_distances(reference, reference)
-    radii = np.sort(d_ref, axis=1)[:, k]  # column 0 is the point itself
-    return (_pairwise_distances(query, reference) <= radii[None, :] * (1 + 1e-9) + 1e-12).any(axis=1)
+def _inside_manifold(reference: np.ndarray, query: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Whether each query point lies within the k-NN radius of some reference point (rows in chunks, so
+    memory stays ``chunk x N``)."""
+    radii = np.concatenate([
+        np.partition(_pairwise_distances(reference[i : i + chunk], reference), k, axis=1)[:, k]  # [:, 0] is itself
+        for i in range(0, len(reference), chunk)
+    ])
+    inside = [
+        (_pairwise_distances(query[i : i + chunk], reference) <= radii[None, :] * (1 + 1e-9) + 1e-12).any(axis=1)
+        for i in range(0, len(query), chunk)
+    ]
+    return np.concatenate(inside)
 
 
 def manifold_precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
@@ -589,7 +596,7 @@ def evaluate_generator(
     the real tiles. The pairs of the first guidance scale are compared with real tiles of the same size
     (``downscale``: how much the generator's tiles were reduced; None = the generator's training setting
     when it records one, else 1). ``extractor`` None trains the domain feature encoders on
-    ``real_samples`` first (a few minutes on a CPU). ``compare``: more generators to time alongside
+    ``real_samples`` first (default settings: a few minutes on a CPU). ``compare``: more generators to time alongside
     (e.g. ``{"two-stage": ...}``); ``timing_n`` 0 skips timing. ``sampling`` options go to every
     generator that has them (e.g. ``steps``).
     """

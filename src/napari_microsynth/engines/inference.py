@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..core.fractions import mask_fractions
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
@@ -78,6 +79,8 @@ def blended_features(
     """The image-dependent network output ``(n, H, W)`` for a whole micrograph, averaged over the 50 %
     overlapping windows (holds ``batch_size`` windows of activations at a time)."""
     image = _as_image(image)
+    full_shape = image.shape
+    image = _rescale(image, model.input_scale)
     device = next(model.parameters()).device
     model.eval()
     padded = pad_to_window(image, model.tile_size)
@@ -92,7 +95,20 @@ def blended_features(
             acc.add(box, values)
         done = start + len(chunk)
         progress(done, len(boxes), f"segmenting window {done}/{len(boxes)}")
-    return np.ascontiguousarray(acc.result()[:, : image.shape[0], : image.shape[1]])
+    features = acc.result()[:, : image.shape[0], : image.shape[1]]
+    if features.shape[1:] != full_shape:
+        features = F.interpolate(torch.from_numpy(features)[None], size=full_shape, mode="bilinear",
+                                 align_corners=False)[0].numpy()
+    return np.ascontiguousarray(features)
+
+
+def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` (antialiased) for a network that works at a reduced scale."""
+    if scale == 1.0:
+        return image
+    size = (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale)))
+    t = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
 
 
 @torch.inference_mode()

@@ -6,7 +6,8 @@ Two extractors share one small interface (``name``, ``checksum``, ``image_featur
 - :class:`DomainFeatureExtractor`: two small CNNs this project trains on real annotated tiles, one on grey
   images and one on one-hot masks. Each learns two tasks: the tile's phase-fraction vector and which
   micrograph the tile was cut from (so the features must capture the texture and morphology that tell
-  micrographs apart, not only composition). Trained in minutes on a CPU; saved as a model folder.
+  micrographs apart, not only composition). The default training takes a few minutes on a CPU; saved as
+  a model folder.
 - :class:`InceptionFeatureExtractor`: torchvision's Inception v3 with weights from a file the user gives
   (the 2048-d pool features used by FID). Nothing is downloaded. Grey images are repeated to RGB and
   masks drawn in the schema's colours. torchvision's ImageNet weights are not the TensorFlow weights of
@@ -43,12 +44,17 @@ INPUTS = ("image", "mask")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_SIZE = 299
+#: batches used to recompute the batch-norm statistics after training
+BATCH_NORM_BATCHES = 10
 
 
 @dataclass(frozen=True)
 class FeatureEncoderConfig:
-    """A small CNN: ``widths`` conv stages (each halves the size after the first), global mean pooling,
-    a linear layer to ``feature_dim`` features, and heads for phase fractions and source micrograph.
+    """A small CNN: ``widths`` conv stages (each halves the size after the first; batch norm, SiLU), the
+    mean and standard deviation of every stage's maps (texture statistics at every scale, so fine texture
+    counts as well as coarse morphology), a linear layer to ``feature_dim`` features, and heads for phase fractions and source
+    micrograph. Batch norm (not group norm, which would normalise away each tile's own contrast) keeps the
+    features of one tile independent of the others once in eval mode.
 
     input: "image" (1 grey channel in [-1, 1]) or "mask" (one 0/1 channel per class).
     """
@@ -89,26 +95,29 @@ class FeatureEncoder(nn.Module):
     def __init__(self, config: FeatureEncoderConfig):
         super().__init__()
         self.config = config
-        layers: list[nn.Module] = []
+        stages: list[nn.Module] = []
         channels = config.in_channels
         for i, width in enumerate(config.widths):
-            groups = min(8, width)
-            layers += [
+            stages.append(nn.Sequential(
                 nn.Conv2d(channels, width, 3, stride=1 if i == 0 else 2, padding=1),
-                nn.GroupNorm(groups, width),
+                nn.BatchNorm2d(width),
                 nn.SiLU(),
                 nn.Conv2d(width, width, 3, padding=1),
-                nn.GroupNorm(groups, width),
+                nn.BatchNorm2d(width),
                 nn.SiLU(),
-            ]
+            ))
             channels = width
-        self.body = nn.Sequential(*layers)
-        self.project = nn.Linear(channels, config.feature_dim)
+        self.stages = nn.ModuleList(stages)
+        self.project = nn.Linear(2 * sum(config.widths), config.feature_dim)
         self.fraction_head = nn.Linear(config.feature_dim, config.n_classes)
         self.source_head = nn.Linear(config.feature_dim, config.n_sources) if config.n_sources > 1 else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.body(x).mean(dim=(2, 3)))
+        pooled = []
+        for stage in self.stages:
+            x = stage(x)
+            pooled += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+        return self.project(torch.cat(pooled, dim=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         feats = self.features(x)
@@ -160,8 +169,8 @@ class FeatureTrainConfig:
     source_weight: weight of the which-micrograph loss against the phase-fraction loss.
     """
 
-    steps: int = 1500
-    batch_size: int = 32
+    steps: int = 600
+    batch_size: int = 16
     tile: int = 64
     downscale: int = 2
     learning_rate: float = 1e-3
@@ -332,7 +341,18 @@ def train_domain_extractor(
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        progress(step + 1, config.steps, f"feature encoders step {step + 1}/{config.steps}  loss {float(total):.3f}")
+        progress(step + 1, config.steps, f"feature encoders step {step + 1}/{config.steps}  loss {total.item():.3f}")
+    # batch-norm statistics of the final weights (running averages lag behind in a short training)
+    with torch.no_grad():
+        for encoder in encoders.values():
+            for module in encoder.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.reset_running_stats()
+                    module.momentum = None  # cumulative average over the batches below
+        for i in range(BATCH_NORM_BATCHES):
+            images, masks = tiles.draw(np.random.default_rng([config.seed, config.steps + i]), config.batch_size)
+            for kind, arrays in (("image", images), ("mask", masks)):
+                encoders[kind](encoder_input(kind, torch.from_numpy(np.ascontiguousarray(arrays)), schema).to(torch_device))
     training = {
         **asdict(config),
         "widths": list(config.widths),

@@ -116,6 +116,7 @@ class Segmenter(nn.Module):
         plm: PLMFlags | None = None,
         tile_size: int = 256,
         preset: str | None = None,
+        input_scale: float = 1.0,
     ):
         super().__init__()
         arch, cls = _smp_class(arch)
@@ -134,6 +135,9 @@ class Segmenter(nn.Module):
         self.preset = preset
         self.plm_flags = plm
         self.tile_size = int(tile_size)
+        if not 0 < float(input_scale) <= 1:
+            raise ValueError(f"input_scale must be in (0, 1], got {input_scale}")
+        self.input_scale = float(input_scale)
         self.encoder = net.encoder
         self.decoder = net.decoder
         conv, upsample = net.segmentation_head[0], net.segmentation_head[1]
@@ -155,12 +159,13 @@ class Segmenter(nn.Module):
         encoder: str | None = None,
         plm: str | PLMFlags | None = "RE+SA+FA",
         tile_size: int = 256,
+        input_scale: float = 1.0,
     ) -> "Segmenter":
         """A fresh network by architecture name, size preset and PLM setting (an ablation name from
         :data:`~napari_microsynth.models.plm.ABLATIONS`, flags, or None / "baseline" for no PLM)."""
         kwargs = resolve_architecture(arch, preset, encoder)
         flags = PLMFlags.from_name(plm) if isinstance(plm, str) else plm
-        return cls(schema, plm=flags, tile_size=tile_size, preset=preset, **kwargs)
+        return cls(schema, plm=flags, tile_size=tile_size, preset=preset, input_scale=input_scale, **kwargs)
 
     @property
     def output_stride(self) -> int:
@@ -186,6 +191,7 @@ class Segmenter(nn.Module):
             "plm": None if self.plm_flags is None else self.plm_flags.to_dict(),
             "plm_name": "baseline" if self.plm_flags is None else self.plm_flags.name,
             "tile_size": self.tile_size,
+            "input_scale": self.input_scale,
             "in_channels": 1,
             "input_scaling": {"mean": INPUT_MEAN, "std": INPUT_STD},
             "schema": self.schema.to_dict(),
@@ -201,6 +207,7 @@ class Segmenter(nn.Module):
             arch=config["arch"],
             plm=flags,
             tile_size=int(config["tile_size"]),
+            input_scale=float(config.get("input_scale", 1.0)),
             preset=config.get("preset"),
             **config["arch_kwargs"],
         )

@@ -219,7 +219,7 @@ class SynthesisWidget(QWidget):
         curation_layout.addLayout(buttons)
         curation_layout.addWidget(self.save_button)
         curation_layout.addWidget(self.counts_label)
-        curation_box = QGroupBox("Generated pairs")
+        curation_box = QGroupBox("Generated pairs (phase fractions: target → achieved)")
         curation_box.setLayout(curation_layout)
 
         self.message = QLabel("")
@@ -315,9 +315,9 @@ class SynthesisWidget(QWidget):
             self.real_fractions = None
             self._fraction_sampler = None
         spec = generator.condition_spec
-        self.generator_info.setText(
-            f"{generator.description or generator.name} (version {generator.version}); "
-            f"phases: {', '.join(generator.schema.names)}; conditioned on {spec.kind}"
+        self.generator_info.setText(f"{generator.name} v{generator.version}, {spec.kind} condition")
+        self.generator_info.setToolTip(
+            f"{generator.description or generator.name}\nphases: {', '.join(generator.schema.names)}"
         )
         self._show_generator_controls()
         self.message.setText(f"loaded {folder.name} on {device}")
@@ -380,10 +380,7 @@ class SynthesisWidget(QWidget):
     def _update_distribution_controls(self) -> None:
         if self._fraction_sampler is None:
             self.distribution_radio.setText("from the data distribution")
-            self.distribution_label.setText(
-                "no real phase fractions known for this generator: choose a dataset store of annotated "
-                "micrographs with its phases"
-            )
+            self.distribution_label.setText("no real phase fractions known: choose a store of annotated micrographs")
             self.distribution_radio.setEnabled(False)
             self.composition_radio.setChecked(True)
             return
@@ -395,7 +392,7 @@ class SynthesisWidget(QWidget):
         self.distribution_radio.setText(
             "from the data distribution" + (f", boosting {', '.join(boosts)}" if boosts else "")
         )
-        self.distribution_label.setText(f"{len(self.real_fractions)} real fraction vectors from {self._real_source}")
+        self.distribution_label.setText(f"{len(self.real_fractions)} real tile fractions from {self._real_source}")
         self.distribution_radio.setEnabled(True)
 
     def use_store_fractions(self, path: str | Path) -> int:
@@ -624,23 +621,24 @@ class SynthesisWidget(QWidget):
         return self.curation[index].curated(self.current_mask(index)).fractions
 
     def row_text(self, index: int) -> str:
-        """The curation list row of pair ``index``: name, status, seed, target and achieved fractions."""
+        """The curation list row of pair ``index``: name, status, seed, then target -> achieved fractions in %."""
         entry = self.curation[index]
         names = entry.sample.schema.names
-        provenance = entry.sample.provenance
-        condition = provenance.condition or {}
+        condition = entry.sample.provenance.condition or {}
+        head = f"{entry.image_layer.removesuffix(' image')}  [{entry.status}]  seed {entry.sample.provenance.seed}"
+        try:
+            achieved = self.achieved(index)
+        except ValueError as exc:
+            return f"{head}\ninvalid mask: {exc}"
         if entry.target is not None:
-            target = format_fractions(entry.target, names)
-        elif "properties" in condition:
-            target = ", ".join(f"{k} {v:g}" for k, v in condition["properties"].items())
+            return f"{head}\n" + ", ".join(
+                f"{name} {100 * t:.1f} → {100 * a:.1f} %" for name, t, a in zip(names, entry.target, achieved)
+            )
+        if "properties" in condition:
+            target = ", ".join(f"{k} = {v:g}" for k, v in condition["properties"].items())
         else:
             target = "unconditional"
-        try:
-            achieved = format_fractions(self.achieved(index), names)
-        except ValueError as exc:
-            achieved = f"invalid mask ({exc})"
-        stem = entry.image_layer.removesuffix(" image")
-        return f"{stem}  [{entry.status}]  seed {provenance.seed}\ntarget: {target}\nachieved: {achieved}"
+        return f"{head}\n{target} → {format_fractions(achieved, names)}"
 
     def _refresh_row(self, index: int) -> None:
         entry = self.curation[index]
@@ -739,9 +737,8 @@ def _clear_layout(layout, keep: Sequence[QWidget] = ()) -> None:
         item = layout.takeAt(0)
         widget = item.widget()
         if widget is not None:
-            if any(widget is kept for kept in keep):
-                widget.setParent(None)
-            else:
+            widget.setParent(None)  # detached at once (a deferred delete may wait for the event loop)
+            if not any(widget is kept for kept in keep):
                 widget.deleteLater()
         elif item.layout() is not None:
             _clear_layout(item.layout(), keep)
