@@ -2,8 +2,10 @@
 
 Steps (each writes into the output folder):
 1. load the bundled UHCS micrograph + mask and report its phase fractions (table, CSV, histogram PNG);
-2. write it and its 256x256 tiles into a dataset store;
-3. export the store to plain folders (PNG/TIFF + CSV).
+2. segment it with the bundled demo model (paper 001's PLM) without a ratio and with its true phase
+   ratio, scoring both against the mask, and save the phase maps as PNG;
+3. write it, its predicted phase map and its 256x256 tiles into a dataset store;
+4. export the store to plain folders (PNG/TIFF + CSV).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..core.tiles import tile_samples
 from .reports import format_fraction_table, plot_fraction_histograms, write_fraction_csv
 
 DEMO_MARKER = ".microsynth-demo"
+DEMO_SEGMENTER = "plm-uhcs-demo"
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -34,12 +37,12 @@ def _prepare(out: Path, overwrite: bool) -> None:
 def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progress,
              should_stop: StopFn = never_stop) -> str:
     """Run the pipeline on the bundled sample into ``out``; returns a human-readable summary."""
-    from ..napari_io import load_sample
+    from ..core.sample_data import load_sample
 
     out = Path(out)
     _prepare(out, overwrite)
     lines = []
-    total = 3
+    total = 4
 
     progress(0, total, "loading the bundled UHCS sample")
     sample = load_sample()
@@ -54,17 +57,58 @@ def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progr
                              title=f"{sample.name}: phase fractions of its {len(tiles)} 256x256 tiles")
     check_stop(should_stop)
 
-    progress(1, total, "writing the dataset store")
+    progress(1, total, "segmenting with the bundled PLM model")
+    predicted = _segment(sample, out, lines, should_stop)
+    check_stop(should_stop)
+
+    progress(2, total, "writing the dataset store")
     store_path = out / "sample.zarr"
     store = DatasetStore.create(store_path, sample.schema, description="napari-microsynth demo: bundled UHCS sample")
     store.append(sample, split="test")
+    store.append(predicted, split="predicted")
     for tile in tiles:
         check_stop(should_stop)
         store.append(tile, split="tiles")
-    lines.append(f"store {store_path}: {len(store)} samples (1 micrograph + {len(tiles)} tiles)")
+    lines.append(f"store {store_path}: {len(store)} samples (micrograph, its predicted phase map, {len(tiles)} tiles)")
 
-    progress(2, total, "exporting plain folders")
+    progress(3, total, "exporting plain folders")
     exported = export_folder(DatasetStore.open(store_path), out / "export", should_stop=should_stop)
     lines.append(f"exported PNG/TIFF + CSV to {exported}")
     progress(total, total, "done")
     return "\n".join(lines)
+
+
+def _segment(sample, out: Path, lines: list[str], should_stop: StopFn):
+    """Phase maps of ``sample`` without and with its true ratio; returns the true-ratio prediction."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from ..core.metrics import segmentation_report
+    from ..core.sample import Provenance
+    from ..models.folder import folder_checksum
+    from ..models.segmenter import Segmenter
+    from ..resources import resource_path
+    from .inference import PhaseRatioSession
+
+    folder = resource_path("models", DEMO_SEGMENTER)
+    model = Segmenter.from_pretrained(folder)
+    session = PhaseRatioSession(model, sample.image, should_stop=should_stop)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: sample.schema.n_classes] = sample.schema.colors
+    lines.append(f"segmentation with bundled model {DEMO_SEGMENTER} (mIoU against the hand mask):")
+    result = None
+    for label, ratio in (("no ratio", None), ("true ratio", sample.fractions)):
+        labels, _ = session.predict(ratio)
+        report = segmentation_report(sample.mask, labels, sample.schema)
+        lines.append(f"  {label:10s}  mIoU {report['miou']:.3f}  accuracy {report['accuracy']:.3f}")
+        Image.fromarray(palette[labels]).save(out / f"phases_{label.replace(' ', '_')}.png")
+        result = labels
+    return replace(
+        sample,
+        mask=result,
+        name=f"{sample.name} predicted",
+        provenance=Provenance(origin="predicted", source=sample.name, generator=f"segmenter:{DEMO_SEGMENTER}",
+                              model_checksum=folder_checksum(folder),
+                              condition={"fractions": [float(v) for v in sample.fractions]}),
+    )

@@ -1,0 +1,105 @@
+"""The "Phase ratios" widget with the bundled demo model on the bundled UHCS sample micrograph."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microsynth.core.store import DatasetStore
+from napari_microsynth.core.sample_data import load_sample
+from napari_microsynth.resources import resources_dir
+
+DEMO_MODEL = "plm-uhcs-demo"
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    from napari_microsynth.widgets.phase_ratio import PhaseRatioWidget
+
+    viewer = make_napari_viewer()
+    sample = load_sample()
+    viewer.add_image(sample.image, name="uhcs1648")
+    w = PhaseRatioWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert f"bundled: {DEMO_MODEL}" in [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
+    w.model_combo.setCurrentText(f"bundled: {DEMO_MODEL}")
+    return w
+
+
+def _segment(widget, qtbot):
+    widget.segment()
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60_000)
+    return widget
+
+
+def _settle(widget, qtbot):
+    qtbot.waitUntil(lambda: not widget.updating, timeout=30_000)
+
+
+def test_sliders_sum_to_one_and_locked_phase_stays(widget, qtbot):
+    _segment(widget, qtbot)
+    sliders = widget.sliders
+    sliders.lock_boxes[3].setChecked(True)
+    locked_value = sliders.fractions[3]
+    sliders.sliders[1].setValue(400)  # a user drags cementite to 40 %
+    assert sliders.fractions.sum() == pytest.approx(1.0)
+    assert sliders.fractions[1] == pytest.approx(0.4, abs=1e-3)
+    assert sliders.fractions[3] == pytest.approx(locked_value)
+    shown = [s.value() for s in sliders.sliders]
+    assert sum(shown) == pytest.approx(1000, abs=len(shown))
+
+
+def test_raising_a_phase_grows_its_area_in_the_labels_layer(widget, qtbot):
+    _segment(widget, qtbot)
+    layer = widget.labels_layer
+    assert layer is not None and layer.data.shape == (484, 645)
+    matrix = 0
+    widget.sliders.set_phase(matrix, 0.3)
+    _settle(widget, qtbot)
+    low = int((np.asarray(layer.data) == matrix).sum())
+    widget.sliders.set_phase(matrix, 0.95)
+    _settle(widget, qtbot)
+    high = int((np.asarray(layer.data) == matrix).sum())
+    assert high > low * 1.1, (low, high)
+    achieved = widget.sliders.achieved_labels[matrix].text()
+    assert achieved.endswith("%") and achieved != "–"
+
+
+def test_no_ratio_and_estimate(widget, qtbot):
+    _segment(widget, qtbot)
+    widget.no_ratio_box.setChecked(True)
+    _settle(widget, qtbot)
+    no_ratio = np.asarray(widget.labels_layer.data).copy()
+    widget.estimate()
+    estimate = widget.sliders.fractions
+    counts = np.bincount(no_ratio.ravel(), minlength=4) / no_ratio.size
+    np.testing.assert_allclose(estimate, counts, atol=1e-6)
+
+
+def test_cancel_stops_the_first_pass(widget, qtbot):
+    widget.segment()
+    widget.progress.cancel()
+    qtbot.waitUntil(lambda: not widget.progress.busy, timeout=60_000)
+    assert widget.session is None
+    assert "cancel" in widget.message.text()
+    assert widget.segment_button.isEnabled()
+
+
+def test_corrected_phase_map_is_saved_to_a_store(widget, qtbot, tmp_path):
+    _segment(widget, qtbot)
+    labels = widget.labels_layer
+    data = np.asarray(labels.data).copy()
+    data[:40, :40] = 3  # the metallurgist paints a Widmanstaetten lath
+    changed = int((data != np.asarray(labels.data)).sum())
+    labels.data = data
+    index = widget.save_to_store(tmp_path / "phases.zarr")
+    store = DatasetStore.open(tmp_path / "phases.zarr")
+    saved = store[index]
+    assert saved.provenance.origin == "corrected"
+    assert saved.provenance.changed_pixels == changed > 0
+    np.testing.assert_array_equal(saved.mask, data)
+
+
+def test_bundled_model_card_states_its_split_and_metrics():
+    card = (resources_dir() / "models" / DEMO_MODEL / "README.md").read_text()
+    assert "miou" in card.lower()
+    assert "test" in card.lower()
