@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
 from napari_microsynth.engines.generator_evaluation import (
@@ -36,24 +35,7 @@ from napari_microsynth.models.feature_encoder import (
 
 UHCS = PhaseSchema.bundled("uhcs")
 TWO = PhaseSchema("two", (Phase(0, "a", (0, 0, 0)), Phase(1, "b", (255, 255, 255))))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def uhcs_samples(shared_data) -> list[Sample]:
-    folder = shared_data / "uhcs"
-    samples = []
-    for name in ["uhcs0007", "uhcs0599", "uhcs0477"]:
-        image, _ = read_micrograph(folder / "images" / f"{name}.tif", info_band=None)
-        samples.append(Sample(image, UHCS, read_mask(folder / "masks" / f"{name}.npy", UHCS), name=name))
-    return samples
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.sample import Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
@@ -32,25 +31,12 @@ from napari_microsynth.models.diffusion import (
 from napari_microsynth.models.folder import folder_checksum
 
 UHCS = PhaseSchema.bundled("uhcs")
-TRAIN_NAMES = ["uhcs0007", "uhcs0599", "uhcs0477", "uhcs0124"]  # first four of the 16/4/4 training split
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def uhcs_samples(shared_data) -> list[Sample]:
-    folder = shared_data / "uhcs"
-    samples = []
-    for name in TRAIN_NAMES:
-        image, _ = read_micrograph(folder / "images" / f"{name}.tif", info_band=None)
-        samples.append(Sample(image, UHCS, read_mask(folder / "masks" / f"{name}.npy", UHCS), name=name))
-    return samples
+def uhcs_samples(read_uhcs) -> list[Sample]:
+    return read_uhcs(4)
 
 
 def fast_config(**overrides) -> PFDiffSeg.TrainConfig:
@@ -302,7 +288,7 @@ def test_save_load_roundtrip_gives_identical_samples(trained, tmp_path):
     folder = gen.save(tmp_path / "pf")
     config = json.loads((folder / "config.json").read_text())
     assert config["generator"] == "pf-diffseg" and config["schema"]["name"] == "uhcs"
-    assert config["training"]["sample_names"] == TRAIN_NAMES and config["training"]["steps"] == 40
+    assert config["training"]["sample_names"] == ["uhcs0007", "uhcs0599", "uhcs0477", "uhcs0124"] and config["training"]["steps"] == 40
     assert len(config["training"]["data_fingerprint"]) == 16
     assert "PF-DiffSeg" in (folder / "README.md").read_text()
 

@@ -11,14 +11,7 @@ from napari_microsynth.models.plm import ABLATIONS, PhaseLearningModule, PLMFlag
 from napari_microsynth.models.segmenter import Segmenter, architectures
 
 TILE = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

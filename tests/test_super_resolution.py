@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.generators.pf_diffseg import PFDiffSeg
@@ -21,26 +20,12 @@ from napari_microsynth.models.diffusion_training import downscale_pair
 from napari_microsynth.models.folder import folder_checksum
 
 UHCS = PhaseSchema.bundled("uhcs")
-TRAIN_NAMES = ["uhcs0007", "uhcs0599", "uhcs0477"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def uhcs_samples(shared_data) -> list[Sample]:
-    folder = shared_data / "uhcs"
-    samples = []
-    for name in TRAIN_NAMES:
-        image, _ = read_micrograph(folder / "images" / f"{name}.tif", info_band=None)
-        samples.append(Sample(image, UHCS, read_mask(folder / "masks" / f"{name}.npy", UHCS), name=name,
-                              pixel_size_um=0.25))
-    return samples
+def uhcs_samples(read_uhcs) -> list[Sample]:
+    return read_uhcs(3, pixel_size_um=0.25)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.sample import Sample
 from napari_microsynth.core.schema import PhaseSchema
@@ -18,27 +16,13 @@ from napari_microsynth.models.diffusion_training import latest_checkpoint
 from napari_microsynth.models.folder import folder_checksum
 
 UHCS = PhaseSchema.bundled("uhcs")
-TRAIN_NAMES = ["uhcs0007", "uhcs0599", "uhcs0477"]
 FAST = dict(sampler="ddim", steps=4, batch_size=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def uhcs_samples(shared_data) -> list[Sample]:
-    folder = shared_data / "uhcs"
-    samples = []
-    for name in TRAIN_NAMES:
-        image, _ = read_micrograph(folder / "images" / f"{name}.tif", info_band=None)
-        samples.append(Sample(image, UHCS, read_mask(folder / "masks" / f"{name}.npy", UHCS), name=name,
-                              pixel_size_um=0.25))
-    return samples
+def uhcs_samples(read_uhcs) -> list[Sample]:
+    return read_uhcs(3, pixel_size_um=0.25)
 
 
 def fast_config(**overrides) -> TwoStage.TrainConfig:
@@ -134,7 +118,7 @@ def test_save_load_one_folder_two_weight_files_identical_samples(trained, tmp_pa
     assert sorted(p.name for p in folder.glob("*.safetensors")) == ["image_denoiser.safetensors",
                                                                      "mask_denoiser.safetensors"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["generator"] == "two-stage" and config["training"]["sample_names"] == TRAIN_NAMES
+    assert config["generator"] == "two-stage" and config["training"]["sample_names"] == ["uhcs0007", "uhcs0599", "uhcs0477"]
     loaded = load_generator(folder, device="cpu")
     assert isinstance(loaded, TwoStage) and loaded.pixel_size_um == pytest.approx(0.5)
     before = list(gen.sample([0.5, 0.3, 0.1, 0.1], n=2, seed=3, **FAST))

@@ -222,6 +222,7 @@ def _train_segmenter(args: argparse.Namespace) -> int:
     with stop.installed():
         result = train_segmenter(train, config, Path(args.out) / "work", progress, stop)
     progress.close()
+    result.extra["data"] = f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs)"
     metrics = None
     if args.test_split:
         test = _labelled(Path(args.data), args.test_split, args.schema, args)
@@ -245,8 +246,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = _segmentation_config(args, args.plm)
     progress, stop = _terminal(args, "baseline vs PLM")
     with stop.installed():
+        data = (f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs), "
+                f"test split {args.test_split!r} ({len(test)} whole micrographs)")
         result = run_comparison(train, test, config, seeds=args.seeds, out_dir=Path(args.out),
-                                progress=progress, should_stop=stop)
+                                progress=progress, should_stop=stop, data_description=data)
     progress.close()
     print(result.markdown_path.read_text())
     print(f"table: {result.csv_path}\nplot: {result.plot_path}")

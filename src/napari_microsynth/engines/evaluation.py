@@ -292,9 +292,11 @@ def run_comparison(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
     alphas: Sequence[float | None] = ALPHAS,
+    data_description: str = "",
 ) -> ComparisonResult:
     """Train a baseline and a PLM model (``config.plm``, or the full PLM if that is "baseline") on the
     same samples for each seed, score both on ``test_samples`` and write ``alpha_sweep.csv/.md/.png``.
+    ``data_description`` (which data and split) is recorded in every model card.
 
     Each training runs in ``out_dir/seed<k>/<baseline|plm>`` (so an interrupted comparison resumes) and
     leaves a model folder ``model`` there with the measured metrics in its card.
@@ -338,6 +340,8 @@ def run_comparison(
                 sweep = [_row("baseline" if setting == "baseline" else f"PLM {setting}", None, report, seed)]
             rows.extend(sweep)
             offset += n_test
+            if data_description:
+                result.extra["data"] = data_description
             folders.append(result.save(work / "model", metrics=_metrics_for_card(report, sweep)))
     csv_path, md_path = write_sweep_table(rows, out_dir)
     plot_path = plot_alpha_sweep(rows, out_dir / "alpha_sweep.png")

@@ -21,7 +21,7 @@ majority class), so a generator's output looks like what the super-resolution mo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -29,10 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
+from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
-from ..models.device import resolve_device
 from ..models.diffusion import (
     DenoiserConfig,
     build_denoiser,
@@ -44,9 +43,8 @@ from ..models.diffusion import (
     sampling_settings,
     seeded_noise,
 )
-from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, RandomPairTiles, downscale_pair, train_denoiser
-from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
-from .base import TrainingRecord, data_fingerprint
+from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, downscale_pair
+from ._diffusion import DiffusionModel, architecture_text, encode_pair, preset_settings
 
 FACTOR = 2
 KIND = "super-resolution"
@@ -68,9 +66,7 @@ SR_PRESETS: dict[str, dict[str, Any]] = {
 
 def super_resolution_config(n_classes: int, preset: str = "small", **overrides: Any) -> DenoiserConfig:
     """Denoiser of the 2x model: ``1 + n_classes`` generated channels and as many context channels."""
-    if preset not in SR_PRESETS:
-        raise ValueError(f"unknown super-resolution preset {preset!r}; choose one of {', '.join(SR_PRESETS)}")
-    settings = {**SR_PRESETS[preset], **overrides}
+    settings = preset_settings("super-resolution", SR_PRESETS, preset, overrides)
     return DenoiserConfig(target_channels=1 + n_classes, context_channels=1 + n_classes, **settings)
 
 
@@ -100,8 +96,10 @@ class SuperResolutionTrainConfig(DiffusionTrainConfig):
     augment: bool = True
 
 
-class SuperResolution:
+class SuperResolution(DiffusionModel):
     """A 2x super-resolution diffusion model for image + mask pairs (paper 000, sec. 2.2.3).
+
+    Its :attr:`resolution` is the output tile size it was built (and trained) for; inputs are half of it.
 
     >>> sr = SuperResolution.load("models/sr-uhcs")                        # doctest: +SKIP
     >>> big = sr.upscale(pair)                                              # doctest: +SKIP
@@ -109,6 +107,7 @@ class SuperResolution:
     """
 
     factor = FACTOR
+    label = "super-resolution"
     TrainConfig = SuperResolutionTrainConfig
 
     def __init__(self, schema: PhaseSchema, model: DenoiserConfig | str = "small", device: str = "auto", seed: int = 0):
@@ -121,17 +120,10 @@ class SuperResolution:
                 f"and no condition vector; got {config.target_channels}, {config.context_channels}, "
                 f"{config.condition_dim}"
             )
-        self.preset = model if isinstance(model, str) else "custom"
-        self.device = resolve_device(device)
+        self._set_up(model, device)
         self.denoiser = build_denoiser(config, seed=seed).to(self.device).eval()
-        self.training = TrainingRecord()
         #: SHA-256 prefix of the saved weights; empty until the model is saved or loaded
         self.model_checksum = ""
-
-    @property
-    def resolution(self) -> int:
-        """Output tile size the model was built (and trained) for; inputs are half of it."""
-        return self.denoiser.config.resolution
 
     # ------------------------------------------------------------ training
 
@@ -146,69 +138,27 @@ class SuperResolution:
 
         Returns ``{"steps", "final_loss", "resumed_from", "losses"}``; raises ``Cancelled`` when stopped.
         """
-        config = SuperResolutionTrainConfig() if config is None else config
-        if not isinstance(config, SuperResolutionTrainConfig):
-            raise TypeError(f"super-resolution takes a SuperResolutionTrainConfig, got {type(config).__name__}")
-        foreign = [s.name for s in samples if s.schema.names != self.schema.names]
-        if foreign:
-            raise ValueError(f"samples {foreign} do not use this model's schema {self.schema.name!r}")
-        tiles = RandomPairTiles(samples, self.resolution, config.downscale, config.augment)
-        n, ignore = self.schema.n_classes, self.schema.ignore_id
+        config, tiles = self._training_tiles(samples, config)
 
         def next_batch(rng: np.random.Generator, batch_size: int) -> DenoiserBatch:
             images, masks = tiles.draw(rng, batch_size)
             small = [downscale_pair(image, mask, FACTOR, self.schema) for image, mask in zip(images, masks)]
             low_images = torch.from_numpy(np.stack([s[0] for s in small]))
             low_masks = torch.from_numpy(np.stack([s[1] for s in small]))
-            target = torch.cat(
-                [encode_image(torch.from_numpy(images)), encode_mask(torch.from_numpy(masks), n, ignore)], dim=1
+            return DenoiserBatch(
+                target=encode_pair(images, masks, self.schema),
+                context=low_resolution_context(low_images, low_masks, self.schema),
             )
-            return DenoiserBatch(target=target, context=low_resolution_context(low_images, low_masks, self.schema))
 
-        self.model_checksum = ""
-        try:
-            result = train_denoiser(self.denoiser, next_batch, config, self.device, progress, should_stop)
-        except Cancelled as stopped:
-            self._record(samples, config, stopped.result)  # type: ignore[attr-defined]
-            raise
-        self._record(samples, config, result)
-        return {
-            "steps": result.steps,
-            "final_loss": result.final_loss,
-            "resumed_from": result.resumed_from,
-            "losses": result.losses,
-        }
-
-    def _record(self, samples: list[Sample], config: SuperResolutionTrainConfig, result) -> None:
-        self.training = TrainingRecord(
-            data_fingerprint=data_fingerprint(samples),
-            sample_names=[s.name for s in samples],
-            steps=result.steps,
-            final_loss=result.final_loss,
-            settings={**asdict(config), "device": str(self.device), "mixed_precision": result.mixed_precision},
-        )
+        return self._train_recorded(samples, config, next_batch, progress, should_stop)
 
     # ------------------------------------------------------------ files
 
-    def save(self, folder: str | Path) -> Path:
-        """Write a model folder (config.json, denoiser.safetensors, README.md) and set :attr:`model_checksum`."""
-        config = {
-            "kind": KIND,
-            "format_version": FORMAT_VERSION,
-            "factor": FACTOR,
-            "preset": self.preset,
-            "schema": self.schema.to_dict(),
-            "denoiser": self.denoiser.config.to_dict(),
-            "training": asdict(self.training),
-        }
-        folder = save_model_folder(folder, config, {"denoiser": self.denoiser.state_dict()}, self._model_card())
-        self.model_checksum = folder_checksum(folder)
-        return folder
+    def _folder_header(self) -> dict[str, Any]:
+        return {"kind": KIND, "format_version": FORMAT_VERSION, "factor": FACTOR}
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> "SuperResolution":
-        """Rebuild a model saved by :meth:`save` (CPU float32 weights, moved to ``device``)."""
-        config = read_model_config(folder)
+    def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
         if config.get("kind") != KIND:
             raise ValueError(f"{folder} holds a {config.get('kind') or 'unknown'} model, not a {KIND} model")
         if config.get("format_version") != FORMAT_VERSION:
@@ -216,31 +166,17 @@ class SuperResolution:
                 f"{folder} was written in {KIND} format version {config.get('format_version')}; "
                 f"this code reads version {FORMAT_VERSION}"
             )
-        model = cls(PhaseSchema.from_dict(config["schema"]), DenoiserConfig.from_dict(config["denoiser"]), device)
-        model.preset = config.get("preset", "custom")
-        model.denoiser.load_state_dict(load_weights(folder, "denoiser"))
-        model.denoiser.to(model.device).eval()
-        model.training = TrainingRecord(**config.get("training", {}))
-        model.model_checksum = folder_checksum(folder)
-        return model
 
     def _model_card(self) -> str:
         cfg = self.denoiser.config
-        t = self.training
-        loss = "n/a" if t.final_loss is None else f"{t.final_loss:.4f}"
-        lines = [
-            f"# 2x super-resolution model ({self.preset} preset)",
-            "",
+        about = [
             "Generates a micrograph and its phase mask at twice the size of a given low-resolution pair",
             "(paper 000 of napari-microsynth, sec. 2.2.3).",
-            "",
-            f"- phase schema: {self.schema.name} ({', '.join(self.schema.names)})",
-            f"- output resolution: {cfg.resolution} px (input {cfg.resolution // FACTOR} px), stages "
-            f"{list(cfg.block_out_channels)}, {cfg.layers_per_block} ResNet blocks per stage",
-            f"- training: {t.steps} steps on {len(t.sample_names)} micrographs (data fingerprint "
-            f"{t.data_fingerprint or 'n/a'}), final loss (mean of last 50 steps) {loss}",
         ]
-        return "\n".join(lines) + "\n"
+        return self._card("2x super-resolution model", about, [
+            f"- output resolution: {cfg.resolution} px (input {cfg.resolution // FACTOR} px), {architecture_text(cfg)}",
+            self._training_line(),
+        ])
 
     # ------------------------------------------------------------ upscaling
 

@@ -20,18 +20,16 @@ compared. The image model sees the clean one-channel-per-class mask as extra inp
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..core.fractions import mask_fractions
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
-from ..models.device import resolve_device
 from ..models.diffusion import (
     DenoiserConfig,
     build_denoiser,
@@ -43,10 +41,9 @@ from ..models.diffusion import (
     sampling_settings,
     seeded_noise,
 )
-from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, RandomPairTiles, TrainResult, train_denoiser
-from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
+from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, TrainResult, train_denoiser
 from . import register_generator
-from .base import ConditionSpec, Generator, TrainingRecord, data_fingerprint
+from ._diffusion import DiffusionGenerator, architecture_text, batch_ranges, preset_settings, run_summary
 from .pf_diffseg import PRESETS
 
 STAGES = ("mask", "image")
@@ -57,11 +54,9 @@ def two_stage_configs(n_classes: int, preset: str = "small", **overrides: Any) -
     """The mask denoiser (``n_classes`` channels, fraction-conditioned) and the image denoiser (1 channel,
     the mask as ``n_classes`` context channels) for one of PF-DiffSeg's presets, so both methods compare
     at equal network size."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown two-stage preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    settings = preset_settings("two-stage", PRESETS, preset, overrides)
     if n_classes < 2:
         raise ValueError(f"the two-stage generator needs a schema with at least 2 phases, got {n_classes}")
-    settings = {**PRESETS[preset], **overrides}
     mask = DenoiserConfig(target_channels=n_classes, condition_dim=n_classes, **settings)
     image = DenoiserConfig(target_channels=1, context_channels=n_classes, **settings)
     return mask, image
@@ -84,14 +79,16 @@ class TwoStageTrainConfig(DiffusionTrainConfig):
 
 
 @register_generator
-class TwoStage(Generator):
+class TwoStage(DiffusionGenerator):
     """Mask diffusion conditioned on phase fractions, then image diffusion conditioned on that mask."""
 
     name = "two-stage"
     version = "1"
     description = "Two-stage baseline (SegGuidedDiff-style): phase mask first, then a micrograph for the mask"
+    label = "the two-stage generator"
     TrainConfig = TwoStageTrainConfig
-    sampling_defaults = {"sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4}
+    denoiser_names = ("mask_denoiser", "image_denoiser")
+    sampling_stages = STAGES
 
     def __init__(
         self,
@@ -117,20 +114,9 @@ class TwoStage(Generator):
             raise ValueError(
                 f"both stages need the same resolution, got {mask_config.resolution} and {image_config.resolution}"
             )
-        self.preset = model if isinstance(model, str) else "custom"
-        self.device = resolve_device(device)
+        self._set_up(model, device)
         self.mask_denoiser = build_denoiser(mask_config, seed=seed).to(self.device).eval()
         self.image_denoiser = build_denoiser(image_config, seed=seed + 1).to(self.device).eval()
-        self.pixel_size_um: float | None = None
-        self.training = TrainingRecord()
-
-    @property
-    def condition_spec(self) -> ConditionSpec:
-        return ConditionSpec.fractions(self.schema)
-
-    @property
-    def resolution(self) -> int:
-        return self.mask_denoiser.config.resolution
 
     # ------------------------------------------------------------ training
 
@@ -147,19 +133,14 @@ class TwoStage(Generator):
         steps per stage, the mean of the two stages' final losses and, per stage, ``steps``,
         ``final_loss``, ``resumed_from`` and ``losses``.
         """
-        config = TwoStageTrainConfig() if config is None else config
-        if not isinstance(config, TwoStageTrainConfig):
-            raise TypeError(f"the two-stage generator takes a TwoStageTrainConfig, got {type(config).__name__}")
-        foreign = [s.name for s in samples if s.schema.names != self.schema.names]
-        if foreign:
-            raise ValueError(f"samples {foreign} do not use this generator's schema {self.schema.name!r}")
-        tiles = RandomPairTiles(samples, self.resolution, config.downscale, config.augment)
+        config, tiles = self._training_tiles(samples, config)
         n, ignore = self.schema.n_classes, self.schema.ignore_id
 
         def mask_batch(rng: np.random.Generator, batch_size: int) -> DenoiserBatch:
             _, masks = tiles.draw(rng, batch_size)
-            condition = torch.from_numpy(np.stack([mask_fractions(m, self.schema) for m in masks])).float()
-            return DenoiserBatch(target=encode_mask(torch.from_numpy(masks), n, ignore), condition=condition)
+            return DenoiserBatch(
+                target=encode_mask(torch.from_numpy(masks), n, ignore), condition=self._fractions_of(masks)
+            )
 
         def image_batch(rng: np.random.Generator, batch_size: int) -> DenoiserBatch:
             images, masks = tiles.draw(rng, batch_size)
@@ -167,9 +148,6 @@ class TwoStage(Generator):
                 target=encode_image(torch.from_numpy(images)), context=encode_mask(torch.from_numpy(masks), n, ignore)
             )
 
-        self.model_checksum = ""
-        known = [s.pixel_size_um for s in samples if s.pixel_size_um]
-        self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
         results: dict[str, TrainResult] = {}
         for k, (stage, denoiser, next_batch) in enumerate(
             (("mask", self.mask_denoiser, mask_batch), ("image", self.image_denoiser, image_batch))
@@ -194,102 +172,38 @@ class TwoStage(Generator):
         return {
             "steps": config.steps,
             "final_loss": float(np.mean(finals)) if finals else None,
-            "stages": {
-                stage: {
-                    "steps": r.steps,
-                    "final_loss": r.final_loss,
-                    "resumed_from": r.resumed_from,
-                    "losses": r.losses,
-                }
-                for stage, r in results.items()
-            },
+            "stages": {stage: run_summary(r) for stage, r in results.items()},
         }
 
     def _record(self, samples: list[Sample], config: TwoStageTrainConfig, results: dict[str, TrainResult]) -> None:
         finals = {stage: r.final_loss for stage, r in results.items()}
         known = [v for v in finals.values() if v is not None]
-        self.training = TrainingRecord(
-            data_fingerprint=data_fingerprint(samples),
-            sample_names=[s.name for s in samples],
+        self._set_training(
+            samples,
+            config,
             steps=min(r.steps for r in results.values()) if len(results) == 2 else 0,
             final_loss=float(np.mean(known)) if known else None,
-            settings={
-                **asdict(config),
-                "device": str(self.device),
-                "mixed_precision": next(iter(results.values())).mixed_precision,
-                "stage_steps": {stage: r.steps for stage, r in results.items()},
-                "stage_final_loss": finals,
-            },
+            mixed_precision=next(iter(results.values())).mixed_precision,
+            stage_steps={stage: r.steps for stage, r in results.items()},
+            stage_final_loss=finals,
         )
 
     # ------------------------------------------------------------ files
 
-    def save(self, folder: str | Path) -> Path:
-        """One model folder: ``config.json``, ``mask_denoiser.safetensors``, ``image_denoiser.safetensors``, card."""
-        config = {
-            "kind": "generator",
-            "generator": self.name,
-            "generator_version": self.version,
-            "preset": self.preset,
-            "schema": self.schema.to_dict(),
-            "mask_denoiser": self.mask_denoiser.config.to_dict(),
-            "image_denoiser": self.image_denoiser.config.to_dict(),
-            "condition": self.condition_spec.to_dict(),
-            "pixel_size_um": self.pixel_size_um,
-            "training": asdict(self.training),
-        }
-        weights = {"mask_denoiser": self.mask_denoiser.state_dict(), "image_denoiser": self.image_denoiser.state_dict()}
-        folder = save_model_folder(folder, config, weights, self._model_card())
-        self.model_checksum = folder_checksum(folder)
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> "TwoStage":
-        config = read_model_config(folder)
-        if config.get("generator") != cls.name:
-            raise ValueError(f"{folder} holds a {config.get('generator') or 'non-generator'} model, not {cls.name}")
-        if config.get("generator_version") != cls.version:
-            raise ValueError(
-                f"{folder} was written by {cls.name} format version {config.get('generator_version')}; "
-                f"this code reads version {cls.version}"
-            )
-        schema = PhaseSchema.from_dict(config["schema"])
-        configs = (DenoiserConfig.from_dict(config["mask_denoiser"]), DenoiserConfig.from_dict(config["image_denoiser"]))
-        generator = cls(schema, configs, device=device)
-        generator.preset = config.get("preset", "custom")
-        for name in ("mask_denoiser", "image_denoiser"):
-            module = getattr(generator, name)
-            module.load_state_dict(load_weights(folder, name))
-            module.to(generator.device).eval()
-        generator.pixel_size_um = config.get("pixel_size_um")
-        generator.training = TrainingRecord(**config.get("training", {}))
-        generator.model_checksum = folder_checksum(folder)
-        return generator
-
     def _model_card(self) -> str:
         cfg = self.mask_denoiser.config
-        t = self.training
-        loss = "n/a" if t.final_loss is None else f"{t.final_loss:.4f}"
-        lines = [
-            f"# Two-stage generator ({self.preset} preset)",
-            "",
+        about = [
             "Generates a phase mask conditioned on the phase-fraction vector, then a grey micrograph conditioned",
             "on that mask (the SegGuidedDiff-style baseline of paper 000 of napari-microsynth).",
-            "",
-            f"- phase schema: {self.schema.name} ({', '.join(self.schema.names)})",
-            f"- resolution: {cfg.resolution} px, stages {list(cfg.block_out_channels)}, "
-            f"{cfg.layers_per_block} ResNet blocks per stage, for each of the two denoisers",
-            f"- pixel size of generated tiles: {self.pixel_size_um if self.pixel_size_um else 'unknown'} um",
-            f"- training: {t.steps} steps per stage on {len(t.sample_names)} micrographs (data fingerprint "
-            f"{t.data_fingerprint or 'n/a'}), final loss (mean of both stages, last 50 steps each) {loss}",
-            "- weights: exponential moving average of the training weights (mask_denoiser, image_denoiser)",
         ]
-        return "\n".join(lines) + "\n"
+        return self._card("Two-stage generator", about, [
+            f"- resolution: {cfg.resolution} px, {architecture_text(cfg)}, for each of the two denoisers",
+            f"- pixel size of generated tiles: {self.pixel_size_um if self.pixel_size_um else 'unknown'} um",
+            self._training_line("steps per stage", "mean of both stages, last 50 steps each"),
+            "- weights: exponential moving average of the training weights (mask_denoiser, image_denoiser)",
+        ])
 
     # ------------------------------------------------------------ sampling
-
-    def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        return sampling_settings(options["sampler"], options["steps"], options["batch_size"], options["guidance_scale"])
 
     def _shape(self, channels: int) -> tuple[int, int, int]:
         return channels, self.resolution, self.resolution
@@ -302,55 +216,17 @@ class TwoStage(Generator):
         x = reverse_diffusion(self.image_denoiser, noise, context=context, sampler=sampler, steps=steps, on_step=on_step)
         return decode_image(x).cpu().numpy()
 
-    def _generate(
-        self,
-        conditions: list[dict[str, Any] | None],
-        seeds: list[int],
-        progress: ProgressFn,
-        should_stop: StopFn,
-        sampler: str = "ddim",
-        steps: int = 50,
-        guidance_scale: float = 1.0,
-        batch_size: int = 4,
-    ) -> Iterator[Sample]:
-        n_classes = self.schema.n_classes
-        n = len(conditions)
-        starts = list(range(0, n, batch_size))
-        total = len(starts) * 2 * steps
-        for b, start in enumerate(starts):
-            check_stop(should_stop)
-            index = range(start, min(start + batch_size, n))
-            batch_seeds = [seeds[i] for i in index]
-            condition = torch.tensor(
-                [conditions[i]["fractions"] for i in index], dtype=torch.float32, device=self.device
-            )
-
-            def on_step(done: int, of: int, stage: int, b: int = b, index: range = index) -> None:
-                progress(
-                    (2 * b + stage) * steps + done,
-                    total,
-                    f"samples {index[0] + 1}-{index[-1] + 1} of {n}: {STAGES[stage]} step {done}/{of}",
-                )
-                check_stop(should_stop)
-
-            noise = seeded_noise(batch_seeds, self._shape(n_classes), stream=MASK_NOISE).to(self.device)
-            x = reverse_diffusion(
-                self.mask_denoiser, noise, condition, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
-                on_step=lambda done, of: on_step(done, of, 0),
-            )
-            masks = decode_mask(x)
-            images = self._images_for(
-                encode_mask(masks, n_classes), batch_seeds, sampler, steps, lambda done, of: on_step(done, of, 1)
-            )
-            masks = masks.cpu().numpy()
-            for j in range(len(index)):
-                yield Sample(
-                    image=images[j],
-                    schema=self.schema,
-                    mask=masks[j],
-                    pixel_size_um=self.pixel_size_um,
-                    provenance=Provenance(origin="synthetic"),
-                )
+    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step) -> tuple[np.ndarray, np.ndarray]:
+        noise = seeded_noise(seeds, self._shape(self.schema.n_classes), stream=MASK_NOISE).to(self.device)
+        x = reverse_diffusion(
+            self.mask_denoiser, noise, condition, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
+            on_step=on_step,
+        )
+        masks = decode_mask(x)
+        images = self._images_for(
+            encode_mask(masks, self.schema.n_classes), seeds, sampler, steps, lambda done, of: on_step(done, of, 1)
+        )
+        return images, masks.cpu().numpy()
 
     def images_for_masks(
         self,
@@ -380,14 +256,13 @@ class TwoStage(Generator):
     def _translate(
         self, masks: list[np.ndarray], seed: int, settings: dict[str, Any], progress: ProgressFn, should_stop: StopFn
     ) -> Iterator[Sample]:
-        steps, batch_size, n = settings["steps"], settings["batch_size"], len(masks)
-        starts = list(range(0, n, batch_size))
-        for b, start in enumerate(starts):
+        steps = settings["steps"]
+        batches = batch_ranges(len(masks), settings["batch_size"])
+        for b, index in enumerate(batches):
             check_stop(should_stop)
-            index = range(start, min(start + batch_size, n))
 
             def on_step(done: int, of: int, b: int = b) -> None:
-                progress(b * steps + done, len(starts) * steps, f"image step {done}/{of}")
+                progress(b * steps + done, len(batches) * steps, f"image step {done}/{of}")
                 check_stop(should_stop)
 
             batch = torch.from_numpy(np.stack([masks[i].astype(np.int64) for i in index]))

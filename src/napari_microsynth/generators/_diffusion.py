@@ -1,0 +1,323 @@
+"""What the diffusion models (PF-DiffSeg, two-stage, super-resolution) share: set-up, training
+bookkeeping, model folders and, for the fraction-conditioned generators, conditions and sampling options.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Self, Sequence
+
+import numpy as np
+import torch
+
+from ..core.fractions import mask_fractions
+from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop
+from ..core.sample import Provenance, Sample
+from ..core.schema import PhaseSchema
+from ..models.device import resolve_device
+from ..models.diffusion import Denoiser, DenoiserConfig, encode_image, encode_mask, sampling_settings
+from ..models.diffusion_training import DenoiserBatch, RandomPairTiles, TrainResult, train_denoiser
+from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
+from .base import ConditionSpec, Generator, TrainingRecord, data_fingerprint
+
+
+def preset_settings(label: str, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]) -> dict:
+    """The denoiser settings of ``preset`` with ``overrides`` applied (``label`` names the model in errors)."""
+    if preset not in presets:
+        raise ValueError(f"unknown {label} preset {preset!r}; choose one of {', '.join(presets)}")
+    return {**presets[preset], **overrides}
+
+
+def encode_pair(images: np.ndarray, masks: np.ndarray, schema: PhaseSchema) -> torch.Tensor:
+    """Images ``(B, H, W)`` in [0, 1] and masks ``(B, H, W)`` as one ``(B, 1 + n_classes, H, W)`` tensor in [-1, 1]."""
+    return torch.cat(
+        [encode_image(torch.from_numpy(images)), encode_mask(torch.from_numpy(masks), schema.n_classes, schema.ignore_id)],
+        dim=1,
+    )
+
+
+def batch_ranges(n: int, batch_size: int) -> list[range]:
+    """The indices ``0 .. n - 1`` in consecutive batches of at most ``batch_size``."""
+    return [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def run_summary(result: TrainResult) -> dict[str, Any]:
+    """What :meth:`train` reports about one denoiser's run."""
+    return {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "resumed_from": result.resumed_from,
+        "losses": result.losses,
+    }
+
+
+def architecture_text(config: DenoiserConfig) -> str:
+    """The U-Net's stages for a model card."""
+    return f"stages {list(config.block_out_channels)}, {config.layers_per_block} ResNet blocks per stage"
+
+
+class DiffusionModel(abc.ABC):
+    """Base of the diffusion models: device and preset set-up, training bookkeeping, model folders.
+
+    Subclasses set ``label`` (the model's name in messages), ``TrainConfig`` and ``denoiser_names`` (the
+    attributes holding their networks, also their config keys and weight files in the model folder), and
+    implement :meth:`_folder_header`, :meth:`_check_folder` and :meth:`_model_card`. Their constructor
+    takes ``(schema, model, device)`` where ``model`` is a preset name, the one denoiser's config or, for
+    several denoisers, a tuple of configs in the order of ``denoiser_names``.
+    """
+
+    label: ClassVar[str]
+    TrainConfig: ClassVar[type]
+    denoiser_names: ClassVar[tuple[str, ...]] = ("denoiser",)
+    schema: PhaseSchema
+    model_checksum: str
+
+    def _set_up(self, model: Any, device: str) -> None:
+        """Record the preset name (``"custom"`` for explicit configs), pick the device, clear the training record."""
+        self.preset = model if isinstance(model, str) else "custom"
+        self.device = resolve_device(device)
+        self.training = TrainingRecord()
+
+    def _denoisers(self) -> dict[str, Denoiser]:
+        return {name: getattr(self, name) for name in self.denoiser_names}
+
+    @property
+    def resolution(self) -> int:
+        """Size of the tiles the model generates (and was trained on)."""
+        return next(iter(self._denoisers().values())).config.resolution
+
+    # ------------------------------------------------------------ training
+
+    def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
+        """The checked training config (None = defaults) and the random training tiles of ``samples``."""
+        config = self.TrainConfig() if config is None else config
+        if not isinstance(config, self.TrainConfig):
+            raise TypeError(f"{self.label} takes a {self.TrainConfig.__name__}, got {type(config).__name__}")
+        foreign = [s.name for s in samples if s.schema.names != self.schema.names]
+        if foreign:
+            raise ValueError(f"samples {foreign} do not use this model's schema {self.schema.name!r}")
+        tiles = RandomPairTiles(samples, self.resolution, config.downscale, config.augment)
+        self.model_checksum = ""
+        return config, tiles
+
+    def _train_recorded(
+        self,
+        samples: list[Sample],
+        config: Any,
+        next_batch: Callable[[np.random.Generator, int], DenoiserBatch],
+        progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> dict[str, Any]:
+        """Train the model's one denoiser and record the run, also a cancelled one; returns its summary."""
+        (denoiser,) = self._denoisers().values()
+
+        def record(result: TrainResult) -> None:
+            self._set_training(samples, config, result.steps, result.final_loss, result.mixed_precision)
+
+        try:
+            result = train_denoiser(denoiser, next_batch, config, self.device, progress, should_stop)
+        except Cancelled as stopped:
+            record(stopped.result)  # type: ignore[attr-defined]
+            raise
+        record(result)
+        return run_summary(result)
+
+    def _set_training(
+        self,
+        samples: list[Sample],
+        config: Any,
+        steps: int,
+        final_loss: float | None,
+        mixed_precision: str,
+        **settings: Any,
+    ) -> None:
+        """Set :attr:`training` from a run (``settings``: entries added to the training settings)."""
+        self.training = TrainingRecord(
+            data_fingerprint=data_fingerprint(samples),
+            sample_names=[s.name for s in samples],
+            steps=steps,
+            final_loss=final_loss,
+            settings={**asdict(config), "device": str(self.device), "mixed_precision": mixed_precision, **settings},
+        )
+
+    def _training_line(self, steps: str = "steps", loss_of: str = "mean of last 50 steps") -> str:
+        """The model card's line about the training run."""
+        t = self.training
+        loss = "n/a" if t.final_loss is None else f"{t.final_loss:.4f}"
+        return (
+            f"- training: {t.steps} {steps} on {len(t.sample_names)} micrographs (data fingerprint "
+            f"{t.data_fingerprint or 'n/a'}), final loss ({loss_of}) {loss}"
+        )
+
+    # ------------------------------------------------------------ files
+
+    @abc.abstractmethod
+    def _folder_header(self) -> dict[str, Any]:
+        """The entries of ``config.json`` that say what model the folder holds."""
+
+    def _folder_extra(self) -> dict[str, Any]:
+        """More entries of ``config.json``."""
+        return {}
+
+    @classmethod
+    @abc.abstractmethod
+    def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
+        """Raise ValueError when ``config`` (a folder's ``config.json``) is not this model's."""
+
+    @abc.abstractmethod
+    def _model_card(self) -> str:
+        """The folder's README.md."""
+
+    def _card(self, title: str, about: Sequence[str], details: Sequence[str]) -> str:
+        """A README.md: ``title``, what the model does, its phase schema and ``details`` (list lines)."""
+        names = ", ".join(self.schema.names)
+        lines = [f"# {title} ({self.preset} preset)", "", *about, "", f"- phase schema: {self.schema.name} ({names})"]
+        return "\n".join([*lines, *details]) + "\n"
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a model folder (config.json, one ``<name>.safetensors`` per denoiser, README.md) and set
+        :attr:`model_checksum`."""
+        denoisers = self._denoisers()
+        config = {
+            **self._folder_header(),
+            "preset": self.preset,
+            "schema": self.schema.to_dict(),
+            **{name: d.config.to_dict() for name, d in denoisers.items()},
+            **self._folder_extra(),
+            "training": asdict(self.training),
+        }
+        weights = {name: d.state_dict() for name, d in denoisers.items()}
+        folder = save_model_folder(folder, config, weights, self._model_card())
+        self.model_checksum = folder_checksum(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> Self:
+        """Rebuild a model saved by :meth:`save` (CPU float32 weights, moved to ``device``)."""
+        config = read_model_config(folder)
+        cls._check_folder(folder, config)
+        configs = tuple(DenoiserConfig.from_dict(config[name]) for name in cls.denoiser_names)
+        model = cls(PhaseSchema.from_dict(config["schema"]), configs[0] if len(configs) == 1 else configs, device=device)
+        model._restore(folder, config)
+        return model
+
+    def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
+        """Load the weights and records of a model folder into this freshly built model."""
+        self.preset = config.get("preset", "custom")
+        for name, denoiser in self._denoisers().items():
+            denoiser.load_state_dict(load_weights(folder, name))
+            denoiser.to(self.device).eval()
+        self.training = TrainingRecord(**config.get("training", {}))
+        self.model_checksum = folder_checksum(folder)
+
+
+class DiffusionGenerator(DiffusionModel, Generator):
+    """A fraction-conditioned diffusion generator (PF-DiffSeg, two-stage).
+
+    Subclasses implement :meth:`_denoise` and name its denoising passes in ``sampling_stages``. Generated
+    tiles carry :attr:`pixel_size_um`: the training micrographs' pixel size times the training
+    ``downscale``, when known.
+    """
+
+    sampling_defaults = {"sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4}
+    #: the denoising passes made for each batch, as progress messages name them ("" for a single pass)
+    sampling_stages: ClassVar[tuple[str, ...]] = ("",)
+
+    def _set_up(self, model: Any, device: str) -> None:
+        super()._set_up(model, device)
+        self.pixel_size_um: float | None = None
+
+    @property
+    def condition_spec(self) -> ConditionSpec:
+        return ConditionSpec.fractions(self.schema)
+
+    def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return sampling_settings(options["sampler"], options["steps"], options["batch_size"], options["guidance_scale"])
+
+    def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
+        config, tiles = super()._training_tiles(samples, config)
+        known = [s.pixel_size_um for s in samples if s.pixel_size_um]
+        self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
+        return config, tiles
+
+    def _fractions_of(self, masks: np.ndarray) -> torch.Tensor:
+        """The phase-fraction vector of each training tile, its condition (paper 000, sec. 2.2.1)."""
+        return torch.from_numpy(np.stack([mask_fractions(m, self.schema) for m in masks])).float()
+
+    @abc.abstractmethod
+    def _denoise(
+        self,
+        seeds: list[int],
+        condition: torch.Tensor,
+        sampler: str,
+        steps: int,
+        guidance_scale: float,
+        on_step: Callable[..., None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(B, H, W)`` in [0, 1] and masks for one batch of seeds and fraction vectors ``(B, C)``.
+
+        ``on_step(done, of, stage)`` after every denoising step of pass ``stage`` (default 0).
+        """
+
+    def _generate(
+        self,
+        conditions: list[dict[str, Any] | None],
+        seeds: list[int],
+        progress: ProgressFn,
+        should_stop: StopFn,
+        sampler: str = "ddim",
+        steps: int = 50,
+        guidance_scale: float = 1.0,
+        batch_size: int = 4,
+    ) -> Iterator[Sample]:
+        n = len(conditions)
+        batches = batch_ranges(n, batch_size)
+        stages = self.sampling_stages
+        total = len(batches) * len(stages) * steps
+        for b, index in enumerate(batches):
+            check_stop(should_stop)
+
+            def on_step(done: int, of: int, stage: int = 0) -> None:
+                step = f"{stages[stage]} step".lstrip()
+                progress(
+                    (len(stages) * b + stage) * steps + done,
+                    total,
+                    f"samples {index[0] + 1}-{index[-1] + 1} of {n}: {step} {done}/{of}",
+                )
+                check_stop(should_stop)
+
+            condition = torch.tensor(
+                [conditions[i]["fractions"] for i in index], dtype=torch.float32, device=self.device
+            )
+            images, masks = self._denoise(
+                [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step
+            )
+            for j in range(len(index)):
+                yield Sample(
+                    image=images[j],
+                    schema=self.schema,
+                    mask=masks[j],
+                    pixel_size_um=self.pixel_size_um,
+                    provenance=Provenance(origin="synthetic"),
+                )
+
+    def _folder_header(self) -> dict[str, Any]:
+        return {"kind": "generator", "generator": self.name, "generator_version": self.version}
+
+    def _folder_extra(self) -> dict[str, Any]:
+        return {"condition": self.condition_spec.to_dict(), "pixel_size_um": self.pixel_size_um}
+
+    @classmethod
+    def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
+        if config.get("generator") != cls.name:
+            raise ValueError(f"{folder} holds a {config.get('generator') or 'non-generator'} model, not {cls.name}")
+        if config.get("generator_version") != cls.version:
+            raise ValueError(
+                f"{folder} was written by {cls.name} format version {config.get('generator_version')}; "
+                f"this code reads version {cls.version}"
+            )
+
+    def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
+        super()._restore(folder, config)
+        self.pixel_size_um = config.get("pixel_size_um")
