@@ -162,7 +162,6 @@ class PhaseRatioWidget(QWidget):
 
     def segment(self) -> None:
         """Load the chosen model and compute the cached image features of the chosen micrograph."""
-        from ..engines.inference import PhaseRatioSession
         from ..models.device import resolve_device
         from ..models.segmenter import Segmenter
 
@@ -184,7 +183,7 @@ class PhaseRatioWidget(QWidget):
         self._image_name = layer.name
         self._image = image
         self.progress.start(
-            PhaseRatioSession,
+            open_session,
             on_done=self._session_ready,
             on_error=self._segment_failed,
             on_cancelled=lambda: self._segment_failed(None),
@@ -197,7 +196,8 @@ class PhaseRatioWidget(QWidget):
         self.segment_button.setEnabled(True)
         self.message.setText("segmentation cancelled" if exc is None else f"segmentation failed: {exc}")
 
-    def _session_ready(self, session) -> None:
+    def _session_ready(self, opened) -> None:
+        session, labels = opened
         self.session = session
         self.segment_button.setEnabled(True)
         schema = session.schema
@@ -211,9 +211,9 @@ class PhaseRatioWidget(QWidget):
         if not session.uses_ratio:
             self.no_ratio_box.setChecked(True)
         self._set_session_controls(True)
-        labels, _ = session.predict(None)
         self._show_labels(labels)
-        self.sliders.set_fractions(mask_fractions(labels, schema), emit=False)
+        self._no_ratio_fractions = mask_fractions(labels, schema)
+        self.sliders.set_fractions(self._no_ratio_fractions, emit=False)
         self.message.setText(
             "drag the sliders to steer the phase map" if session.uses_ratio
             else "this model has no Phase Learning Module: sliders are disabled"
@@ -228,10 +228,10 @@ class PhaseRatioWidget(QWidget):
             self.sliders.setEnabled(has_ratio)
 
     def estimate(self) -> None:
-        """Set the sliders to the phase fractions of the no-ratio prediction."""
+        """Set the sliders to the phase fractions of the no-ratio prediction (made when segmenting)."""
         if self.session is None:
             return
-        self.sliders.set_fractions(self.session.estimate_ratio())
+        self.sliders.set_fractions(self._no_ratio_fractions)
 
     # ------------------------------------------------------------------ live updates
 
@@ -327,6 +327,14 @@ class PhaseRatioWidget(QWidget):
 
 
 _NOTHING = object()
+
+
+def open_session(model, image, device, progress, should_stop):
+    """Engine run in the worker: cache the micrograph's image features, then the no-ratio phase map."""
+    from ..engines.inference import PhaseRatioSession
+
+    session = PhaseRatioSession(model, image, device=device, progress=progress, should_stop=should_stop)
+    return session, session.predict(None)[0]
 
 
 def _checksum(folder: Path | None) -> str:
