@@ -42,6 +42,7 @@ class FractionSliders(QWidget):
             name = QLabel(f'<span style="color: rgb({r},{g},{b});">&#9632;</span> {phase.name}')
             slider = QSlider(Qt.Orientation.Horizontal)
             slider.setRange(0, SLIDER_STEPS)
+            slider.setMinimumWidth(120)
             slider.setObjectName(f"fraction_slider_{k}")
             slider.valueChanged.connect(lambda value, k=k: self._on_slider(k, value))
             target = QLabel()

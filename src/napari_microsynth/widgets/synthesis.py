@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
 
 from ..core.fractions import class_counts
 from ..core.sample import Sample
-from ..core.schema import PhaseSchema
 from ..core.store import DatasetStore
 from ._engine_worker import EngineProgress
 from .curation_list import CurationList
@@ -153,6 +152,7 @@ class SynthesisWidget(QWidget):
         self.option_widgets: dict[str, QWidget] = {}
         self.real_fractions: np.ndarray | None = None
         self._fraction_sampler = None
+        self._real_source = ""
         self._layers: list[tuple[Any, Any]] = []
         self._run: _Run | None = None
         self._next_y = 0.0
@@ -308,6 +308,7 @@ class SynthesisWidget(QWidget):
             generator = load_generator(folder, device=str(device))
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
             self.message.setText(f"cannot load the generator in {folder}: {exc}")
+            self._select_label_of(self.generator_folder)
             return
         old_schema = None if self.generator is None else self.generator.schema
         self.generator, self.generator_folder, self._loaded_device = generator, folder, device
@@ -340,7 +341,8 @@ class SynthesisWidget(QWidget):
     def _show_generator_controls(self) -> None:
         _clear_layout(
             self.condition_layout,
-            keep=(self.composition_radio, self.distribution_radio, self.distribution_label, self.store_fractions_button),
+            keep=(self.composition_radio, self.distribution_radio, self.distribution_label,
+                  self.store_fractions_button),
         )
         self.sliders = None
         self.property_boxes = {}
@@ -549,7 +551,8 @@ class SynthesisWidget(QWidget):
         self.progress.cancel()
 
     def _set_running(self, running: bool) -> None:
-        for widget in (self.generate_button, self.model_combo, self.device_combo, self.condition_box, self.sampling_box):
+        controls = (self.generate_button, self.model_combo, self.device_combo, self.condition_box, self.sampling_box)
+        for widget in controls:
             widget.setEnabled(not running)
 
     def _run_finished(self, how: str) -> None:
@@ -558,7 +561,9 @@ class SynthesisWidget(QWidget):
         if run.arrived:
             self.seed_box.setValue(min(MAX_SEED, run.seed + run.arrived))
             self.viewer.reset_view()
-        seeds = f" (seeds {run.seed}-{run.seed + run.arrived - 1}; next seed {self.seed_box.value()})" if run.arrived else ""
+        seeds = ""
+        if run.arrived:
+            seeds = f" (seeds {run.seed}-{run.seed + run.arrived - 1}; next seed {self.seed_box.value()})"
         if how == "done":
             self.message.setText(f"generated {run.arrived} pairs{seeds}")
         elif how == "cancelled":
