@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_microsynth.core.conditions import BoostedFractionSampler, default_shares
-from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
@@ -14,31 +12,20 @@ from napari_microsynth.generators.pf_diffseg import PFDiffSeg
 from napari_microsynth.widgets.synthesis import SynthesisWidget, real_fraction_vectors
 
 UHCS = PhaseSchema.bundled("uhcs")
-TRAIN_NAMES = ["uhcs0007", "uhcs0599", "uhcs0477"]  # from the 16/4/4 training split
 TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def uhcs_samples(shared_data) -> list[Sample]:
-    folder = shared_data / "uhcs"
-    samples = []
-    for name in TRAIN_NAMES:
-        image, _ = read_micrograph(folder / "images" / f"{name}.tif", info_band=None)
-        samples.append(Sample(image, UHCS, read_mask(folder / "masks" / f"{name}.npy", UHCS), name=name))
-    return samples
+def generator_folder(uhcs_samples, one_thread, tmp_path_factory):
+    """A tiny PF-DiffSeg trained for a few steps on three real UHCS micrographs, saved as a model folder.
 
-
-@pytest.fixture(scope="module")
-def generator_folder(uhcs_samples, tmp_path_factory):
-    """A tiny PF-DiffSeg trained for a few steps on real UHCS micrographs, saved as a model folder."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    Once the bundled demo generator exists in resources/models, the widget finds it by itself; these tests
+    keep the tiny model so they stay fast and independent of the demo's training.
+    """
     generator = PFDiffSeg(UHCS, "tiny", device="cpu")
     config = PFDiffSeg.TrainConfig(steps=5, batch_size=4, lr_schedule="constant", lr_warmup_steps=0)
     generator.train(uhcs_samples, config)
-    folder = generator.save(tmp_path_factory.mktemp("models") / "pf-diffseg-tiny")
-    yield folder
-    torch.set_num_threads(threads)
+    return generator.save(tmp_path_factory.mktemp("models") / "pf-diffseg-tiny")
 
 
 @pytest.fixture
