@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .core.io import to_unit_float
 from .core.sample import Provenance, Sample
 from .core.schema import Phase, PhaseSchema
 from .core.sample_data import load_sample
@@ -146,19 +147,11 @@ def store_layers(store: DatasetStore, max_bytes: int = MAX_READ_BYTES) -> list[L
 
 # ---------------------------------------------------------------------- writer
 def _unit_float(data: np.ndarray, layer_name: str) -> np.ndarray:
-    """Image layer data as float32 in [0, 1]: integers are divided by their type's maximum."""
-    data = np.asarray(data)
-    if data.dtype == np.uint8 or data.dtype == np.uint16:
-        return data.astype(np.float32) / np.float32(np.iinfo(data.dtype).max)
-    if np.issubdtype(data.dtype, np.floating):
-        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
-        if lo < 0.0 or hi > 1.0 or not np.all(np.isfinite(data)):
-            raise ValueError(
-                f"image layer {layer_name!r} holds values {lo:.4g}..{hi:.4g}; expected floats in [0, 1] "
-                "or uint8/uint16 (rescale the image first)"
-            )
-        return data.astype(np.float32)
-    raise ValueError(f"image layer {layer_name!r} has dtype {data.dtype}; expected float in [0, 1], uint8 or uint16")
+    """Image layer data as float32 in [0, 1] (see :func:`core.io.to_unit_float`)."""
+    try:
+        return to_unit_float(np.asarray(data))
+    except ValueError as exc:
+        raise ValueError(f"image layer {layer_name!r}: {exc}") from exc
 
 
 def _stem(name: str) -> str:

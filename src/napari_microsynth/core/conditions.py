@@ -153,13 +153,12 @@ class BoostedFractionSampler:
         return (out, mode_idx) if return_modes else out
 
 
-def expert_guess(true_fractions, alpha: float, rng: np.random.Generator | None = None) -> np.ndarray:
+def expert_guess(true_fractions, alpha: float) -> np.ndarray:
     """Simulated expert estimate of the phase ratios at accuracy ``alpha`` (paper 001, appendix A.2).
 
     ``G_i = alpha * P_i + (1 - alpha) * (1 - P_i) / (n - 1)``: the guess keeps a share ``alpha`` of each
     true ratio and spreads the rest of it evenly over the other phases, so it still sums to 1.
-    ``alpha = 1`` returns the truth. The model is deterministic; ``rng`` is accepted so all condition
-    samplers share one call shape and is not used. Accepts ``(C,)`` or ``(N, C)``.
+    ``alpha = 1`` returns the truth; the model is deterministic. Accepts ``(C,)`` or ``(N, C)``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"guess accuracy alpha must be in [0, 1], got {alpha}")

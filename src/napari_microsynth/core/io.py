@@ -141,7 +141,7 @@ def _drop_alpha(data: np.ndarray) -> np.ndarray:
     return data
 
 
-def _to_float(data: np.ndarray) -> np.ndarray:
+def to_unit_float(data: np.ndarray) -> np.ndarray:
     """Scale integer data by its dtype range to float32 [0, 1]; float data must already be in [0, 1]."""
     if data.dtype == np.uint8:
         return data.astype(np.float32) / 255.0
@@ -153,7 +153,7 @@ def _to_float(data: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(data)) or data.min() < 0 or data.max() > 1:
             raise ValueError(
                 f"floating-point image with values in [{np.nanmin(data):g}, {np.nanmax(data):g}]; "
-                "expected values in [0, 1] (or an 8/16-bit integer image)"
+                "expected floats in [0, 1] or an 8/16-bit integer image (rescale the image first)"
             )
         return data.astype(np.float32)
     raise ValueError(f"unsupported pixel type {data.dtype}; expected 8- or 16-bit unsigned integers or floats in [0, 1]")
@@ -183,7 +183,7 @@ def detect_info_band(image: np.ndarray) -> int:
     n_rows = height - start
     if n_rows == 0:
         return 0
-    values = _to_float(data[start:])
+    values = to_unit_float(data[start:])
     if values.ndim == 3:
         spread = _channel_spread(values)
         region = values.mean(axis=2)
@@ -258,7 +258,7 @@ def read_micrograph(path: str | Path, info_band: str | int | None = "auto") -> t
                 raise ValueError(f"info_band={rows} rows, but the image has {height} rows")
         else:
             raise ValueError(f"info_band must be 'auto', a row count or None, got {info_band!r}")
-        values = _to_float(data[: height - rows])
+        values = to_unit_float(data[: height - rows])
         if values.ndim == 3:
             values = _grey_from_rgb(values, rows)
     except ValueError as exc:

@@ -101,7 +101,6 @@ def sweep_reports(
     model,
     samples: Sequence[Sample],
     alphas: Sequence[float | None] = ALPHAS,
-    seed: int = 0,
     device=None,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
@@ -112,12 +111,11 @@ def sweep_reports(
     if not model.uses_ratio:
         raise ValueError("the alpha sweep needs a model with the PLM's ratio encoder")
     _check_test_samples(samples, model.schema)
-    rng = np.random.default_rng(seed)
     predictions: list[list[np.ndarray]] = [[] for _ in alphas]
     for i, sample in enumerate(samples):
         session = PhaseRatioSession(model, sample.image, device=device, should_stop=should_stop)
         for k, alpha in enumerate(alphas):
-            ratio = None if alpha is None else expert_guess(sample.fractions, alpha, rng)
+            ratio = None if alpha is None else expert_guess(sample.fractions, alpha)
             predictions[k].append(session.predict(ratio)[0])
         progress(i + 1, len(samples), f"swept {sample.name}")
     truths = [s.mask for s in samples]
@@ -139,7 +137,7 @@ def alpha_sweep(
     rows = []
     if baseline is not None:
         rows.append(_row("baseline", None, evaluate(baseline, samples, None, device, no_progress, should_stop), seed))
-    reports = sweep_reports(model, samples, alphas, seed, device, progress, should_stop)
+    reports = sweep_reports(model, samples, alphas, device, progress, should_stop)
     name = f"PLM {model.plm_flags.name}"
     return rows + [_row(name, alpha, report, seed) for alpha, report in zip(alphas, reports)]
 
@@ -332,7 +330,7 @@ def run_comparison(
             model = result.model
             if model.uses_ratio:
                 swept = [None, *[a for a in alphas if a is not None]]
-                reports = sweep_reports(model, test_samples, swept, seed, None, sub_eval, should_stop)
+                reports = sweep_reports(model, test_samples, swept, None, sub_eval, should_stop)
                 report = reports[0]
                 sweep = [_row(f"PLM {model.plm_flags.name}", a, r, seed) for a, r in zip(swept, reports)]
             else:

@@ -68,10 +68,10 @@ def _features(name: str, x) -> np.ndarray:
     return x
 
 
-def frechet_distance(real, fake) -> float:
+def frechet_distance(real, synthetic) -> float:
     """Frechet distance between Gaussians fitted to two feature sets ``(N, D)``, ``(M, D)`` (the FID formula):
     ``|mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2))``."""
-    a, b = _features("real", real), _features("fake", fake)
+    a, b = _features("real", real), _features("synthetic", synthetic)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sizes differ: {a.shape[1]} and {b.shape[1]}")
     mu = a.mean(axis=0) - b.mean(axis=0)
@@ -83,12 +83,12 @@ def frechet_distance(real, fake) -> float:
     return float(max(mu @ mu + np.trace(s_a) + np.trace(s_b) - 2.0 * cross, 0.0))
 
 
-def kernel_distance(real, fake, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kernel_distance(real, synthetic, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """KID: unbiased MMD^2 with the kernel ``(x.y / D + 1)^3``, mean and std over random subsets.
 
     Unbiased, so it is near 0 (and may be slightly negative) for two samples of one distribution.
     """
-    a, b = _features("real", real), _features("fake", fake)
+    a, b = _features("real", real), _features("synthetic", synthetic)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sizes differ: {a.shape[1]} and {b.shape[1]}")
     m = min(subset_size, a.shape[0], b.shape[0])
@@ -125,11 +125,11 @@ def _inside_manifold(reference: np.ndarray, query: np.ndarray, k: int, chunk: in
     return np.concatenate(inside)
 
 
-def manifold_precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019): precision = share of fake points inside the
+def manifold_precision_recall(real, synthetic, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): precision = share of synthetic points inside the
     real manifold (union of balls reaching each real point's k-th nearest real neighbour), recall = share
-    of real points inside the fake manifold."""
-    a, b = _features("real", real), _features("fake", fake)
+    of real points inside the synthetic manifold."""
+    a, b = _features("real", real), _features("synthetic", synthetic)
     if min(a.shape[0], b.shape[0]) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} points in each set")
     return float(_inside_manifold(a, b, k).mean()), float(_inside_manifold(b, a, k).mean())
@@ -148,13 +148,13 @@ class DistributionScores:
     n_synthetic: int
 
 
-def distribution_scores(real_features, fake_features, k: int = 3, kid_subsets: int = 100, seed: int = 0) -> DistributionScores:
+def distribution_scores(real_features, synthetic_features, k: int = 3, kid_subsets: int = 100, seed: int = 0) -> DistributionScores:
     """All distribution scores for two feature sets."""
-    kid, kid_std = kernel_distance(real_features, fake_features, n_subsets=kid_subsets, seed=seed)
-    precision, recall = manifold_precision_recall(real_features, fake_features, k)
+    kid, kid_std = kernel_distance(real_features, synthetic_features, n_subsets=kid_subsets, seed=seed)
+    precision, recall = manifold_precision_recall(real_features, synthetic_features, k)
     return DistributionScores(
-        fd=frechet_distance(real_features, fake_features), kid=kid, kid_std=kid_std, precision=precision,
-        recall=recall, n_real=len(real_features), n_synthetic=len(fake_features),
+        fd=frechet_distance(real_features, synthetic_features), kid=kid, kid_std=kid_std, precision=precision,
+        recall=recall, n_real=len(real_features), n_synthetic=len(synthetic_features),
     )
 
 

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.fractions import mask_fractions
+from ..core.io import to_unit_float
 from ..core.sample import Provenance, Sample
 from ._engine_worker import EngineProgress
 from .fraction_sliders import FractionSliders
@@ -163,7 +164,6 @@ class PhaseRatioWidget(QWidget):
     def segment(self) -> None:
         """Load the chosen model and compute the cached image features of the chosen micrograph."""
         from ..models.device import resolve_device
-        from ..models.segmenter import Segmenter
 
         try:
             layer = self._image_layer()
@@ -172,9 +172,6 @@ class PhaseRatioWidget(QWidget):
             if folder is None:
                 raise ValueError("choose a model (the bundled demo model or a model folder)")
             device = resolve_device(self.device_combo.currentText())
-            if self.model is None or self.model_folder != folder:
-                self.model = Segmenter.from_pretrained(folder, device=device)
-                self.model_folder = folder
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             self.message.setText(f"cannot segment: {exc}")
             return
@@ -187,7 +184,8 @@ class PhaseRatioWidget(QWidget):
             on_done=self._session_ready,
             on_error=self._segment_failed,
             on_cancelled=lambda: self._segment_failed(None),
-            model=self.model,
+            folder=folder,
+            loaded=self.model if self.model_folder == folder else None,
             image=image,
             device=device,
         )
@@ -197,7 +195,8 @@ class PhaseRatioWidget(QWidget):
         self.message.setText("segmentation cancelled" if exc is None else f"segmentation failed: {exc}")
 
     def _session_ready(self, opened) -> None:
-        session, labels = opened
+        self.model_folder, session, labels = opened
+        self.model = session.model
         self.session = session
         self.segment_button.setEnabled(True)
         schema = session.schema
@@ -329,12 +328,15 @@ class PhaseRatioWidget(QWidget):
 _NOTHING = object()
 
 
-def open_session(model, image, device, progress, should_stop):
-    """Engine run in the worker: cache the micrograph's image features, then the no-ratio phase map."""
+def open_session(folder, loaded, image, device, progress, should_stop):
+    """Engine run in the worker: load the model (unless ``loaded`` already holds it), cache the
+    micrograph's image features, then compute the no-ratio phase map."""
     from ..engines.inference import PhaseRatioSession
+    from ..models.segmenter import Segmenter
 
+    model = loaded if loaded is not None else Segmenter.from_pretrained(folder, device=device)
     session = PhaseRatioSession(model, image, device=device, progress=progress, should_stop=should_stop)
-    return session, session.predict(None)[0]
+    return folder, session, session.predict(None)[0]
 
 
 def _checksum(folder: Path | None) -> str:
@@ -344,7 +346,8 @@ def _checksum(folder: Path | None) -> str:
 
 
 def as_unit_grey(data: np.ndarray) -> np.ndarray:
-    """A napari image layer's data as float32 grey in [0, 1] (RGB with equal channels is accepted)."""
+    """A napari image layer's data as float32 grey in [0, 1] (RGB with equal channels is accepted; floats
+    outside [0, 1] are rescaled to their range)."""
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         rgb = data[..., :3]
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
@@ -352,10 +355,7 @@ def as_unit_grey(data: np.ndarray) -> np.ndarray:
         data = rgb[..., 0]
     if data.ndim != 2:
         raise ValueError(f"expected a 2-D grey micrograph, got an image of shape {data.shape}")
-    if np.issubdtype(data.dtype, np.integer):
-        return (data.astype(np.float32) / np.iinfo(data.dtype).max).astype(np.float32)
-    data = data.astype(np.float32)
-    if data.min() < 0 or data.max() > 1:
+    if np.issubdtype(data.dtype, np.floating) and (data.min() < 0 or data.max() > 1):
         lo, hi = float(data.min()), float(data.max())
         data = (data - lo) / (hi - lo if hi > lo else 1.0)
-    return data
+    return to_unit_float(data)
