@@ -35,9 +35,35 @@ def test_import_fractions_tile_export_on_uhcs(shared_data, tmp_path, capsys):
     assert len(DatasetStore.open(tiles)) == 24 * 2  # 645x484 holds two 256x256 tiles
 
     out = tmp_path / "export"
-    assert main(["-q", "export", str(store), str(out)]) == 0
+    assert main(["-q", "export-folders", str(store), "--out", str(out)]) == 0
     assert len(list((out / "images").iterdir())) == 24
     assert (out / "samples.csv").is_file()
+
+
+def test_export_builds_a_training_set_from_the_uhcs_folder_and_a_synthetic_store(shared_data, tmp_path, capsys):
+    from napari_microsynth.core.datasets import load_dataset
+    from test_training_set import make_synthetic_pairs, write_synthetic_store
+
+    sources = load_dataset(shared_data / "uhcs", split="val")[:2]
+    pairs = make_synthetic_pairs(sources, 0.1941747572815534, 256)  # the median train pixel size
+    write_synthetic_store(tmp_path / "pairs.zarr", pairs)
+    argv = ["-q", "export", str(shared_data / "uhcs"), "--synthetic", str(tmp_path / "pairs.zarr"), "--ratio", "0.125",
+            "--tile", "256", "--val-split", "none", "--out", str(tmp_path / "set")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "train  32 real, 3 synthetic, 1 corrected" in printed and "test   4 real" in printed
+    store = DatasetStore.open(tmp_path / "set" / "dataset.zarr")
+    assert {name: len(ix) for name, ix in store.splits.items()} == {"train": 36, "test": 4}
+    assert "**1:0.125**" in (tmp_path / "set" / "README.md").read_text()
+
+    assert main(argv) == EXIT_BAD_INPUT  # a finished export is not replaced without --overwrite
+    assert "already holds a finished export" in capsys.readouterr().err
+    more = ["-q", "export", str(shared_data / "uhcs"), "--synthetic", str(tmp_path / "pairs.zarr"), "--ratio", "1",
+            "--out", str(tmp_path / "more")]
+    assert main(more) == EXIT_BAD_INPUT
+    assert "needs 32 synthetic pairs, but only 4 are available" in capsys.readouterr().err
+    assert main(["-q", "export", str(shared_data / "uhcs"), "--ratio", "2", "--out", str(tmp_path / "x")]) == EXIT_BAD_INPUT
+    assert "--synthetic" in capsys.readouterr().err
 
 
 def test_describe_metaldam_reports_the_inconsistent_metadata_row(shared_data, capsys):

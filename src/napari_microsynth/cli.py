@@ -40,17 +40,9 @@ def _schema_arg(value: str | None):
 
 def _load_samples(path: Path, schema, split: str | None, progress, should_stop):
     """Samples of a dataset folder or a store (optionally one split)."""
-    from .core.store import DatasetStore, is_store
+    from .engines.training_set import load_split
 
-    if is_store(path):
-        store = DatasetStore.open(path)
-        indices = range(len(store)) if split is None else store.splits.get(split)
-        if indices is None:
-            raise ValueError(f"store {path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'}")
-        return [store[i] for i in indices]
-    from .core.datasets import load_dataset
-
-    return load_dataset(path, schema=schema, split=split, progress=progress, should_stop=should_stop)
+    return load_split(path, split, schema=schema, progress=progress, should_stop=should_stop)
 
 
 # ---------------------------------------------------------------- data commands
@@ -161,8 +153,8 @@ def _fractions(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("export")
-def _export(args: argparse.Namespace) -> int:
+@command("export-folders")
+def _export_folders(args: argparse.Namespace) -> int:
     from .core.store import DatasetStore, export_folder
 
     store = DatasetStore.open(Path(args.store))
@@ -172,6 +164,32 @@ def _export(args: argparse.Namespace) -> int:
     progress.close()
     print(f"exported {len(store)} samples to {out}")
     return EXIT_CANCELLED if stop() else 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from .engines.training_set import export_training_set
+
+    ratio = args.ratio if args.ratio is not None else (1.0 if args.synthetic else 0.0)
+    if ratio > 0 and not args.synthetic:
+        raise ValueError(f"--ratio {ratio:g} needs synthetic pairs: pass --synthetic STORE (or --ratio 0 for real only)")
+    real = Path(args.real)
+    splits = {}
+    for role, name in (("train", args.train_split), ("val", args.val_split), ("test", args.test_split)):
+        splits[role] = [] if name.lower() == "none" else _labelled(real, name, args.schema, args)
+    source = f"{real} (train split {args.train_split!r}, val {args.val_split!r}, test {args.test_split!r})"
+    progress, stop = _terminal(args, "exporting")
+    with stop.installed():
+        summary = export_training_set(
+            Path(args.out), splits["train"], splits["val"], splits["test"],
+            synthetic=Path(args.synthetic) if args.synthetic else None, ratio=ratio, tile=args.tile,
+            description=args.description, source=source, folders=args.folders, overwrite=args.overwrite,
+            progress=progress, should_stop=stop,
+        )
+    progress.close()
+    print(summary.as_text())
+    print(f"dataset card: {summary.files['card']}")
+    return 0
 
 
 @command("demo")
@@ -380,6 +398,38 @@ def _evaluate_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("augment-benchmark")
+def _augment_benchmark(args: argparse.Namespace) -> int:
+    from .engines.augment_benchmark import AugmentBenchmarkConfig, run_augment_benchmark
+    from .engines.segmentation import SegmentationConfig
+    from .generators import load_generator
+
+    if bool(args.generator) == bool(args.synthetic):
+        raise ValueError("give either --generator MODEL or --synthetic STORE")
+    _set_threads(args)
+    train = _labelled(Path(args.data), args.train_split, args.schema, args)
+    test = _labelled(Path(args.data), args.test_split, args.schema, args)
+    segmentation = SegmentationConfig(arch=args.arch, preset=args.preset, encoder=args.encoder, plm="baseline",
+                                      tile_size=args.tile, input_scale=args.input_scale, batch_size=args.batch_size,
+                                      steps=args.steps, lr=args.lr, scale_range=(1.0, 1.0), device=args.device)
+    sampling = {"sampler": args.sampler, "guidance_scale": args.guidance, "batch_size": args.sampling_batch}
+    if args.sampling_steps:
+        sampling["steps"] = args.sampling_steps
+    config = AugmentBenchmarkConfig(ratios=tuple(args.ratios), seeds=tuple(args.seeds), segmentation=segmentation,
+                                    sampling=sampling if args.generator else {}, pool_seed=args.pool_seed)
+    generator = load_generator(_model_folder(args.generator), device=args.device) if args.generator else None
+    data = (f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs), "
+            f"test split {args.test_split!r} ({len(test)} whole micrographs)")
+    progress, stop = _terminal(args, "augmentation benchmark")
+    with stop.installed():
+        result = run_augment_benchmark(train, test, Path(args.out), config, generator=generator,
+                                       synthetic_store=args.synthetic, data_description=data,
+                                       progress=progress, should_stop=stop)
+    progress.close()
+    print(result["report"].read_text())
+    return 0
+
+
 def _model_folder(value: str) -> Path:
     """A model folder path, or the name of a bundled model in resources/models."""
     from .resources import resources_dir
@@ -456,11 +506,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--histogram", help="also write per-phase histograms to this PNG file")
 
-    p = sub.add_parser("export", help="export a store to plain folders (PNG/TIFF + CSV)",
-                       description="Write images, masks, a samples.csv (fractions, provenance) and schema.json.")
+    p = sub.add_parser("export-folders", help="export a store to plain folders (PNG/TIFF + CSV)",
+                       description="Write images, masks, a samples.csv (fractions, provenance) and schema.json. "
+                                   "An interrupted export is completed by running the command again.")
     p.add_argument("store")
-    p.add_argument("out")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished export in OUT")
+
+    p = sub.add_parser("export", help="build an augmented training set: real tiles + synthetic pairs at a ratio",
+                       description="Write OUT/dataset.zarr with split 'train' = non-overlapping tiles of the real "
+                                   "training micrographs + the first accepted synthetic pairs of --synthetic "
+                                   "(round(ratio x tiles), resampled to the real pixel size) and splits 'val' / "
+                                   "'test' = whole real micrographs, plus class_balance.csv/.png, "
+                                   "fraction_histograms.png and a dataset card README.md. Paper 000 (sec. 2.3) "
+                                   "uses real-to-synthetic ratios 1:1, 1:2, 1:4, 1:6, 1:8, 1:10. An interrupted "
+                                   "export resumes when run again with the same arguments.")
+    p.add_argument("real", help="real labelled data: dataset folder or store")
+    p.add_argument("--synthetic", metavar="STORE", help="store with curated synthetic pairs (its accepted ones are "
+                                                        "used, in store order); omit for real only")
+    p.add_argument("--ratio", type=float, default=None, metavar="R",
+                   help="synthetic pairs per real tile, 1:R (default 1 with --synthetic, 0 without)")
+    p.add_argument("--tile", type=int, default=256, help="real training tile size in pixels")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val", help="held-out validation split ('none' to leave out)")
+    p.add_argument("--test-split", default="test", help="held-out test split ('none' to leave out)")
+    p.add_argument("--schema", help="schema name or JSON file (generic folders)")
+    p.add_argument("--description", default="", help="free text for the dataset card")
+    p.add_argument("--folders", action="store_true", help="also write OUT/folders (PNG images, masks, samples.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished export or one with other settings")
+    p.add_argument("--out", required=True, help="output folder")
 
     def training_options(p):
         p.add_argument("data", help="dataset folder or store")
@@ -558,6 +632,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--timing-n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("augment-benchmark", help="segmentation with real vs real + synthetic training data",
+                       description="Paper 000's augmentation experiment: train the same plain segmenter on the "
+                                   "real training tiles alone and with synthetic pairs at real:synthetic ratios "
+                                   "1:r, score each on the held-out whole micrographs (sliding window), and write "
+                                   "report.md, summary.csv, runs.csv and miou_vs_synthetic_volume.png. Re-running "
+                                   "with the same OUT resumes.")
+    p.add_argument("data", help="real labelled data (dataset folder or store)")
+    p.add_argument("--generator", help="generator model folder or bundled name: a pool of pairs is generated")
+    p.add_argument("--synthetic", help="dataset store of curated pairs (its accepted ones are used)")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0, 1, 2, 4],
+                   help="synthetic pairs per real tile; 0 = real only (paper: 1, 2, 4, 6, 8, 10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--schema")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--arch", default="Unet")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--encoder")
+    p.add_argument("--tile", type=int, default=64, help="network window in pixels")
+    p.add_argument("--input-scale", type=float, default=0.5,
+                   help="network pixels per real pixel; the real tile is tile / input-scale pixels")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--sampler", default="dpm++", choices=["ddim", "dpm++"])
+    p.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (default of the sampler)")
+    p.add_argument("--sampling-batch", type=int, default=16)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--pool-seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True)

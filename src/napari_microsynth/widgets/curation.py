@@ -1,0 +1,341 @@
+"""Dock widget "Curation": go through candidate pairs of a dataset store, correct masks, accept or reject.
+
+The queue is a dataset store (the zarr store of :mod:`napari_microsynth.core.store`): generated pairs
+saved by the Synthesis widget, predicted phase maps saved by the Phase ratios widget, or any image +
+labels layers added here. The current pair is shown as an image layer and an editable labels layer
+("curation image" / "curation mask"); paint, fill and erase with napari's label tools.
+
+Every decision is written to the store at once: accept, reject and flag set the sample's status, and a
+mask that differs from the stored one is saved as a correction (a new mask version, provenance origin
+"corrected" with the number of changed pixels) before the widget moves on. Closing napari or a crash
+therefore loses at most the edits of the pair on screen.
+
+Keyboard shortcuts (viewer-wide, chosen not to clash with napari's own or with its menu mnemonics):
+Alt+Right / Alt+Left next / previous, Alt+A accept, Alt+R reject, Alt+G flag.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.cleanup import remove_small_regions
+from ..core.curation import accept_within, fraction_errors, reject_small_phases
+from ..core.store import DatasetStore, is_store
+
+IMAGE_LAYER = "curation image"
+MASK_LAYER = "curation mask"
+QUEUE_FILTERS = ("pending", "flagged", "accepted", "rejected", "all")
+SHORTCUTS = {
+    "Alt-Right": "next_pair",
+    "Alt-Left": "previous_pair",
+    "Alt-A": "accept",
+    "Alt-R": "reject",
+    "Alt-G": "flag",
+}
+
+
+class CurationWidget(QWidget):
+    """Correct, accept, reject or flag the pairs of a dataset store, one at a time or by rule."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.store: DatasetStore | None = None
+        self.queue: list[int] = []
+        self.position = -1
+        self._shown_index: int | None = None
+        self._errors = np.zeros(0)  # fraction error per store sample (NaN without a target)
+
+        self.store_label = QLabel("no store open")
+        self.store_label.setWordWrap(True)
+        open_button = QPushButton("Open store...")
+        open_button.clicked.connect(self._open_dialog)
+        self.add_layers_button = QPushButton("Add selected image + labels layers")
+        self.add_layers_button.setToolTip(
+            "Append the selected image and labels layers (e.g. generated pairs, or a micrograph with its "
+            "predicted phase map) to the store as pending pairs"
+        )
+        self.add_layers_button.clicked.connect(self.add_selected_layers)
+
+        self.filter_combo = QComboBox()
+        self.filter_combo.addItems(QUEUE_FILTERS)
+        self.filter_combo.currentTextChanged.connect(lambda _text: self.refresh_queue())
+        self.queue_list = QListWidget()
+        self.queue_list.currentRowChanged.connect(self._row_chosen)
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+
+        buttons = QHBoxLayout()
+        for text, slot, tip in (
+            ("< Previous", self.previous_pair, "Alt+Left"),
+            ("Accept", self.accept, "Alt+A"),
+            ("Reject", self.reject, "Alt+R"),
+            ("Flag", self.flag, "Alt+G"),
+            ("Next >", self.next_pair, "Alt+Right"),
+        ):
+            button = QPushButton(text)
+            button.setToolTip(tip)
+            button.clicked.connect(lambda _checked=False, s=slot: s())
+            buttons.addWidget(button)
+
+        self.cleanup_size = QSpinBox()
+        self.cleanup_size.setRange(1, 100_000)
+        self.cleanup_size.setValue(200)  # paper 002, sec. 4.2: objects < 200 px^2 removed
+        self.cleanup_size.setSuffix(" px")
+        cleanup_button = QPushButton("Remove smaller regions")
+        cleanup_button.setToolTip("Fill regions smaller than this from the neighbouring phase (paper 002)")
+        cleanup_button.clicked.connect(self.clean_up_mask)
+        cleanup_row = QHBoxLayout()
+        cleanup_row.addWidget(self.cleanup_size)
+        cleanup_row.addWidget(cleanup_button)
+
+        self.max_error = QDoubleSpinBox()
+        self.max_error.setRange(0.0, 100.0)
+        self.max_error.setValue(5.0)
+        self.max_error.setSuffix(" % points")
+        accept_rule = QPushButton("Accept pending within")
+        accept_rule.clicked.connect(lambda: self.accept_by_fraction_error(self.max_error.value() / 100.0))
+        self.min_pixels = QSpinBox()
+        self.min_pixels.setRange(0, 10_000_000)
+        self.min_pixels.setValue(200)
+        self.min_pixels.setSuffix(" px")
+        reject_rule = QPushButton("Reject pending with a phase under")
+        reject_rule.clicked.connect(lambda: self.reject_by_small_phase(self.min_pixels.value()))
+        rules = QFormLayout()
+        rules.addRow(accept_rule, self.max_error)
+        rules.addRow(reject_rule, self.min_pixels)
+        rules_box = QGroupBox("Batch rules (pending pairs only)")
+        rules_box.setLayout(rules)
+
+        self.counts_label = QLabel("")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.store_label)
+        layout.addWidget(open_button)
+        layout.addWidget(self.add_layers_button)
+        show = QHBoxLayout()
+        show.addWidget(QLabel("Show"))
+        show.addWidget(self.filter_combo, 1)
+        layout.addLayout(show)
+        layout.addWidget(self.queue_list, 1)
+        layout.addWidget(self.info_label)
+        layout.addLayout(buttons)
+        layout.addLayout(cleanup_row)
+        layout.addWidget(rules_box)
+        layout.addWidget(self.counts_label)
+        for key, method in SHORTCUTS.items():
+            self.viewer.bind_key(key, lambda _viewer, m=method: getattr(self, m)(), overwrite=True)
+
+    # ------------------------------------------------------------------ store and queue
+
+    def open_store(self, path: str | Path) -> None:
+        """Open an existing dataset store for curation (pairs are added to it with :meth:`add_selected_layers`)."""
+        path = Path(path)
+        if not is_store(path):
+            raise ValueError(f"{path} is not a napari-microsynth dataset store")
+        self.store = DatasetStore.open(path, mode="a")
+        self.store_label.setText(f"{path.name}: {len(self.store)} pairs, schema {self.store.schema.name}")
+        self._shown_index = None
+        self.refresh_queue()
+
+    def _open_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a dataset store (.zarr)")
+        if path:
+            self.open_store(path)
+
+    def refresh_queue(self) -> None:
+        """Rebuild the list from the store for the chosen filter and show the first pair in it."""
+        self._save_edits()
+        if self.store is None:
+            return
+        wanted = self.filter_combo.currentText()
+        self._errors = fraction_errors(self.store)
+        statuses = self.store.statuses()
+        self.queue = [i for i, s in enumerate(statuses) if wanted == "all" or s == wanted]
+        self.queue_list.blockSignals(True)
+        self.queue_list.clear()
+        for index in self.queue:
+            self.queue_list.addItem(QListWidgetItem(self._row_text(index)))
+        self.queue_list.blockSignals(False)
+        self._update_counts()
+        self.position = -1
+        if self.queue:
+            self._go_to(0)
+        else:
+            self.info_label.setText(f"no {wanted} pairs" if wanted != "all" else "the store is empty")
+
+    def _row_text(self, index: int) -> str:
+        store = self.store
+        origin = store.provenance(index).origin
+        error = self._errors[index]
+        target = "" if np.isnan(error) else f", off target by {100 * error:.1f} pts"
+        return f"#{index} {store.names[index]} [{store.status(index)}] {origin}{target}"
+
+    def _update_counts(self) -> None:
+        if self.store is None:
+            return
+        from collections import Counter
+
+        counts = Counter(self.store.statuses())
+        self.counts_label.setText(", ".join(f"{counts.get(s, 0)} {s}" for s in ("pending", "accepted", "rejected", "flagged")))
+
+    # ------------------------------------------------------------------ showing one pair
+
+    @property
+    def current_index(self) -> int | None:
+        """Store index of the pair on screen, None when there is none."""
+        return self._shown_index
+
+    def _row_chosen(self, row: int) -> None:
+        if 0 <= row < len(self.queue) and row != self.position:
+            self._save_edits()
+            self._go_to(row)
+
+    def _go_to(self, row: int) -> None:
+        from ..napari_io import label_colormap
+
+        self.position = row
+        index = self.queue[row]
+        sample = self.store[index]
+        if IMAGE_LAYER in self.viewer.layers:
+            self.viewer.layers[IMAGE_LAYER].data = sample.image
+        else:
+            self.viewer.add_image(sample.image, name=IMAGE_LAYER, colormap="gray", contrast_limits=(0.0, 1.0))
+        if MASK_LAYER in self.viewer.layers:
+            self.viewer.layers[MASK_LAYER].data = sample.mask.copy()
+        else:
+            self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5,
+                                   colormap=label_colormap(self.store.schema))
+        self._shown_index = index
+        self.viewer.layers.selection.active = self.viewer.layers[MASK_LAYER]
+        self.queue_list.blockSignals(True)
+        self.queue_list.setCurrentRow(row)
+        self.queue_list.blockSignals(False)
+        self._show_info(index)
+
+    def _show_info(self, index: int) -> None:
+        schema = self.store.schema
+        provenance = self.store.provenance(index)
+        achieved = self.store.fractions()[index]
+        target = (provenance.condition or {}).get("fractions")
+        parts = [f"#{index} {self.store.names[index]}: {provenance.origin}, {self.store.status(index)}"]
+        if provenance.generator:
+            parts.append(f"from {provenance.generator} seed {provenance.seed}")
+        if provenance.changed_pixels:
+            parts.append(f"{provenance.changed_pixels} pixels corrected")
+        rows = []
+        for k, name in enumerate(schema.names):
+            wanted = "" if target is None else f"{100 * target[k]:.1f} -> "
+            rows.append(f"{name} {wanted}{100 * achieved[k]:.1f} %")
+        self.info_label.setText("; ".join(parts) + "\n" + ", ".join(rows))
+
+    def current_mask(self) -> np.ndarray | None:
+        """The mask on screen (with the user's edits), None when no pair is shown."""
+        if self._shown_index is None or MASK_LAYER not in self.viewer.layers:
+            return None
+        return np.asarray(self.viewer.layers[MASK_LAYER].data)
+
+    def _save_edits(self) -> bool:
+        """Write the on-screen mask to the store as a correction if it was edited; True if it was."""
+        mask = self.current_mask()
+        if mask is None or self.store is None:
+            return False
+        index = self._shown_index
+        if np.array_equal(mask, self.store.mask(index)):
+            return False
+        self.store.replace_mask(index, mask)
+        return True
+
+    # ------------------------------------------------------------------ decisions
+
+    def _decide(self, status: str) -> None:
+        if self._shown_index is None:
+            return
+        index = self._shown_index
+        if self._save_edits():
+            self._errors = fraction_errors(self.store)
+        self.store.set_status(index, status)
+        self.queue_list.item(self.position).setText(self._row_text(index))
+        self._update_counts()
+        self._show_info(index)
+        self.next_pair()
+
+    def accept(self) -> None:
+        """Accept the pair on screen (saving its corrected mask) and move on."""
+        self._decide("accepted")
+
+    def reject(self) -> None:
+        """Reject the pair on screen (it stays in the store but is left out of exports) and move on."""
+        self._decide("rejected")
+
+    def flag(self) -> None:
+        """Flag the pair on screen for a second look and move on."""
+        self._decide("flagged")
+
+    def next_pair(self) -> None:
+        if self.position + 1 < len(self.queue):
+            self._save_edits()
+            self._go_to(self.position + 1)
+
+    def previous_pair(self) -> None:
+        if self.position > 0:
+            self._save_edits()
+            self._go_to(self.position - 1)
+
+    def clean_up_mask(self) -> None:
+        """Paper 002's clean-up on the mask on screen: regions under the size are filled from their
+        neighbours. The result is an edit like any other (saved as a correction on the next decision)."""
+        mask = self.current_mask()
+        if mask is None:
+            return
+        cleaned = remove_small_regions(mask, self.store.schema, min_size=self.cleanup_size.value())
+        self.viewer.layers[MASK_LAYER].data = cleaned
+
+    def accept_by_fraction_error(self, max_error: float) -> list[int]:
+        """Accept every pending pair whose achieved fractions are within ``max_error`` of its target."""
+        return self._apply_rule(lambda: accept_within(self.store, max_error))
+
+    def reject_by_small_phase(self, min_pixels: int) -> list[int]:
+        """Reject every pending pair in which some present phase has fewer than ``min_pixels`` pixels."""
+        return self._apply_rule(lambda: reject_small_phases(self.store, min_pixels))
+
+    def _apply_rule(self, rule) -> list[int]:
+        if self.store is None:
+            return []
+        self._save_edits()
+        changed = rule()
+        self.refresh_queue()
+        return changed
+
+    # ------------------------------------------------------------------ adding pairs
+
+    def add_selected_layers(self) -> int:
+        """Append the selected image + labels layers to the store as pending pairs; returns how many."""
+        from ..napari_io import write_store
+
+        if self.store is None:
+            raise ValueError("open a store first")
+        selected = [layer for layer in self.viewer.layers.selection if layer.name not in (IMAGE_LAYER, MASK_LAYER)]
+        data = [layer.as_layer_data_tuple() for layer in selected if layer._type_string in ("image", "labels")]
+        if not data:
+            raise ValueError("select the image and labels layers of the pairs to add")
+        before = len(self.store)
+        self._save_edits()
+        write_store(str(self.store.path), data)
+        self.open_store(self.store.path)
+        return len(self.store) - before

@@ -1,0 +1,124 @@
+"""The Curation dock widget: correct a mask with the labels layer, accept / reject / flag, rules, shortcuts."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from napari_microsynth.core.sample import Provenance
+from napari_microsynth.core.store import DatasetStore, export_folder
+from napari_microsynth.core.tiles import tile_samples
+from napari_microsynth.widgets.curation import MASK_LAYER, CurationWidget
+
+
+@pytest.fixture
+def pair_store(read_uhcs, tmp_path):
+    """Six real UHCS 128 px tiles stored as generated pairs: targets equal to their fractions for the
+    first four, 20 points off for the last two."""
+    tiles = tile_samples(read_uhcs(1)[0], 128)[:6]
+    store = DatasetStore.create(tmp_path / "pairs.zarr", tiles[0].schema)
+    for k, tile in enumerate(tiles):
+        target = tile.fractions.copy()
+        if k >= 4:
+            target = np.roll(target, 1) * 0.8 + 0.2 * np.eye(len(target))[0]
+        provenance = Provenance(origin="synthetic", generator="pf-diffseg", seed=k,
+                                condition={"fractions": [float(v) for v in target / target.sum()]})
+        store.append(replace(tile, name=f"pair {k}", provenance=provenance))
+    return store.path
+
+
+@pytest.fixture
+def widget(make_napari_viewer, pair_store):
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Curation")
+    widget.open_store(pair_store)
+    return widget
+
+
+def test_corrected_and_accepted_mask_is_in_the_store_as_corrected(widget, pair_store):
+    viewer = widget.viewer
+    assert widget.current_index == 0 and len(widget.queue) == 6
+    labels = viewer.layers[MASK_LAYER]
+    original = labels.data.copy()
+    labels.brush_size = 9
+    labels.paint((64, 64), 2)          # what a brush stroke with napari's paint tool does
+    painted = labels.data.copy()
+    changed = int(np.count_nonzero(painted != original))
+    assert changed > 0
+
+    widget.accept()
+
+    assert widget.current_index == 1   # moved on to the next pair
+    store = DatasetStore.open(pair_store)  # a fresh reader sees it: nothing waits for a "save"
+    assert store.status(0) == "accepted"
+    provenance = store.provenance(0)
+    assert provenance.origin == "corrected"
+    assert provenance.changed_pixels == changed
+    assert provenance.extra["original_origin"] == "synthetic"
+    np.testing.assert_array_equal(store.mask(0), painted)
+    np.testing.assert_array_equal(store.mask(0, version="mask"), original)
+
+
+def test_rejected_pair_is_left_out_of_the_export(widget, pair_store, tmp_path):
+    widget.next_pair()
+    widget.reject()
+    store = DatasetStore.open(pair_store)
+    assert store.status(1) == "rejected"
+    out = export_folder(store, tmp_path / "export")
+    exported = (out / "samples.csv").read_text()
+    assert "pair 0" in exported and "pair 1" not in exported
+
+
+def test_keyboard_shortcuts_move_and_decide(widget, pair_store):
+    from app_model.types import KeyBinding
+
+    keymap = widget.viewer.keymap
+
+    def press(key: str) -> None:
+        keymap[KeyBinding.from_str(key)](widget.viewer)
+
+    press("Alt+Right")
+    assert widget.current_index == 1
+    press("Alt+Left")
+    assert widget.current_index == 0
+    press("Alt+G")
+    assert DatasetStore.open(pair_store).status(0) == "flagged"
+    assert widget.current_index == 1
+    press("Alt+R")
+    assert DatasetStore.open(pair_store).status(1) == "rejected"
+
+
+def test_batch_rules_accept_on_target_pairs_and_leave_manual_decisions(widget, pair_store):
+    widget.next_pair()
+    widget.reject()  # a manual decision on pair 1, which is on target
+    accepted = widget.accept_by_fraction_error(0.01)
+    assert sorted(accepted) == [0, 2, 3]
+    store = DatasetStore.open(pair_store)
+    assert store.statuses() == ["accepted", "rejected", "accepted", "accepted", "pending", "pending"]
+    # the pending queue now holds only the two off-target pairs
+    assert widget.queue == [4, 5]
+
+
+def test_clean_up_removes_specks_and_counts_as_a_correction(widget, pair_store):
+    labels = widget.viewer.layers[MASK_LAYER]
+    clean = labels.data.copy()
+    specked = clean.copy()
+    # single-pixel specks of another phase inside uniform 5x5 neighbourhoods
+    uniform = [(y, x) for y in range(2, 126, 9) for x in range(2, 126, 9)
+               if np.all(clean[y - 2:y + 3, x - 2:x + 3] == clean[y, x])]
+    assert len(uniform) >= 10
+    for y, x in uniform[:12]:
+        specked[y, x] = (clean[y, x] + 1) % 4
+    labels.data = specked
+    widget.cleanup_size.setValue(5)
+    widget.clean_up_mask()
+    cleaned = labels.data
+    for y, x in uniform[:12]:
+        assert cleaned[y, x] == clean[y, x]
+    # besides the specks only real regions under 5 px (single spheroidite particles) were filled
+    assert np.count_nonzero(cleaned != clean) < 0.02 * clean.size
+    widget.accept()
+    provenance = DatasetStore.open(pair_store).provenance(0)
+    assert provenance.origin == "corrected" and provenance.changed_pixels == np.count_nonzero(cleaned != clean)
