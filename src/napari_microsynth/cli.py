@@ -172,7 +172,7 @@ def _export(args: argparse.Namespace) -> int:
 
     ratio = args.ratio if args.ratio is not None else (1.0 if args.synthetic else 0.0)
     if ratio > 0 and not args.synthetic:
-        raise ValueError(f"--ratio {ratio:g} needs synthetic pairs: pass --synthetic STORE (or --ratio 0 for real only)")
+        raise ValueError(f"--ratio {ratio:g} needs synthetic pairs: pass --synthetic STORE (or --ratio 0: real only)")
     real = Path(args.real)
     splits = {}
     for role, name in (("train", args.train_split), ("val", args.val_split), ("test", args.test_split)):
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", help="schema name or JSON file (generic folders)")
     p.add_argument("--description", default="", help="free text for the dataset card")
     p.add_argument("--folders", action="store_true", help="also write OUT/folders (PNG images, masks, samples.csv)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished export or one with other settings")
+    p.add_argument("--overwrite", action="store_true", help="start over, replacing an earlier export in OUT")
     p.add_argument("--out", required=True, help="output folder")
 
     def training_options(p):

@@ -4,8 +4,12 @@ Steps (each writes into the output folder):
 1. load the bundled UHCS micrograph + mask and report its phase fractions (table, CSV, histogram PNG);
 2. segment it with the bundled demo model (paper 001's PLM) without a ratio and with its true phase
    ratio, scoring both against the mask, and save the phase maps as PNG;
-3. write it, its predicted phase map and its 256x256 tiles into a dataset store;
-4. export the store to plain folders (PNG/TIFF + CSV).
+3. generate micrograph + mask pairs with the bundled demo generator (PF-DiffSeg, paper 000) for target
+   fractions drawn from the sample's tiles with the rare phases boosted, into a dataset store;
+4. curate them automatically: accept the pairs whose achieved fractions are within
+   ``DEMO_MAX_FRACTION_ERROR`` of their target, leave the others pending;
+5. export a training set: the sample's real tiles plus the accepted pairs, as a dataset store with
+   class-balance report and dataset card, and as plain folders (PNG + CSV).
 """
 from __future__ import annotations
 
@@ -15,12 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
-from ..core.store import DatasetStore, export_folder
 from ..core.tiles import tile_samples
 from .reports import format_fraction_table, plot_fraction_histograms, write_fraction_csv
 
 DEMO_MARKER = ".microsynth-demo"
 DEMO_SEGMENTER = "plm-uhcs-demo"
+DEMO_GENERATOR = "pf-diffseg-uhcs-demo"
+DEMO_PAIRS = 12
+DEMO_MAX_FRACTION_ERROR = 0.10  # accept pairs whose phase fractions are all within 10 points of the target
+DEMO_TILE = 128  # real pixels: the field of view of the demo generator's pairs (64 px at half resolution)
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -42,7 +49,7 @@ def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progr
     out = Path(out)
     _prepare(out, overwrite)
     lines = []
-    total = 4
+    total = 5
 
     progress(0, total, "loading the bundled UHCS sample")
     sample = load_sample()
@@ -58,57 +65,86 @@ def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progr
     check_stop(should_stop)
 
     progress(1, total, "segmenting with the bundled PLM model")
-    predicted = _segment(sample, out, lines, should_stop)
+    _segment(sample, out, lines, should_stop)
     check_stop(should_stop)
 
-    progress(2, total, "writing the dataset store")
-    store_path = out / "sample.zarr"
-    store = DatasetStore.create(store_path, sample.schema, description="napari-microsynth demo: bundled UHCS sample")
-    store.append(sample, split="test")
-    store.append(predicted, split="predicted")
-    for tile in tiles:
-        check_stop(should_stop)
-        store.append(tile, split="tiles")
-    lines.append(f"store {store_path}: {len(store)} samples (micrograph, its predicted phase map, {len(tiles)} tiles)")
+    progress(2, total, f"generating {DEMO_PAIRS} pairs with the bundled PF-DiffSeg model")
+    store = _generate(sample, out / "generated.zarr", lines, should_stop)
 
-    progress(3, total, "exporting plain folders")
-    exported = export_folder(DatasetStore.open(store_path), out / "export", should_stop=should_stop)
-    lines.append(f"exported PNG/TIFF + CSV to {exported}")
+    progress(3, total, "accepting pairs close to their target fractions")
+    from ..core.curation import accept_within, fraction_errors
+
+    accepted = accept_within(store, DEMO_MAX_FRACTION_ERROR)
+    errors = fraction_errors(store)
+    lines.append(f"auto-curation: {len(accepted)} of {len(store)} pairs accepted (every phase within "
+                 f"{100 * DEMO_MAX_FRACTION_ERROR:.0f} points of its target; median largest deviation "
+                 f"{100 * float(np.nanmedian(errors)):.1f} points); the others stay pending for the Curation widget")
+
+    progress(4, total, "exporting the training set")
+    from .training_set import export_training_set, real_tiles
+
+    n_real = len(real_tiles([sample], DEMO_TILE))
+    summary = export_training_set(
+        out / "training_set", [sample], synthetic=store, ratio=len(accepted) / n_real, tile=DEMO_TILE,
+        description="napari-microsynth demo: the bundled UHCS micrograph and auto-curated PF-DiffSeg pairs",
+        source=f"bundled sample {sample.name}", folders=True, should_stop=should_stop,
+    )
+    lines.append(summary.as_text())
+    lines.append(f"dataset card: {out / 'training_set' / 'README.md'}")
     progress(total, total, "done")
     return "\n".join(lines)
 
 
-def _segment(sample, out: Path, lines: list[str], should_stop: StopFn):
-    """Phase maps of ``sample`` without and with its true ratio; returns the true-ratio prediction."""
-    from dataclasses import replace
+def _generate(sample, path: Path, lines: list[str], should_stop: StopFn):
+    """Pairs from the bundled generator for boosted targets drawn from the sample's tiles, in a new store."""
+    from ..core.store import DatasetStore
+    from ..generators import load_generator
+    from ..resources import resource_path
+    from .generator_evaluation import fraction_targets
 
+    generator = load_generator(resource_path("models", DEMO_GENERATOR), device="cpu")
+    targets = fraction_targets([sample], DEMO_PAIRS, seed=0, tile=DEMO_TILE)
+    store = DatasetStore.create(path, sample.schema, description=f"pairs from the bundled {DEMO_GENERATOR}")
+    pairs = generator.sample(targets, n=DEMO_PAIRS, seed=0, sampler="dpm++", batch_size=DEMO_PAIRS,
+                             should_stop=should_stop)
+    for pair in pairs:
+        store.append(pair, split="synthetic")
+    _save_pair_grid(store, path.with_name("generated_pairs.png"))
+    lines.append(f"generated {len(store)} pairs with {DEMO_GENERATOR} (DPM-Solver++, 20 steps) into {path}; "
+                 f"preview {path.with_name('generated_pairs.png').name}")
+    return store
+
+
+def _save_pair_grid(store, path: Path) -> None:
+    """Images (top) and colour masks (bottom) of the stored pairs side by side, as one PNG."""
+    from PIL import Image
+
+    colors = np.zeros((256, 3), dtype=np.uint8)
+    colors[: store.schema.n_classes] = store.schema.colors
+    columns = []
+    for i in range(len(store)):
+        pair = store[i]
+        grey = np.repeat((pair.image * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+        columns.append(np.concatenate([grey, colors[pair.mask]], axis=0))
+    Image.fromarray(np.concatenate(columns, axis=1)).save(path)
+
+
+def _segment(sample, out: Path, lines: list[str], should_stop: StopFn) -> None:
+    """Phase maps of ``sample`` without and with its true ratio, scored and saved as PNG."""
     from PIL import Image
 
     from ..core.metrics import segmentation_report
-    from ..core.sample import Provenance
-    from ..models.folder import folder_checksum
     from ..models.segmenter import Segmenter
     from ..resources import resource_path
     from .inference import PhaseRatioSession
 
-    folder = resource_path("models", DEMO_SEGMENTER)
-    model = Segmenter.from_pretrained(folder)
+    model = Segmenter.from_pretrained(resource_path("models", DEMO_SEGMENTER))
     session = PhaseRatioSession(model, sample.image, should_stop=should_stop)
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[: sample.schema.n_classes] = sample.schema.colors
     lines.append(f"segmentation with bundled model {DEMO_SEGMENTER} (mIoU against the hand mask):")
-    result = None
     for label, ratio in (("no ratio", None), ("true ratio", sample.fractions)):
         labels, _ = session.predict(ratio)
         report = segmentation_report(sample.mask, labels, sample.schema)
         lines.append(f"  {label:10s}  mIoU {report['miou']:.3f}  accuracy {report['accuracy']:.3f}")
         Image.fromarray(palette[labels]).save(out / f"phases_{label.replace(' ', '_')}.png")
-        result = labels
-    return replace(
-        sample,
-        mask=result,
-        name=f"{sample.name} predicted",
-        provenance=Provenance(origin="predicted", source=sample.name, generator=f"segmenter:{DEMO_SEGMENTER}",
-                              model_checksum=folder_checksum(folder),
-                              condition={"fractions": [float(v) for v in sample.fractions]}),
-    )

@@ -36,7 +36,7 @@ from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progr
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
 from ..core.store import DatasetStore, _atomic_write_bytes, export_folder, is_store
-from ..core.tiles import tile_samples
+from ..core.tiles import _tile_size, tile_samples
 
 #: Real-to-synthetic ratios of paper 000, sec. 2.3 (1:R = R synthetic pairs per real tile).
 PAPER_RATIOS = (1, 2, 4, 6, 8, 10)
@@ -109,20 +109,13 @@ def accepted_pairs(store: DatasetStore | str | Path) -> list[Sample]:
 # ------------------------------------------------------------------------------------ composition
 
 
-def _tile_hw(tile) -> tuple[int, int]:
-    th, tw = (tile, tile) if np.isscalar(tile) else tuple(tile)
-    if int(th) < 1 or int(tw) < 1:
-        raise ValueError(f"tile size must be positive, got {tile}")
-    return int(th), int(tw)
-
-
 def real_tiles(samples: Sequence[Sample], tile=256) -> list[Sample]:
     """Non-overlapping full ``tile`` tiles (row-major) of every real training micrograph, in input order.
 
     Each tile keeps its micrograph's provenance with the crop box (``core.tiles.tile_samples``);
     remainders at the right/bottom edge narrower than a tile are left out.
     """
-    _tile_hw(tile)
+    _tile_size(tile)
     tiles = []
     for sample in samples:
         if sample.mask is None:
@@ -132,19 +125,20 @@ def real_tiles(samples: Sequence[Sample], tile=256) -> list[Sample]:
 
 
 def scale_factor(pair: Sample, real_pixel_size_um: float | None) -> float:
-    """``pair.pixel_size_um / real_pixel_size_um``, or 1 when either pixel size is unknown."""
+    """``pair.pixel_size_um / real_pixel_size_um``; when either pixel size is unknown, the generator's
+    ``provenance.extra["downscale"]`` (its tiles' scale relative to its training micrographs), else 1."""
     if pair.pixel_size_um and real_pixel_size_um:
         return float(pair.pixel_size_um) / float(real_pixel_size_um)
-    return 1.0
+    return float(pair.provenance.extra.get("downscale", 1.0))
 
 
 def _scaled_shape(pair: Sample, real_pixel_size_um: float | None, tile) -> tuple[int, int]:
     factor = scale_factor(pair, real_pixel_size_um)
     h, w = pair.shape
     shape = (max(1, round(h * factor)), max(1, round(w * factor)))
-    th, tw = _tile_hw(tile)
+    th, tw = _tile_size(tile)
     if shape[0] < th or shape[1] < tw:
-        at = f" (x{factor:g}: {pair.pixel_size_um:g} -> {real_pixel_size_um:g} um/px)" if factor != 1.0 else ""
+        at = f" (resized x{factor:g})" if factor != 1.0 else ""
         raise ValueError(
             f"synthetic pair {pair.name!r} is {shape[0]}x{shape[1]} px at the real pixel size{at}, smaller than "
             f"the {th}x{tw} training tile; choose a smaller tile or generate larger (super-resolved) pairs"
@@ -158,8 +152,8 @@ def to_real_scale(pair: Sample, real_pixel_size_um: float | None, tile=256) -> S
     Generators often work on downscaled micrographs (PF-DiffSeg here: 64 px tiles of micrographs
     shrunk 2x, ``pair.pixel_size_um`` = real pixel size x 2). The pair is resized by
     ``pair.pixel_size_um / real_pixel_size_um`` (image bilinear, anti-aliased only when shrinking; mask
-    and instances nearest-neighbour). When either pixel size is unknown the factor is 1 and the pair is
-    returned as is. A resampled pair gets ``pixel_size_um = real_pixel_size_um`` and
+    and instances nearest-neighbour). When either pixel size is unknown the factor is the generator's
+    ``provenance.extra["downscale"]`` (1 when absent: the pair is returned as is). A resampled pair gets ``pixel_size_um = real_pixel_size_um`` and
     ``provenance.extra["resampled_from_px"] = [H, W]`` (its generated size) and
     ``["resampled_from_pixel_size_um"]``. Raises ``ValueError`` when the result is smaller than ``tile``.
     """
@@ -174,7 +168,8 @@ def to_real_scale(pair: Sample, real_pixel_size_um: float | None, tile=256) -> S
     image = resize(pair.image, shape, order=1, mode="edge", anti_aliasing=factor < 1.0, preserve_range=True)
 
     def nearest(labels: np.ndarray) -> np.ndarray:
-        return resize(labels, shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+        resized = resize(labels, shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+        return resized.astype(labels.dtype)
 
     extra = {
         **pair.provenance.extra,
@@ -186,7 +181,7 @@ def to_real_scale(pair: Sample, real_pixel_size_um: float | None, tile=256) -> S
         image=np.clip(image, 0.0, 1.0).astype(np.float32),
         mask=nearest(pair.mask),
         instances=None if pair.instances is None else nearest(np.asarray(pair.instances)),
-        pixel_size_um=float(real_pixel_size_um),
+        pixel_size_um=None if real_pixel_size_um is None else float(real_pixel_size_um),
         properties=dict(pair.properties),
         provenance=replace(pair.provenance, extra=extra),
     )
@@ -207,7 +202,8 @@ def compose_training_set(real_tiles: Sequence[Sample], synthetic: Sequence[Sampl
     ``ValueError`` when fewer synthetic pairs are available than the ratio needs.
     """
     if not real_tiles:
-        raise ValueError("no real training tiles: the training set needs real samples (micrographs smaller than a tile?)")
+        raise ValueError("no real training tiles: the training set needs real samples (micrographs smaller "
+                         "than a tile?)")
     needed = synthetic_needed(ratio, len(real_tiles))
     if needed > len(synthetic):
         raise ValueError(
@@ -240,7 +236,9 @@ class ClassBalance:
         return [
             {"phase": name, "share_real": float(b), "share_real_synthetic": float(a), "pixels_real": int(pb),
              "pixels_real_synthetic": int(pa)}
-            for name, b, a, pb, pa in zip(self.schema.names, self.share_before, self.share_after, self.before, self.after)
+            for name, b, a, pb, pa in zip(
+                self.schema.names, self.share_before, self.share_after, self.before, self.after
+            )
         ]
 
     def as_text(self) -> str:
@@ -443,7 +441,8 @@ def _plan_difference(old: dict, new: dict) -> str:
 
 
 def _prepare_out(out: Path, plan: dict, overwrite: bool) -> None:
-    """Check OUT against ``plan``: new/empty -> fresh, same unfinished plan -> resume, else refuse or delete."""
+    """Check OUT against ``plan``: new/empty -> fresh; same unfinished plan -> resume (unless ``overwrite``);
+    finished or different -> refuse, or with ``overwrite`` delete it (only a folder holding an export plan)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
@@ -455,10 +454,11 @@ def _prepare_out(out: Path, plan: dict, overwrite: bool) -> None:
         )
     finished = (out / CARD_FILE).exists()
     same = old.get("settings") == plan["settings"] and old.get("samples") == plan["samples"]
-    if same and not finished:
+    if same and not finished and not overwrite:
         return  # resume
     if not overwrite:
-        why = "already holds a finished export" if same else f"holds an export with a different plan ({_plan_difference(old, plan)})"
+        why = ("already holds a finished export" if same
+               else f"holds an export with a different plan ({_plan_difference(old, plan)})")
         raise FileExistsError(f"{out} {why}; pass overwrite=True (--overwrite) to replace it")
     shutil.rmtree(out)
 
@@ -582,15 +582,16 @@ def export_training_set(
 
     Resumable: the plan file is written first and the store commits one sample at a time, so after a
     cancel or a kill the same call continues with the samples not yet stored (no duplicates). A folder
-    with a finished export (``README.md`` present) or a different plan raises ``FileExistsError`` unless
-    ``overwrite`` (then it is deleted and redone; a folder without an export plan is never deleted).
+    with a finished export (``README.md`` present) or a different plan raises ``FileExistsError``;
+    ``overwrite`` deletes any earlier export there and starts over (a folder without an export plan is
+    never deleted).
     ``progress`` is called per sample; ``should_stop`` is checked before each sample (:class:`Cancelled`).
     """
     out = Path(out)
     if not real_train:
         raise ValueError("real_train is empty: a training set needs real training micrographs")
     schema = real_train[0].schema
-    th, tw = _tile_hw(tile)
+    th, tw = _tile_size(tile)
     synthetic_source = ""
     if isinstance(synthetic, (str, Path)):
         synthetic = DatasetStore.open(synthetic)
@@ -602,7 +603,9 @@ def export_training_set(
         _check_real(name, samples, schema)
     for pair in synthetic:
         if pair.schema != schema:
-            raise ValueError(f"synthetic pair {pair.name!r} uses schema {pair.schema.name!r}, the real data {schema.name!r}")
+            raise ValueError(
+                f"synthetic pair {pair.name!r} uses schema {pair.schema.name!r}, the real data {schema.name!r}"
+            )
         if not _is_synthetic(pair.provenance):
             raise ValueError(f"synthetic pair {pair.name!r} has origin {pair.provenance.origin!r}, not synthetic")
     names = {split: {s.name for s in samples} for split, samples in
@@ -640,7 +643,8 @@ def export_training_set(
         _atomic_write_bytes(out / PLAN_FILE, (json.dumps(plan, indent=1) + "\n").encode())
 
     store_description = (f"training set: {len(tiles)} real {th}x{tw} tiles + {len(chosen)} synthetic pairs "
-                         f"(1:{float(ratio):g}); val/test whole real micrographs" + (f"; {description}" if description else ""))
+                         f"(1:{float(ratio):g}); val/test whole real micrographs"
+                         + (f"; {description}" if description else ""))
     store = _open_store(out, plan, schema, store_description)
     resumed_from = len(store)
     for i in range(resumed_from, len(items)):
@@ -653,15 +657,15 @@ def export_training_set(
 
     # reports: from the store's class counts and fractions (no image reads), the card last
     train = store.splits.get("train", [])
-    is_real = {i: plan["samples"][i][2] == "real" for i in train}
+    real_ix = [i for i in train if plan["samples"][i][2] == "real"]
+    synth_ix = [i for i in train if plan["samples"][i][2] != "real"]
     counts = store.class_counts()
-    real_ix = [i for i in train if is_real[i]]
-    synth_ix = [i for i in train if not is_real[i]]
     balance = ClassBalance(schema, counts[real_ix].sum(axis=0), counts[train].sum(axis=0))
     files = {"store": store.path, "plan": out / PLAN_FILE,
              "balance_csv": balance.write_csv(out / BALANCE_CSV), "balance_png": balance.plot(out / BALANCE_PNG)}
     fractions = store.fractions()
-    files["histograms"] = plot_real_vs_synthetic(out / HISTOGRAM_PNG, fractions[real_ix], fractions[synth_ix], schema)
+    files["histograms"] = plot_real_vs_synthetic(out / HISTOGRAM_PNG, fractions[real_ix], fractions[synth_ix],
+                                                 schema)
     if folders:
         files["folders"] = export_folder(store, out / FOLDERS_NAME, overwrite=True, progress=progress,
                                          should_stop=should_stop)

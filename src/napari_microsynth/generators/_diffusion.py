@@ -217,7 +217,8 @@ class DiffusionGenerator(DiffusionModel, Generator):
 
     Subclasses implement :meth:`_denoise` and name its denoising passes in ``sampling_stages``. Generated
     tiles carry :attr:`pixel_size_um`: the training micrographs' pixel size times the training
-    ``downscale``, when known.
+    ``downscale``, when known, and ``provenance.extra["downscale"]`` (that factor, known even when the
+    pixel size is not), so they can be brought back to the scale of the real micrographs.
     """
 
     sampling_defaults = {"sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4}
@@ -227,6 +228,7 @@ class DiffusionGenerator(DiffusionModel, Generator):
     def _set_up(self, model: Any, device: str) -> None:
         super()._set_up(model, device)
         self.pixel_size_um: float | None = None
+        self.downscale: int = self.TrainConfig.downscale
 
     @property
     def condition_spec(self) -> ConditionSpec:
@@ -239,6 +241,7 @@ class DiffusionGenerator(DiffusionModel, Generator):
         config, tiles = super()._training_tiles(samples, config)
         known = [s.pixel_size_um for s in samples if s.pixel_size_um]
         self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
+        self.downscale = config.downscale
         return config, tiles
 
     def _fractions_of(self, masks: np.ndarray) -> torch.Tensor:
@@ -299,14 +302,15 @@ class DiffusionGenerator(DiffusionModel, Generator):
                     schema=self.schema,
                     mask=masks[j],
                     pixel_size_um=self.pixel_size_um,
-                    provenance=Provenance(origin="synthetic"),
+                    provenance=Provenance(origin="synthetic", extra={"downscale": self.downscale}),
                 )
 
     def _folder_header(self) -> dict[str, Any]:
         return {"kind": "generator", "generator": self.name, "generator_version": self.version}
 
     def _folder_extra(self) -> dict[str, Any]:
-        return {"condition": self.condition_spec.to_dict(), "pixel_size_um": self.pixel_size_um}
+        return {"condition": self.condition_spec.to_dict(), "pixel_size_um": self.pixel_size_um,
+                "downscale": self.downscale}
 
     @classmethod
     def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
@@ -321,3 +325,4 @@ class DiffusionGenerator(DiffusionModel, Generator):
     def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
         super()._restore(folder, config)
         self.pixel_size_um = config.get("pixel_size_um")
+        self.downscale = int(config.get("downscale", self.TrainConfig.downscale))

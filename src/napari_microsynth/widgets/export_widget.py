@@ -45,19 +45,27 @@ def export_from_paths(
     overwrite: bool,
     progress,
     should_stop,
-) -> TrainingSetSummary:
-    """Worker: read the real splits (labelled samples only), then export the training set."""
+) -> TrainingSetSummary | str:
+    """Worker: read the real splits (labelled samples only), then export the training set.
+
+    Bad input (an existing export, too few synthetic pairs, a missing split, ...) comes back as the
+    error message instead of an exception, so the widget shows it in one line (as the CLI does) rather
+    than as a traceback.
+    """
     from ..engines.training_set import export_training_set, load_split
 
-    loaded = {}
-    for role, name in splits.items():
-        samples = [] if name is None else load_split(real, name, progress=progress, should_stop=should_stop)
-        loaded[role] = [s for s in samples if s.mask is not None]
-    source = f"{real} (" + ", ".join(f"{role} split {name!r}" for role, name in splits.items() if name) + ")"
-    return export_training_set(
-        out, loaded["train"], loaded["val"], loaded["test"], synthetic=synthetic, ratio=ratio, tile=tile,
-        source=source, folders=folders, overwrite=overwrite, progress=progress, should_stop=should_stop,
-    )
+    try:
+        loaded = {}
+        for role, name in splits.items():
+            samples = [] if name is None else load_split(real, name, progress=progress, should_stop=should_stop)
+            loaded[role] = [s for s in samples if s.mask is not None]
+        source = f"{real} (" + ", ".join(f"{role} split {name!r}" for role, name in splits.items() if name) + ")"
+        return export_training_set(
+            out, loaded["train"], loaded["val"], loaded["test"], synthetic=synthetic, ratio=ratio, tile=tile,
+            source=source, folders=folders, overwrite=overwrite, progress=progress, should_stop=should_stop,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        return str(exc)
 
 
 def _path_row(edit: QLineEdit, button: QPushButton) -> QHBoxLayout:
@@ -107,6 +115,7 @@ class ExportWidget(QWidget):
         self.balance_view = QPlainTextEdit()
         self.balance_view.setReadOnly(True)
         self.balance_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.balance_view.setMinimumHeight(140)
         self.balance_view.setPlaceholderText("class balance (pixel share per phase) appears here after an export")
         self.message = QLabel("")
         self.message.setWordWrap(True)
@@ -229,8 +238,7 @@ class ExportWidget(QWidget):
             export_from_paths,
             on_done=self._done,
             on_error=lambda exc: self._finished(f"export failed: {exc}"),
-            on_cancelled=lambda: self._finished(
-                "cancelled; press Export again with the same settings to continue where it stopped"),
+            on_cancelled=self._cancelled,
             real=self.real_path, splits=splits, synthetic=self.synthetic_path if self.ratio_box.value() > 0 else None,
             out=out, ratio=self.ratio_box.value(), tile=self.tile_box.value(), folders=self.folders_box.isChecked(),
             overwrite=self.overwrite_box.isChecked(),
@@ -240,7 +248,15 @@ class ExportWidget(QWidget):
         """Stop after the sample being written; Export with the same settings resumes."""
         self.progress.cancel()
 
-    def _done(self, summary: TrainingSetSummary) -> None:
+    def _cancelled(self) -> None:
+        self.overwrite_box.setChecked(False)  # the earlier export is gone: Export again continues this one
+        self._finished("cancelled; press Export again with the same settings to continue where it stopped")
+
+    def _done(self, summary: TrainingSetSummary | str) -> None:
+        if isinstance(summary, str):
+            self.progress.status.setText("failed")
+            self._finished(f"export failed: {summary}")
+            return
         self.summary = summary
         self.balance_view.setPlainText(summary.balance.as_text())
         counts = ", ".join(f"{split} {sum(origins.values())}" for split, origins in summary.counts.items())
