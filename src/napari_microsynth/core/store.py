@@ -638,7 +638,7 @@ class DatasetStore:
 _EXPORT_ENTRIES = {"images", "masks", "splits", "schema.json", "samples.csv"}
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``path`` through a temporary file and a rename, so it is never seen half-written."""
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
@@ -725,7 +725,7 @@ def export_folder(
     out_dir = Path(out_dir)
     _prepare_export_dir(out_dir, overwrite)
     schema = store.schema
-    _atomic_write_bytes(out_dir / "schema.json", (json.dumps(schema.to_dict(), indent=2) + "\n").encode())
+    atomic_write_bytes(out_dir / "schema.json", (json.dumps(schema.to_dict(), indent=2) + "\n").encode())
 
     statuses = store.statuses()
     indices = [i for i in range(len(store)) if include_rejected or statuses[i] != "rejected"]
@@ -757,8 +757,8 @@ def export_folder(
             mask_bytes = _png_bytes(mask, palette=schema.colors if mask.dtype == np.uint8 else None)
         else:
             mask_bytes = _tiff_bytes(mask.astype(np.int32))
-        _atomic_write_bytes(out_dir / "images" / image_file, image_bytes)
-        _atomic_write_bytes(out_dir / "masks" / mask_file, mask_bytes)
+        atomic_write_bytes(out_dir / "images" / image_file, image_bytes)
+        atomic_write_bytes(out_dir / "masks" / mask_file, mask_bytes)
         written["images"].add(image_file)
         written["masks"].add(mask_file)
         row: dict[str, Any] = {
@@ -790,7 +790,7 @@ def export_folder(
         file_name = re.sub(r"[^A-Za-z0-9._-]+", "_", split_name) + ".txt"
         member_set = set(members)
         stems = [r["image"].split("/", 1)[1] for r in rows if r["index"] in member_set]
-        _atomic_write_bytes(out_dir / "splits" / file_name, "".join(s + "\n" for s in stems).encode())
+        atomic_write_bytes(out_dir / "splits" / file_name, "".join(s + "\n" for s in stems).encode())
         split_files.add(file_name)
     for stale in (out_dir / "splits").iterdir():
         if stale.name not in split_files:
@@ -806,7 +806,7 @@ def export_folder(
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_bytes(out_dir / "samples.csv", buffer.getvalue().encode())
+    atomic_write_bytes(out_dir / "samples.csv", buffer.getvalue().encode())
     return out_dir
 
 

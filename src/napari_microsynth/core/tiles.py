@@ -14,7 +14,8 @@ from .sample import Sample
 Box = tuple[int, int, int, int]
 
 
-def _tile_size(tile) -> tuple[int, int]:
+def tile_shape(tile) -> tuple[int, int]:
+    """``(height, width)`` of a tile given as an int or a pair; raises for non-positive sizes."""
     th, tw = (tile, tile) if np.isscalar(tile) else tuple(tile)
     th, tw = int(th), int(tw)
     if th < 1 or tw < 1:
@@ -39,7 +40,7 @@ def tile_boxes(shape, tile=256) -> list[Box]:
     no boxes. ``tile`` is an int or ``(height, width)``.
     """
     h, w = _image_size(shape)
-    th, tw = _tile_size(tile)
+    th, tw = tile_shape(tile)
     return [(y, x, y + th, x + tw) for y in range(0, h - th + 1, th) for x in range(0, w - tw + 1, tw)]
 
 
@@ -63,7 +64,7 @@ def sliding_window_boxes(shape, tile=256, overlap: float = 0.5) -> list[Box]:
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     h, w = _image_size(shape)
-    th, tw = _tile_size(tile)
+    th, tw = tile_shape(tile)
     sy, sx = max(1, round(th * (1.0 - overlap))), max(1, round(tw * (1.0 - overlap)))
     return [
         (y, x, min(y + th, h), min(x + tw, w))

@@ -35,8 +35,8 @@ from ..core.fractions import class_counts
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
-from ..core.store import DatasetStore, _atomic_write_bytes, export_folder, is_store
-from ..core.tiles import _tile_size, tile_samples
+from ..core.store import DatasetStore, atomic_write_bytes, export_folder, is_store
+from ..core.tiles import tile_shape, tile_samples
 
 #: Real-to-synthetic ratios of paper 000, sec. 2.3 (1:R = R synthetic pairs per real tile).
 PAPER_RATIOS = (1, 2, 4, 6, 8, 10)
@@ -115,7 +115,7 @@ def real_tiles(samples: Sequence[Sample], tile=256) -> list[Sample]:
     Each tile keeps its micrograph's provenance with the crop box (``core.tiles.tile_samples``);
     remainders at the right/bottom edge narrower than a tile are left out.
     """
-    _tile_size(tile)
+    tile_shape(tile)
     tiles = []
     for sample in samples:
         if sample.mask is None:
@@ -136,7 +136,7 @@ def _scaled_shape(pair: Sample, real_pixel_size_um: float | None, tile) -> tuple
     factor = scale_factor(pair, real_pixel_size_um)
     h, w = pair.shape
     shape = (max(1, round(h * factor)), max(1, round(w * factor)))
-    th, tw = _tile_size(tile)
+    th, tw = tile_shape(tile)
     if shape[0] < th or shape[1] < tw:
         at = f" (resized x{factor:g})" if factor != 1.0 else ""
         raise ValueError(
@@ -264,7 +264,7 @@ class ClassBalance:
         writer.writeheader()
         writer.writerows(self.rows())
         path = Path(path)
-        _atomic_write_bytes(path, buffer.getvalue().encode())
+        atomic_write_bytes(path, buffer.getvalue().encode())
         return path
 
     def plot(self, path: str | Path) -> Path:
@@ -591,7 +591,7 @@ def export_training_set(
     if not real_train:
         raise ValueError("real_train is empty: a training set needs real training micrographs")
     schema = real_train[0].schema
-    th, tw = _tile_size(tile)
+    th, tw = tile_shape(tile)
     synthetic_source = ""
     if isinstance(synthetic, (str, Path)):
         synthetic = DatasetStore.open(synthetic)
@@ -640,7 +640,7 @@ def export_training_set(
     _prepare_out(out, plan, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if _read_plan(out) != plan:
-        _atomic_write_bytes(out / PLAN_FILE, (json.dumps(plan, indent=1) + "\n").encode())
+        atomic_write_bytes(out / PLAN_FILE, (json.dumps(plan, indent=1) + "\n").encode())
 
     store_description = (f"training set: {len(tiles)} real {th}x{tw} tiles + {len(chosen)} synthetic pairs "
                          f"(1:{float(ratio):g}); val/test whole real micrographs"
@@ -678,6 +678,6 @@ def export_training_set(
         resumed_from=resumed_from, files=files,
     )
     card = _card(summary, description, source, synthetic_source, folders, schema)
-    _atomic_write_bytes(out / CARD_FILE, card.encode())
+    atomic_write_bytes(out / CARD_FILE, card.encode())
     files["card"] = out / CARD_FILE
     return summary

@@ -228,7 +228,11 @@ class DiffusionGenerator(DiffusionModel, Generator):
     def _set_up(self, model: Any, device: str) -> None:
         super()._set_up(model, device)
         self.pixel_size_um: float | None = None
-        self.downscale: int = self.TrainConfig.downscale
+
+    @property
+    def downscale(self) -> int:
+        """How much the training micrographs were reduced for this model's tiles (1 before training)."""
+        return int(self.training.settings.get("downscale", 1))
 
     @property
     def condition_spec(self) -> ConditionSpec:
@@ -241,7 +245,6 @@ class DiffusionGenerator(DiffusionModel, Generator):
         config, tiles = super()._training_tiles(samples, config)
         known = [s.pixel_size_um for s in samples if s.pixel_size_um]
         self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
-        self.downscale = config.downscale
         return config, tiles
 
     def _fractions_of(self, masks: np.ndarray) -> torch.Tensor:
@@ -309,8 +312,7 @@ class DiffusionGenerator(DiffusionModel, Generator):
         return {"kind": "generator", "generator": self.name, "generator_version": self.version}
 
     def _folder_extra(self) -> dict[str, Any]:
-        return {"condition": self.condition_spec.to_dict(), "pixel_size_um": self.pixel_size_um,
-                "downscale": self.downscale}
+        return {"condition": self.condition_spec.to_dict(), "pixel_size_um": self.pixel_size_um}
 
     @classmethod
     def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
@@ -325,4 +327,3 @@ class DiffusionGenerator(DiffusionModel, Generator):
     def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
         super()._restore(folder, config)
         self.pixel_size_um = config.get("pixel_size_um")
-        self.downscale = int(config.get("downscale", self.TrainConfig.downscale))
