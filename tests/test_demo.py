@@ -4,22 +4,33 @@ from __future__ import annotations
 import pytest
 
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.engines.demo import run_demo
+from napari_microsynth.engines.demo import DEMO_PAIRS, DEMO_TILE, run_demo
 
 
-def test_demo_segments_stores_and_exports(tmp_path):
+def test_demo_segments_generates_curates_and_exports(tmp_path):
     out = tmp_path / "demo"
     summary = run_demo(out)
-    assert "uhcs1648" in summary and "mIoU" in summary
-    for name in ("fractions.csv", "tile_fraction_histograms.png", "phases_no_ratio.png", "phases_true_ratio.png"):
+    assert "uhcs1648" in summary and "mIoU" in summary and "auto-curation" in summary
+    for name in ("fractions.csv", "tile_fraction_histograms.png", "phases_no_ratio.png", "phases_true_ratio.png",
+                 "generated_pairs.png"):
         assert (out / name).is_file(), name
-    store = DatasetStore.open(out / "sample.zarr")
-    origins = [store.provenance(i).origin for i in range(len(store))]
-    assert origins.count("predicted") == 1 and origins.count("real") == 3
-    assert (out / "export" / "samples.csv").is_file()
+    pairs = DatasetStore.open(out / "generated.zarr")
+    assert len(pairs) == DEMO_PAIRS
+    assert {pairs.provenance(i).generator for i in range(len(pairs))} == {"pf-diffseg"}
+    accepted = pairs.statuses().count("accepted")
+    assert set(pairs.statuses()) <= {"accepted", "pending"}
+
+    training = DatasetStore.open(out / "training_set" / "dataset.zarr")
+    train = training.splits["train"]
+    origins = [training.provenance(i).origin for i in train]
+    assert origins.count("synthetic") == accepted
+    assert origins.count("real") == (484 // DEMO_TILE) * (645 // DEMO_TILE)  # uhcs1648 is 645 x 484
+    assert all(training.shape(i) == (DEMO_TILE, DEMO_TILE) for i in train)
+    card = (out / "training_set" / "README.md").read_text()
+    assert "pf-diffseg" in card
+    assert (out / "training_set" / "folders" / "samples.csv").is_file()
     with pytest.raises(FileExistsError):
         run_demo(out)
-    run_demo(out, overwrite=True)
 
 
 def test_demo_refuses_to_delete_a_folder_it_did_not_write(tmp_path):

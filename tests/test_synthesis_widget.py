@@ -83,6 +83,22 @@ def test_generating_two_pairs_shows_two_image_and_labels_layers_with_fractions(w
     assert "generated 2 pairs" in widget.message.text()
 
 
+def test_bundled_generator_is_preselected_and_generates_two_pairs(make_napari_viewer, qtbot):
+    """A fresh install: the widget opens with the bundled UHCS PF-DiffSeg model, no training needed."""
+    viewer = make_napari_viewer()
+    widget = SynthesisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Synthesis")
+    assert widget.model_combo.currentText() == "bundled: pf-diffseg-uhcs-demo"
+    widget.device_combo.setCurrentText("cpu")
+    widget.sliders.set_fractions([0.6, 0.2, 0.15, 0.05])
+    generate(widget, qtbot, pairs=2, steps=10, batch_size=2)
+
+    images, labels = layers_of(viewer, "image"), layers_of(viewer, "labels")
+    assert len(images) == 2 and len(labels) == 2
+    assert all(layer.data.shape == (64, 64) for layer in images + labels)
+    assert all(layer.metadata["microsynth"]["samples"][0]["provenance"]["model_checksum"] for layer in labels)
+
+
 def test_cancel_stops_a_long_run_and_keeps_the_pairs_shown(widget, qtbot):
     viewer = widget.viewer
     widget.pairs_box.setValue(8)
