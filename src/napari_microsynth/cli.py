@@ -391,6 +391,7 @@ def _evaluate_generator(args: argparse.Namespace) -> int:
     with stop.installed():
         result = evaluate_generator(generator, real, n=args.n, guidance_scales=args.guidance, seed=args.seed,
                                     timing_n=args.timing_n, progress=progress, should_stop=stop,
+                                    sampler=args.sampler, batch_size=args.batch_size,
                                     **({"steps": args.steps} if args.steps else {}))
     progress.close()
     folder = result.write(Path(args.out))
@@ -628,8 +629,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="real labelled data (folder or store)")
     p.add_argument("--split", default="test")
     p.add_argument("-n", type=int, default=64)
-    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
-    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0],
+                   help="classifier-free guidance scales to compare (1 = none, the paper's sampling)")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"])
+    p.add_argument("--steps", type=int, default=0, help="denoising steps (default: 50 DDIM, 20 DPM-Solver++)")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs denoised together")
     p.add_argument("--timing-n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -171,15 +171,18 @@ def fraction_mae(target, achieved) -> np.ndarray:
     return np.abs(t - a).mean(axis=0)
 
 
-def fraction_r2(target, achieved) -> np.ndarray:
+def fraction_r2(target, achieved, min_spread: float = 0.0) -> np.ndarray:
     """Coefficient of determination ``1 - SS_res / SS_tot`` of achieved vs target, per class ``(C,)``.
 
-    nan for a class whose target is constant (SS_tot = 0).
+    nan for a class whose targets have a standard deviation of ``min_spread`` or less (always for a
+    constant target, SS_tot = 0): with almost no spread to explain, R^2 says nothing.
     """
     t, a = _fraction_pair(target, achieved)
     ss_res = ((a - t) ** 2).sum(axis=0)
     ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
-    return 1.0 - _safe_ratio(ss_res, ss_tot)
+    r2 = 1.0 - _safe_ratio(ss_res, ss_tot)
+    r2[t.std(axis=0) <= min_spread] = np.nan
+    return r2
 
 
 def _as_grey_levels(image, levels: int) -> np.ndarray:

@@ -44,6 +44,8 @@ from ..core.tiles import tile_boxes
 from ..generators.base import Generator
 from ..models.diffusion_training import downscale_pair
 
+R2_MIN_SPREAD = 0.01  # fraction-control R^2 only for classes whose targets vary by more than 1 point (std)
+
 
 class FeatureExtractor(Protocol):
     """What the distribution metrics need from a feature extractor."""
@@ -316,7 +318,8 @@ class FractionControl:
 
     @property
     def r2(self) -> np.ndarray:
-        return fraction_r2(self.targets, self.achieved)
+        """Per class; nan where the targets spread by 1 percentage point or less (std)."""
+        return fraction_r2(self.targets, self.achieved, min_spread=R2_MIN_SPREAD)
 
     @property
     def mae(self) -> np.ndarray:
@@ -330,7 +333,8 @@ class FractionControl:
              "n": len(self.targets)}
             for c, name in enumerate(self.class_names)
         ]
-        rows.append({"guidance_scale": self.guidance_scale, "class": "mean", "r2": float(np.nanmean(r2)),
+        mean_r2 = float(np.nanmean(r2)) if np.isfinite(r2).any() else float("nan")
+        rows.append({"guidance_scale": self.guidance_scale, "class": "mean", "r2": mean_r2,
                      "mae": float(np.mean(mae)), "n": len(self.targets)})
         return rows
 
@@ -498,14 +502,16 @@ class GeneratorEvaluation:
                 f"## Fraction control ({n} target vectors)",
                 "",
                 "Achieved = phase fractions of the generated masks. Paper 000 reports R² 87-98 % and MAE",
-                "0.1-1.7 percentage points per class for PF-DiffSeg on MetalDAM (Fig. 4).",
+                "0.1-1.7 percentage points per class for PF-DiffSeg on MetalDAM (Fig. 4). R² is n/a for a class",
+                "whose targets vary by 1 point (std) or less.",
                 "",
                 "| guidance | class | R² (%) | MAE (pp) |",
                 "|---|---|---|---|",
             ]
             for row in self.fraction_rows():
                 scale = "default" if row["guidance_scale"] is None else f"{row['guidance_scale']:g}"
-                lines.append(f"| {scale} | {row['class']} | {100 * row['r2']:.1f} | {100 * row['mae']:.2f} |")
+                r2 = "n/a" if np.isnan(row["r2"]) else f"{100 * row['r2']:.1f}"
+                lines.append(f"| {scale} | {row['class']} | {r2} | {100 * row['mae']:.2f} |")
             lines.append("")
         if self.distribution is not None:
             e = self.distribution.extractor
