@@ -1,6 +1,9 @@
-"""Render the README screenshot: the bundled sample segmented in the Phase ratios widget.
+"""Render the README screenshots: the bundled sample in the Phase ratios widget, or a store in the Curation widget.
 
-Run under a virtual X server: ``xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py OUT.png``.
+Run under a virtual X server:
+
+    xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py phase-ratio OUT.png
+    xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py curation OUT.png demo_output/generated.zarr
 """
 import sys
 
@@ -8,28 +11,47 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 from napari_microsynth.core.sample_data import load_sample
-from napari_microsynth.widgets.phase_ratio import PhaseRatioWidget
 
 
-def main(out: str) -> None:
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 900)
+def settle(app, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        app.processEvents()
+
+
+def phase_ratio(viewer, app) -> None:
+    from napari_microsynth.widgets.phase_ratio import PhaseRatioWidget
+
     sample = load_sample()
     viewer.add_image(sample.image, name=sample.name)
     widget = PhaseRatioWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Phase ratios", area="right")
     widget.segment()
-    app = QApplication.instance()
     while widget.session is None:
         app.processEvents()
     widget.sliders.set_phase(1, 0.12)
     while widget.updating:
         app.processEvents()
-    for _ in range(20):
-        app.processEvents()
+
+
+def curation(viewer, app, store: str) -> None:
+    from napari_microsynth.widgets.curation import CurationWidget
+
+    widget = CurationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Curation", area="right")
+    widget.filter_combo.setCurrentText("all")
+    widget.open_store(store)
+    viewer.reset_view()
+
+
+def main(which: str, out: str, *args: str) -> None:
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 900)
+    app = QApplication.instance()
+    {"phase-ratio": phase_ratio, "curation": curation}[which](viewer, app, *args)
+    settle(app)
     viewer.screenshot(out, canvas_only=False)
     viewer.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

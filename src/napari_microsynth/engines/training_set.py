@@ -512,7 +512,8 @@ def _card(summary: TrainingSetSummary, description: str, source: str, synthetic_
         f"- train: non-overlapping {tile} tiles of the real training micrographs, then the first accepted "
         "synthetic pairs in store order, resampled to the real pixel size "
         + (f"({summary.real_pixel_size_um:.4g} um/px, median of the real training micrographs)"
-           if summary.real_pixel_size_um else "(unknown here, so not resampled)"),
+           if summary.real_pixel_size_um else "(pixel sizes unknown: pairs resized by their generator's "
+           "downscale factor)"),
         "- val / test: whole real micrographs, never tiled and never mixed with synthetic pairs (evaluate "
         "them with sliding windows, e.g. 256x256 at 50 % overlap as in paper 000)",
         "",
