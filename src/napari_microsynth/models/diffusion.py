@@ -236,7 +236,11 @@ def sampling_scheduler(config: DenoiserConfig, sampler: str, steps: int):
     if sampler == "ddim":
         scheduler = DDIMScheduler(clip_sample=True, **common)
     elif sampler == "dpm++":
-        scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+        # dynamic thresholding of the predicted clean sample (Saharia et al. 2022), the DPM-Solver++
+        # counterpart of DDIM's clipping for pixel-space models: without it the first steps from pure
+        # noise under the cosine schedule overshoot and the result stays noisy
+        scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, thresholding=True,
+                                                sample_max_value=1.0, **common)
     else:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if steps < 1:
