@@ -26,6 +26,7 @@ DEMO_MARKER = ".microsynth-demo"
 DEMO_SEGMENTER = "plm-uhcs-demo"
 DEMO_GENERATOR = "pf-diffseg-uhcs-demo"
 DEMO_PAIRS = 12
+DEMO_GUIDANCE = 3.0  # classifier-free guidance: a third less fraction error than none (model card)
 DEMO_MAX_FRACTION_ERROR = 0.10  # accept pairs whose phase fractions are all within 10 points of the target
 DEMO_TILE = 128  # real pixels: the field of view of the demo generator's pairs (64 px at half resolution)
 
@@ -106,11 +107,12 @@ def _generate(sample, path: Path, lines: list[str], should_stop: StopFn):
     targets = fraction_targets([sample], DEMO_PAIRS, seed=0, tile=DEMO_TILE)
     store = DatasetStore.create(path, sample.schema, description=f"pairs from the bundled {DEMO_GENERATOR}")
     pairs = generator.sample(targets, n=DEMO_PAIRS, seed=0, sampler="dpm++", batch_size=DEMO_PAIRS,
-                             should_stop=should_stop)
+                             guidance_scale=DEMO_GUIDANCE, should_stop=should_stop)
     for pair in pairs:
         store.append(pair, split="synthetic")
     _save_pair_grid(store, path.with_name("generated_pairs.png"))
-    lines.append(f"generated {len(store)} pairs with {DEMO_GENERATOR} (DPM-Solver++, 20 steps) into {path}; "
+    lines.append(f"generated {len(store)} pairs with {DEMO_GENERATOR} (DPM-Solver++, 20 steps, guidance "
+                 f"{DEMO_GUIDANCE:g}) into {path}; "
                  f"preview {path.with_name('generated_pairs.png').name}")
     return store
 
