@@ -253,7 +253,8 @@ def test_sample_streams_pairs_with_provenance(trained):
         p = pair.provenance
         assert (p.origin, p.generator, p.seed) == ("synthetic", "pf-diffseg", seed)
         assert p.condition == {"fractions": pytest.approx([0.6, 0.2, 0.15, 0.05])}
-        assert p.extra["sampling"] == {"sampler": "dpm++", "steps": 5, "guidance_scale": 1.0, "batch_size": 1}
+        assert p.extra["sampling"] == {"sampler": "dpm++", "steps": 5, "guidance_scale": 1.0, "batch_size": 1,
+                                       "min_region_px": 0}
         assert pair.fractions.shape == (4,) and pair.fractions.sum() == pytest.approx(1)
     assert not np.array_equal(pairs[0].image, pairs[1].image)
 
@@ -268,6 +269,25 @@ def test_sampling_with_guidance_and_the_paper_sampler(trained):
         gen.sample(rows, sampler="euler")
     with pytest.raises(ValueError, match="non-negative"):
         gen.sample([0.5, 0.6, -0.1, 0.0])
+
+
+def test_mask_clean_up_after_sampling_leaves_no_small_region(trained):
+    """Paper 002's clean-up as a sampling option: same noise, speckles filled from their neighbours."""
+    from scipy import ndimage
+
+    gen, _ = trained
+    rows = [[0.4, 0.3, 0.2, 0.1]] * 2
+    raw = list(gen.sample(rows, seed=3, sampler="dpm++", steps=4))
+    clean = list(gen.sample(rows, seed=3, sampler="dpm++", steps=4, min_region_px=6))
+    for before, after in zip(raw, clean):
+        np.testing.assert_array_equal(before.image, after.image)
+        assert after.provenance.extra["sampling"]["min_region_px"] == 6
+        sizes = [size for c in range(4)
+                 for size in np.bincount(ndimage.label(after.mask == c, np.ones((3, 3)))[0].ravel())[1:]]
+        assert min(sizes) >= 6
+        assert np.count_nonzero(before.mask != after.mask) > 0
+    with pytest.raises(ValueError, match="min_region_px"):
+        gen.sample(rows, min_region_px=-1)
 
 
 def test_should_stop_cancels_mid_sampling(trained):

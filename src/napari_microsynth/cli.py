@@ -392,6 +392,7 @@ def _evaluate_generator(args: argparse.Namespace) -> int:
         result = evaluate_generator(generator, real, n=args.n, guidance_scales=args.guidance, seed=args.seed,
                                     timing_n=args.timing_n, progress=progress, should_stop=stop,
                                     sampler=args.sampler, batch_size=args.batch_size,
+                                    min_region_px=args.min_region_px,
                                     **({"steps": args.steps} if args.steps else {}))
     progress.close()
     folder = result.write(Path(args.out))
@@ -634,6 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"])
     p.add_argument("--steps", type=int, default=0, help="denoising steps (default: 50 DDIM, 20 DPM-Solver++)")
     p.add_argument("--batch-size", type=int, default=16, help="pairs denoised together")
+    p.add_argument("--min-region-px", type=int, default=0,
+                   help="paper 002's mask clean-up after sampling: fill phase regions under this size (0 = off)")
     p.add_argument("--timing-n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar, Iterator, Self, Sequence
 import numpy as np
 import torch
 
+from ..core.cleanup import remove_small_regions
 from ..core.fractions import mask_fractions
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop
 from ..core.sample import Provenance, Sample
@@ -221,7 +222,9 @@ class DiffusionGenerator(DiffusionModel, Generator):
     pixel size is not), so they can be brought back to the scale of the real micrographs.
     """
 
-    sampling_defaults = {"sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4}
+    #: ``min_region_px``: paper 002's mask clean-up (sec. 4.2) after sampling: regions of a phase smaller
+    #: than this many pixels are filled from the neighbouring phases (0 = off, the raw diffusion output)
+    sampling_defaults = {"sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4, "min_region_px": 0}
     #: the denoising passes made for each batch, as progress messages name them ("" for a single pass)
     sampling_stages: ClassVar[tuple[str, ...]] = ("",)
 
@@ -239,7 +242,12 @@ class DiffusionGenerator(DiffusionModel, Generator):
         return ConditionSpec.fractions(self.schema)
 
     def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        return sampling_settings(options["sampler"], options["steps"], options["batch_size"], options["guidance_scale"])
+        settings = sampling_settings(options["sampler"], options["steps"], options["batch_size"],
+                                     options["guidance_scale"])
+        min_region = int(options["min_region_px"])
+        if min_region < 0:
+            raise ValueError(f"min_region_px must be >= 0 (0 = no clean-up), got {options['min_region_px']}")
+        return {**settings, "min_region_px": min_region}
 
     def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
         config, tiles = super()._training_tiles(samples, config)
@@ -276,6 +284,7 @@ class DiffusionGenerator(DiffusionModel, Generator):
         steps: int = 50,
         guidance_scale: float = 1.0,
         batch_size: int = 4,
+        min_region_px: int = 0,
     ) -> Iterator[Sample]:
         n = len(conditions)
         batches = batch_ranges(n, batch_size)
@@ -300,10 +309,11 @@ class DiffusionGenerator(DiffusionModel, Generator):
                 [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step
             )
             for j in range(len(index)):
+                mask = masks[j] if not min_region_px else remove_small_regions(masks[j], self.schema, min_region_px)
                 yield Sample(
                     image=images[j],
                     schema=self.schema,
-                    mask=masks[j],
+                    mask=mask,
                     pixel_size_um=self.pixel_size_um,
                     provenance=Provenance(origin="synthetic", extra={"downscale": self.downscale}),
                 )
