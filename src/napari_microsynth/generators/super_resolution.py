@@ -187,8 +187,9 @@ class SuperResolution(DiffusionModel):
 
         ``seed`` None = the sample's recorded seed (0 if it has none). Provenance is kept, with
         ``extra["super_resolution"]`` = this model's checksum and ``extra["super_resolution_sampling"]``
-        the seed and sampler settings; ``pixel_size_um`` is halved. Any size works whose doubled sides
-        fit the U-Net (multiples of ``2 ** (stages - 1)``); the model was trained at :attr:`resolution`.
+        the seed and sampler settings; ``pixel_size_um`` and ``extra["downscale"]`` are halved. Any size
+        works whose doubled sides fit the U-Net (multiples of ``2 ** (stages - 1)``); the model was trained
+        at :attr:`resolution`.
         """
         return next(self.upscale_many([sample], seed=seed, sampler=sampler, steps=steps, batch_size=1))
 
@@ -279,6 +280,8 @@ class SuperResolution(DiffusionModel):
                     sample.provenance,
                     extra={
                         **sample.provenance.extra,
+                        **({"downscale": sample.provenance.extra["downscale"] / FACTOR}
+                           if "downscale" in sample.provenance.extra else {}),
                         "super_resolution": self.model_checksum,
                         "super_resolution_sampling": record,
                     },
