@@ -392,8 +392,9 @@ def plot_fraction_control(results: Sequence[FractionControl], path: str | Path) 
         ax.plot([0, top], [0, top], color="0.6", lw=1, ls="--")
         for r in results:
             scale = "default" if r.guidance_scale is None else f"{r.guidance_scale:g}"
+            r2 = "n/a" if np.isnan(r.r2[c]) else f"{100 * r.r2[c]:.1f}%"
             ax.scatter(100 * r.targets[:, c], 100 * r.achieved[:, c], s=10, alpha=0.7,
-                       label=f"g={scale}: R²={100 * r.r2[c]:.1f}%, MAE={100 * r.mae[c]:.2f}")
+                       label=f"g={scale}: R²={r2}, MAE={100 * r.mae[c]:.2f}")
         ax.set_xlim(0, 100 * top)
         ax.set_ylim(0, 100 * top)
         ax.set_title(name, fontsize=9)
