@@ -414,7 +414,8 @@ def _augment_benchmark(args: argparse.Namespace) -> int:
     segmentation = SegmentationConfig(arch=args.arch, preset=args.preset, encoder=args.encoder, plm="baseline",
                                       tile_size=args.tile, input_scale=args.input_scale, batch_size=args.batch_size,
                                       steps=args.steps, lr=args.lr, scale_range=(1.0, 1.0), device=args.device)
-    sampling = {"sampler": args.sampler, "guidance_scale": args.guidance, "batch_size": args.sampling_batch}
+    sampling = {"sampler": args.sampler, "guidance_scale": args.guidance, "batch_size": args.sampling_batch,
+                "min_region_px": args.min_region_px}
     if args.sampling_steps:
         sampling["steps"] = args.sampling_steps
     config = AugmentBenchmarkConfig(ratios=tuple(args.ratios), seeds=tuple(args.seeds), segmentation=segmentation,
@@ -671,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (default of the sampler)")
     p.add_argument("--sampling-batch", type=int, default=16)
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--min-region-px", type=int, default=0,
+                   help="paper 002's mask clean-up of the generated pairs (0 = off)")
     p.add_argument("--pool-seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
