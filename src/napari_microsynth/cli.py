@@ -38,13 +38,6 @@ def _schema_arg(value: str | None):
     return PhaseSchema.load(path) if path.suffix == ".json" or path.is_file() else PhaseSchema.bundled(value)
 
 
-def _load_samples(path: Path, schema, split: str | None, progress, should_stop):
-    """Samples of a dataset folder or a store (optionally one split)."""
-    from .engines.training_set import load_split
-
-    return load_split(path, split, schema=schema, progress=progress, should_stop=should_stop)
-
-
 # ---------------------------------------------------------------- data commands
 
 
@@ -133,11 +126,12 @@ def _fractions(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .engines.reports import format_fraction_table, plot_fraction_histograms, write_fraction_csv
+    from .engines.training_set import load_split
 
     path = Path(args.path)
     progress, stop = _terminal(args, "reading")
     with stop.installed():
-        samples = _load_samples(path, _schema_arg(args.schema), args.split, progress, stop)
+        samples = load_split(path, args.split, _schema_arg(args.schema), progress, stop)
     progress.close()
     samples = [s for s in samples if s.mask is not None]
     if not samples:
@@ -218,9 +212,11 @@ def _segmentation_config(args: argparse.Namespace, plm: str):
 
 
 def _labelled(path: Path, split: str | None, schema_name: str | None, args) -> list:
+    from .engines.training_set import load_split
+
     progress, stop = _terminal(args, f"reading {split or 'all'}")
     with stop.installed():
-        samples = _load_samples(path, _schema_arg(schema_name), split, progress, stop)
+        samples = load_split(path, split, _schema_arg(schema_name), progress, stop)
     progress.close()
     samples = [s for s in samples if s.mask is not None]
     if not samples:

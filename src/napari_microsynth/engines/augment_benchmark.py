@@ -35,7 +35,14 @@ from ..core.sample import Sample
 from ..core.store import DatasetStore, is_store
 from .evaluation import evaluate
 from .segmentation import SegmentationConfig, train_segmenter
-from .training_set import compose_training_set, real_tiles, to_real_scale
+from .training_set import (
+    accepted_indices,
+    compose_training_set,
+    median_pixel_size,
+    real_tiles,
+    synthetic_needed,
+    to_real_scale,
+)
 
 POOL_STORE = "synthetic.zarr"
 
@@ -85,11 +92,6 @@ def _run_dir(out: Path, ratio: float, seed: int) -> Path:
     return out / "runs" / f"ratio{ratio:g}_seed{seed}"
 
 
-def _real_pixel_size(samples: Sequence[Sample]) -> float | None:
-    known = [s.pixel_size_um for s in samples if s.pixel_size_um]
-    return float(np.median(known)) if known else None
-
-
 def generate_pool(
     generator,
     real_train: Sequence[Sample],
@@ -120,8 +122,7 @@ def generate_pool(
 
 def _pool_pairs(store: DatasetStore, n: int, real_pixel_size: float | None, tile: int,
                 accepted_only: bool) -> list[Sample]:
-    statuses = store.statuses()
-    indices = [i for i in range(len(store)) if statuses[i] == "accepted" or not accepted_only]
+    indices = accepted_indices(store) if accepted_only else list(range(len(store)))
     if len(indices) < n:
         what = "accepted pairs" if accepted_only else "pairs"
         raise ValueError(f"the benchmark needs {n} synthetic pairs but {store.path} holds {len(indices)} {what}")
@@ -218,7 +219,7 @@ def run_augment_benchmark(
     real = real_tiles(real_train, tile)
     if not real:
         raise ValueError(f"the training micrographs hold no full {tile} px tile")
-    n_synthetic = {r: int(round(r * len(real))) for r in config.ratios}
+    n_synthetic = {r: synthetic_needed(r, len(real)) for r in config.ratios}
     total_runs = len(config.ratios) * len(config.seeds)
     progress(0, total_runs, f"{len(real)} real {tile} px tiles; {max(n_synthetic.values())} synthetic pairs needed")
 
@@ -229,10 +230,10 @@ def run_augment_benchmark(
                                   seed=config.pool_seed, sampling=config.sampling,
                                   progress=lambda k, n, msg: progress(0, total_runs, f"generating pair {k}/{n}"),
                                   should_stop=should_stop)
-            pool = _pool_pairs(store, max(n_synthetic.values()), _real_pixel_size(real_train), tile, False)
+            pool = _pool_pairs(store, max(n_synthetic.values()), median_pixel_size(real_train), tile, False)
         else:
             store = DatasetStore.open(Path(synthetic_store))
-            pool = _pool_pairs(store, max(n_synthetic.values()), _real_pixel_size(real_train), tile, True)
+            pool = _pool_pairs(store, max(n_synthetic.values()), median_pixel_size(real_train), tile, True)
 
     rows = []
     done = 0

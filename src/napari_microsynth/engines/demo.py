@@ -106,26 +106,30 @@ def _generate(sample, path: Path, lines: list[str], should_stop: StopFn):
     generator = load_generator(resource_path("models", DEMO_GENERATOR), device="cpu")
     targets = fraction_targets([sample], DEMO_PAIRS, seed=0, tile=DEMO_TILE)
     store = DatasetStore.create(path, sample.schema, description=f"pairs from the bundled {DEMO_GENERATOR}")
-    pairs = generator.sample(targets, n=DEMO_PAIRS, seed=0, sampler="dpm++", batch_size=DEMO_PAIRS,
-                             guidance_scale=DEMO_GUIDANCE, should_stop=should_stop)
-    for pair in pairs:
-        store.append(pair, split="synthetic")
-    _save_pair_grid(store, path.with_name("generated_pairs.png"))
+    pairs = list(generator.sample(targets, n=DEMO_PAIRS, seed=0, sampler="dpm++", batch_size=DEMO_PAIRS,
+                                  guidance_scale=DEMO_GUIDANCE, should_stop=should_stop))
+    store.extend(pairs, split="synthetic", should_stop=should_stop)
+    _save_pair_grid(pairs, path.with_name("generated_pairs.png"))
     lines.append(f"generated {len(store)} pairs with {DEMO_GENERATOR} (DPM-Solver++, 20 steps, guidance "
                  f"{DEMO_GUIDANCE:g}) into {path}; "
                  f"preview {path.with_name('generated_pairs.png').name}")
     return store
 
 
-def _save_pair_grid(store, path: Path) -> None:
-    """Images (top) and colour masks (bottom) of the stored pairs side by side, as one PNG."""
+def _palette(schema) -> np.ndarray:
+    """``(256, 3)`` uint8 lookup from class id to the schema's colour."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: schema.n_classes] = schema.colors
+    return palette
+
+
+def _save_pair_grid(pairs, path: Path) -> None:
+    """Images (top) and colour masks (bottom) of the pairs side by side, as one PNG."""
     from PIL import Image
 
-    colors = np.zeros((256, 3), dtype=np.uint8)
-    colors[: store.schema.n_classes] = store.schema.colors
+    colors = _palette(pairs[0].schema)
     columns = []
-    for i in range(len(store)):
-        pair = store[i]
+    for pair in pairs:
         grey = np.repeat((pair.image * 255).round().astype(np.uint8)[..., None], 3, axis=2)
         columns.append(np.concatenate([grey, colors[pair.mask]], axis=0))
     Image.fromarray(np.concatenate(columns, axis=1)).save(path)
@@ -142,8 +146,7 @@ def _segment(sample, out: Path, lines: list[str], should_stop: StopFn) -> None:
 
     model = Segmenter.from_pretrained(resource_path("models", DEMO_SEGMENTER))
     session = PhaseRatioSession(model, sample.image, should_stop=should_stop)
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: sample.schema.n_classes] = sample.schema.colors
+    palette = _palette(sample.schema)
     lines.append(f"segmentation with bundled model {DEMO_SEGMENTER} (mIoU against the hand mask):")
     for label, ratio in (("no ratio", None), ("true ratio", sample.fractions)):
         labels, _ = session.predict(ratio)

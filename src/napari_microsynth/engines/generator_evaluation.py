@@ -613,8 +613,7 @@ def evaluate_generator(
     if not labelled:
         raise ValueError("evaluating a generator needs annotated real micrographs")
     if downscale is None:
-        settings = getattr(getattr(generator, "training", None), "settings", None) or {}
-        downscale = int(settings.get("downscale", 1))
+        downscale = getattr(generator, "downscale", 1)
     size = getattr(generator, "resolution", None)  # known up front for the diffusion generators
     if targets is None:
         # the generator's training crop; paper 000's 256 px tiles when the generator does not say

@@ -124,6 +124,12 @@ def real_tiles(samples: Sequence[Sample], tile=256) -> list[Sample]:
     return tiles
 
 
+def median_pixel_size(samples: Sequence[Sample]) -> float | None:
+    """Median of the known pixel sizes of ``samples`` (um/px), None when none is known."""
+    known = [s.pixel_size_um for s in samples if s.pixel_size_um]
+    return float(np.median(known)) if known else None
+
+
 def scale_factor(pair: Sample, real_pixel_size_um: float | None) -> float:
     """``pair.pixel_size_um / real_pixel_size_um``; when either pixel size is unknown, the generator's
     ``provenance.extra["downscale"]`` (its tiles' scale relative to its training micrographs), else 1."""
@@ -618,8 +624,7 @@ def export_training_set(
 
     tiles = real_tiles(real_train, (th, tw))
     chosen = compose_training_set(tiles, synthetic, ratio)[len(tiles):]
-    known = [s.pixel_size_um for s in real_train if s.pixel_size_um]
-    real_px = float(np.median(known)) if known else None
+    real_px = median_pixel_size(real_train)
     for pair in chosen:
         _scaled_shape(pair, real_px, (th, tw))  # refuse too-small pairs before writing anything
 

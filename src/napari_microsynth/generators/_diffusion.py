@@ -224,7 +224,9 @@ class DiffusionGenerator(DiffusionModel, Generator):
 
     #: ``min_region_px``: paper 002's mask clean-up (sec. 4.2) after sampling: regions of a phase smaller
     #: than this many pixels are filled from the neighbouring phases (0 = off, the raw diffusion output)
-    sampling_defaults = {"sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4, "min_region_px": 0}
+    sampling_defaults = {
+        "sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4, "min_region_px": 0,
+    }
     #: the denoising passes made for each batch, as progress messages name them ("" for a single pass)
     sampling_stages: ClassVar[tuple[str, ...]] = ("",)
 

@@ -12,6 +12,10 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 
+#: exceptions that mean bad input rather than a bug (the CLI's exit status 2)
+INPUT_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
+
+
 class _ProgressRelay(QObject):
     progressed = Signal(int, int, str)
 
@@ -57,7 +61,11 @@ class EngineProgress(QWidget):
         on_cancelled: Callable[[], None] | None = None,
         **kwargs: Any,
     ):
-        """Run ``engine(progress=..., should_stop=..., **kwargs)`` in a napari thread worker."""
+        """Run ``engine(progress=..., should_stop=..., **kwargs)`` in a napari thread worker.
+
+        Bad input (``INPUT_ERRORS``) goes to ``on_error`` only, as a one-line message does in the CLI; any
+        other exception also reaches napari's error notification with its traceback.
+        """
         from napari.qt.threading import create_worker
 
         from ..core.progress import Cancelled
@@ -75,6 +83,10 @@ class EngineProgress(QWidget):
                                        **kwargs))
             except Cancelled:
                 return ("cancelled", None)
+            except INPUT_ERRORS as exc:
+                if on_error is None:
+                    raise
+                return ("failed", exc)
 
         worker = create_worker(run, _start_thread=False)
 
@@ -85,6 +97,9 @@ class EngineProgress(QWidget):
                 self.status.setText("cancelled")
                 if on_cancelled is not None:
                     on_cancelled()
+            elif kind == "failed":
+                self.status.setText(f"failed: {value}")
+                on_error(value)
             else:
                 self.status.setText("done")
                 on_done(value)

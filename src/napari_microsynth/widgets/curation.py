@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 
 from ..core.cleanup import remove_small_regions
 from ..core.curation import accept_within, fraction_errors, reject_small_phases
-from ..core.store import DatasetStore, is_store
+from ..core.store import STATUSES, DatasetStore, is_store
 
 IMAGE_LAYER = "curation image"
 MASK_LAYER = "curation mask"
@@ -60,6 +60,7 @@ class CurationWidget(QWidget):
         self.queue: list[int] = []
         self.position = -1
         self._shown_index: int | None = None
+        self._shown_mask: np.ndarray | None = None  # the store's mask of the pair on screen, as read
         self._errors = np.zeros(0)  # fraction error per store sample (NaN without a target)
 
         self.store_label = QLabel("no store open")
@@ -192,7 +193,7 @@ class CurationWidget(QWidget):
         from collections import Counter
 
         counts = Counter(self.store.statuses())
-        self.counts_label.setText(", ".join(f"{counts.get(s, 0)} {s}" for s in ("pending", "accepted", "rejected", "flagged")))
+        self.counts_label.setText(", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
 
     # ------------------------------------------------------------------ showing one pair
 
@@ -221,7 +222,7 @@ class CurationWidget(QWidget):
         else:
             self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5,
                                    colormap=label_colormap(self.store.schema))
-        self._shown_index = index
+        self._shown_index, self._shown_mask = index, sample.mask
         self.viewer.layers.selection.active = self.viewer.layers[MASK_LAYER]
         self.queue_list.blockSignals(True)
         self.queue_list.setCurrentRow(row)
@@ -255,10 +256,10 @@ class CurationWidget(QWidget):
         mask = self.current_mask()
         if mask is None or self.store is None:
             return False
-        index = self._shown_index
-        if np.array_equal(mask, self.store.mask(index)):
+        if np.array_equal(mask, self._shown_mask):
             return False
-        self.store.replace_mask(index, mask)
+        self.store.replace_mask(self._shown_index, mask)
+        self._shown_mask = mask.copy()
         return True
 
     # ------------------------------------------------------------------ decisions

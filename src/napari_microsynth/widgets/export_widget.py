@@ -45,27 +45,19 @@ def export_from_paths(
     overwrite: bool,
     progress,
     should_stop,
-) -> TrainingSetSummary | str:
-    """Worker: read the real splits (labelled samples only), then export the training set.
-
-    Bad input (an existing export, too few synthetic pairs, a missing split, ...) comes back as the
-    error message instead of an exception, so the widget shows it in one line (as the CLI does) rather
-    than as a traceback.
-    """
+) -> TrainingSetSummary:
+    """Worker: read the real splits (labelled samples only), then export the training set."""
     from ..engines.training_set import export_training_set, load_split
 
-    try:
-        loaded = {}
-        for role, name in splits.items():
-            samples = [] if name is None else load_split(real, name, progress=progress, should_stop=should_stop)
-            loaded[role] = [s for s in samples if s.mask is not None]
-        source = f"{real} (" + ", ".join(f"{role} split {name!r}" for role, name in splits.items() if name) + ")"
-        return export_training_set(
-            out, loaded["train"], loaded["val"], loaded["test"], synthetic=synthetic, ratio=ratio, tile=tile,
-            source=source, folders=folders, overwrite=overwrite, progress=progress, should_stop=should_stop,
-        )
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        return str(exc)
+    loaded = {}
+    for role, name in splits.items():
+        samples = [] if name is None else load_split(real, name, progress=progress, should_stop=should_stop)
+        loaded[role] = [s for s in samples if s.mask is not None]
+    source = f"{real} (" + ", ".join(f"{role} split {name!r}" for role, name in splits.items() if name) + ")"
+    return export_training_set(
+        out, loaded["train"], loaded["val"], loaded["test"], synthetic=synthetic, ratio=ratio, tile=tile,
+        source=source, folders=folders, overwrite=overwrite, progress=progress, should_stop=should_stop,
+    )
 
 
 def _path_row(edit: QLineEdit, button: QPushButton) -> QHBoxLayout:
@@ -143,8 +135,10 @@ class ExportWidget(QWidget):
         layout.addWidget(self.balance_view, 1)
         layout.addWidget(self.message)
 
-        self.real_button.clicked.connect(self._choose_real)
-        self.synthetic_button.clicked.connect(self._choose_synthetic)
+        self.real_button.clicked.connect(
+            lambda: self._choose("Real labelled data: dataset folder or .zarr store", self.set_real))
+        self.synthetic_button.clicked.connect(
+            lambda: self._choose("Store with curated synthetic pairs (.zarr)", self.set_synthetic))
         self.out_button.clicked.connect(self._choose_out)
         self.export_button.clicked.connect(self.export)
         self.set_synthetic(None)
@@ -187,19 +181,12 @@ class ExportWidget(QWidget):
         if self.ratio_box.value() == 0.0:
             self.ratio_box.setValue(1.0)
 
-    def _choose_real(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Real labelled data: dataset folder or .zarr store")
+    def _choose(self, title: str, use) -> None:
+        """Ask for a folder and hand it to ``use`` (``set_real`` / ``set_synthetic``), reporting bad choices."""
+        folder = QFileDialog.getExistingDirectory(self, title)
         if folder:
             try:
-                self.set_real(folder)
-            except (ValueError, OSError) as exc:
-                self.message.setText(f"cannot use {folder}: {exc}")
-
-    def _choose_synthetic(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Store with curated synthetic pairs (.zarr)")
-        if folder:
-            try:
-                self.set_synthetic(folder)
+                use(folder)
             except (ValueError, OSError) as exc:
                 self.message.setText(f"cannot use {folder}: {exc}")
 
@@ -252,11 +239,7 @@ class ExportWidget(QWidget):
         self.overwrite_box.setChecked(False)  # the earlier export is gone: Export again continues this one
         self._finished("cancelled; press Export again with the same settings to continue where it stopped")
 
-    def _done(self, summary: TrainingSetSummary | str) -> None:
-        if isinstance(summary, str):
-            self.progress.status.setText("failed")
-            self._finished(f"export failed: {summary}")
-            return
+    def _done(self, summary: TrainingSetSummary) -> None:
         self.summary = summary
         self.balance_view.setPlainText(summary.balance.as_text())
         counts = ", ".join(f"{split} {sum(origins.values())}" for split, origins in summary.counts.items())
