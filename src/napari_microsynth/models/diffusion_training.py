@@ -117,15 +117,19 @@ class TrainResult:
 def downscale_pair(
     image: np.ndarray, mask: np.ndarray, factor: int, schema: PhaseSchema
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce an (image, mask) pair by an integer ``factor``: image by block mean, mask by the majority
-    class of each block (ties go to the lower id; ``schema.ignore_id`` votes like a class), so class ids
-    stay exact. Sides must be multiples of ``factor``.
+    """Reduce an (image, mask) pair by an integer ``factor``: image by block mean, mask by drawing each
+    block's class with probability equal to its share of the block (``schema.ignore_id`` counts like a
+    class). Class ids stay exact and, unlike a majority vote (which erodes thin or small phases and
+    needs a tie rule), the expected class fractions equal the original ones. The draws are seeded from
+    the mask's content, so the same pair always gives the same result. Sides must be multiples of ``factor``.
 
-    >>> img, m = downscale_pair(np.zeros((4, 4), np.float32), np.eye(4, dtype=int), 2, PhaseSchema.bundled("uhcs"))
-    >>> m
-    array([[0, 0],
-           [0, 0]])
+    >>> mask = np.kron([[0, 1], [2, 3]], np.ones((2, 2), int))  # pure 2x2 blocks keep their class
+    >>> downscale_pair(np.zeros((4, 4), np.float32), mask, 2, PhaseSchema.bundled("uhcs"))[1]
+    array([[0, 1],
+           [2, 3]])
     """
+    import zlib
+
     h, w = image.shape
     if factor < 1 or h % factor or w % factor:
         raise ValueError(f"cannot downscale a {h}x{w} pair by {factor}: sides must be multiples of it")
@@ -134,10 +138,12 @@ def downscale_pair(
     f = factor
     small = image.reshape(h // f, f, w // f, f).mean(axis=(1, 3))
     n, ignore = schema.n_classes, schema.ignore_id
-    labels = mask if ignore is None else np.where(mask == ignore, n, mask)  # ignore votes as class n
+    labels = np.ascontiguousarray(mask if ignore is None else np.where(mask == ignore, n, mask), dtype=np.int64)
     blocks = labels.reshape(h // f, f, w // f, f).transpose(0, 2, 1, 3).reshape(h // f, w // f, f * f)
     votes = (blocks[..., None] == np.arange(n + 1)).sum(axis=2)
-    reduced = votes.argmax(axis=-1)
+    below = np.cumsum(votes, axis=-1) / (f * f)  # share of the block held by classes 0..c
+    draw = np.random.default_rng(zlib.crc32(labels.tobytes())).random((h // f, w // f))
+    reduced = (draw[..., None] >= below).sum(axis=-1)
     if ignore is not None:
         reduced = np.where(reduced == n, ignore, reduced)
     return small.astype(np.float32), reduced.astype(np.int64)
