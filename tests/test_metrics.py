@@ -11,7 +11,9 @@ from napari_microsynth.core.metrics import (
     confusion_matrix,
     dice_per_class,
     fraction_mae,
+    fraction_pearson_r2,
     fraction_r2,
+    fraction_slope,
     mask_boundaries,
     mean_iou,
     missing_class_iou,
@@ -165,6 +167,21 @@ def test_fraction_mae_and_r2_hand_case():
     assert fraction_r2(target[:, :1], target[:, :1])[0] == 1.0
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         fraction_mae(target, achieved[:2])
+
+
+def test_fraction_slope_and_pearson_r2_tell_a_damped_response_from_a_perfect_one():
+    target = np.random.default_rng(0).dirichlet([2, 2, 2], size=50)
+    perfect = [fraction_slope(target, target), fraction_pearson_r2(target, target), fraction_r2(target, target)]
+    np.testing.assert_allclose(perfect, 1.0)
+    # achieved fractions move half as much as asked: perfectly correlated, slope 0.5, far from y = x
+    damped = 0.5 * target + 0.5 / 3
+    np.testing.assert_allclose(fraction_slope(target, damped), 0.5)
+    np.testing.assert_allclose(fraction_pearson_r2(target, damped), 1.0)
+    assert np.all(fraction_r2(target, damped) < 0.8)
+    noisy = target + np.random.default_rng(1).normal(0, 0.05, target.shape)
+    assert np.all(fraction_pearson_r2(target, noisy) >= fraction_r2(target, noisy))
+    constant = np.tile([0.5, 0.3, 0.2], (50, 1))
+    assert np.isnan(fraction_slope(constant, target)).all() and np.isnan(fraction_pearson_r2(constant, target)).all()
 
 
 def test_shannon_entropy_hand_cases_and_real_image(uhcs_image):

@@ -171,8 +171,15 @@ def fraction_mae(target, achieved) -> np.ndarray:
     return np.abs(t - a).mean(axis=0)
 
 
+def _no_spread_to_nan(values: np.ndarray, target: np.ndarray, min_spread: float) -> np.ndarray:
+    values[target.std(axis=0) <= max(min_spread, 1e-12)] = np.nan  # 1e-12: rounding of a constant column
+    return values
+
+
 def fraction_r2(target, achieved, min_spread: float = 0.0) -> np.ndarray:
-    """Coefficient of determination ``1 - SS_res / SS_tot`` of achieved vs target, per class ``(C,)``.
+    """Coefficient of determination ``1 - SS_res / SS_tot`` of achieved vs target around the line
+    ``achieved = target``, per class ``(C,)`` (stricter than the squared Pearson correlation, which
+    allows any slope and offset).
 
     nan for a class whose targets have a standard deviation of ``min_spread`` or less (always for a
     constant target, SS_tot = 0): with almost no spread to explain, R^2 says nothing.
@@ -180,9 +187,31 @@ def fraction_r2(target, achieved, min_spread: float = 0.0) -> np.ndarray:
     t, a = _fraction_pair(target, achieved)
     ss_res = ((a - t) ** 2).sum(axis=0)
     ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
-    r2 = 1.0 - _safe_ratio(ss_res, ss_tot)
-    r2[t.std(axis=0) <= min_spread] = np.nan
-    return r2
+    return _no_spread_to_nan(1.0 - _safe_ratio(ss_res, ss_tot), t, min_spread)
+
+
+def fraction_slope(target, achieved, min_spread: float = 0.0) -> np.ndarray:
+    """Least-squares slope of achieved on target fractions, per class ``(C,)``: 1 when the achieved
+    fractions follow the targets one to one, below 1 when they move less than asked. nan as in
+    :func:`fraction_r2`.
+
+    >>> fraction_slope([[0.2, 0.8], [0.4, 0.6]], [[0.3, 0.7], [0.4, 0.6]])
+    array([0.5, 0.5])
+    """
+    t, a = _fraction_pair(target, achieved)
+    t_c = t - t.mean(axis=0)
+    slope = _safe_ratio((t_c * (a - a.mean(axis=0))).sum(axis=0), (t_c**2).sum(axis=0))
+    return _no_spread_to_nan(slope, t, min_spread)
+
+
+def fraction_pearson_r2(target, achieved, min_spread: float = 0.0) -> np.ndarray:
+    """Squared Pearson correlation of achieved and target fractions, per class ``(C,)``: how well any
+    straight line explains them (never below :func:`fraction_r2`). nan as in :func:`fraction_r2`, and
+    where the achieved fractions are constant."""
+    t, a = _fraction_pair(target, achieved)
+    t_c, a_c = t - t.mean(axis=0), a - a.mean(axis=0)
+    r = _safe_ratio((t_c * a_c).sum(axis=0), np.sqrt((t_c**2).sum(axis=0) * (a_c**2).sum(axis=0)))
+    return _no_spread_to_nan(r**2, t, min_spread)
 
 
 def _as_grey_levels(image, levels: int) -> np.ndarray:
