@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _BUILTIN = {
     "pf-diffseg": "napari_microsynth.generators.pf_diffseg",
     "two-stage": "napari_microsynth.generators.two_stage",
+    "two-stage-gan": "napari_microsynth.generators.two_stage_gan",
 }
 _REGISTRY: dict[str, type["Generator"]] = {}
 

@@ -17,7 +17,15 @@ from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop
 from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
 from ..models.device import resolve_device
-from ..models.diffusion import Denoiser, DenoiserConfig, encode_image, encode_mask, sampling_settings
+from ..models.diffusion import (
+    Denoiser,
+    DenoiserConfig,
+    FractionControl,
+    control_settings,
+    encode_image,
+    encode_mask,
+    sampling_settings,
+)
 from ..models.diffusion_training import DenoiserBatch, RandomPairTiles, TrainResult, train_denoiser
 from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
 from .base import ConditionSpec, Generator, TrainingRecord, data_fingerprint
@@ -188,10 +196,13 @@ class DiffusionModel(abc.ABC):
             **self._folder_extra(),
             "training": asdict(self.training),
         }
-        weights = {name: d.state_dict() for name, d in denoisers.items()}
-        folder = save_model_folder(folder, config, weights, self._model_card())
+        folder = save_model_folder(folder, config, self._weights(), self._model_card())
         self.model_checksum = folder_checksum(folder)
         return folder
+
+    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The state dicts saved in the model folder, by weights-file name (default: the denoisers)."""
+        return {name: d.state_dict() for name, d in self._denoisers().items()}
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto") -> Self:
@@ -223,12 +234,18 @@ class DiffusionGenerator(DiffusionModel, Generator):
     """
 
     #: ``min_region_px``: paper 002's mask clean-up (sec. 4.2) after sampling: regions of a phase smaller
-    #: than this many pixels are filled from the neighbouring phases (0 = off, the raw diffusion output)
+    #: than this many pixels are filled from the neighbouring phases (0 = off, the raw diffusion output).
+    #: ``fraction_control``: strength in [0, 1] of the sampling-time fraction control
+    #: (:class:`~napari_microsynth.models.diffusion.FractionControl`; 0 = paper 000's plain sampling) and
+    #: ``control_temperature`` its softmax temperature.
     sampling_defaults = {
         "sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4, "min_region_px": 0,
+        "fraction_control": 1.0, "control_temperature": 4.0,
     }
     #: the denoising passes made for each batch, as progress messages name them ("" for a single pass)
     sampling_stages: ClassVar[tuple[str, ...]] = ("",)
+    #: index of the first mask channel in the diffused tensor (the fraction control acts from there on)
+    mask_channel_offset: ClassVar[int] = 0
 
     def _set_up(self, model: Any, device: str) -> None:
         super()._set_up(model, device)
@@ -249,7 +266,8 @@ class DiffusionGenerator(DiffusionModel, Generator):
         min_region = int(options["min_region_px"])
         if min_region < 0:
             raise ValueError(f"min_region_px must be >= 0 (0 = no clean-up), got {options['min_region_px']}")
-        return {**settings, "min_region_px": min_region}
+        control = control_settings(options["fraction_control"], options["control_temperature"])
+        return {**settings, "min_region_px": min_region, **control}
 
     def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
         config, tiles = super()._training_tiles(samples, config)
@@ -270,10 +288,12 @@ class DiffusionGenerator(DiffusionModel, Generator):
         steps: int,
         guidance_scale: float,
         on_step: Callable[..., None],
+        control: FractionControl | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Images ``(B, H, W)`` in [0, 1] and masks for one batch of seeds and fraction vectors ``(B, C)``.
 
-        ``on_step(done, of, stage)`` after every denoising step of pass ``stage`` (default 0).
+        ``on_step(done, of, stage)`` after every denoising step of pass ``stage`` (default 0); ``control``
+        (None = off) goes to the reverse diffusion that generates the mask.
         """
 
     def _generate(
@@ -287,6 +307,8 @@ class DiffusionGenerator(DiffusionModel, Generator):
         guidance_scale: float = 1.0,
         batch_size: int = 4,
         min_region_px: int = 0,
+        fraction_control: float = 1.0,
+        control_temperature: float = 4.0,
     ) -> Iterator[Sample]:
         n = len(conditions)
         batches = batch_ranges(n, batch_size)
@@ -307,8 +329,11 @@ class DiffusionGenerator(DiffusionModel, Generator):
             condition = torch.tensor(
                 [conditions[i]["fractions"] for i in index], dtype=torch.float32, device=self.device
             )
+            control = None
+            if fraction_control > 0:
+                control = FractionControl(condition, self.mask_channel_offset, fraction_control, control_temperature)
             images, masks = self._denoise(
-                [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step
+                [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step, control
             )
             for j in range(len(index)):
                 mask = masks[j] if not min_region_px else remove_small_regions(masks[j], self.schema, min_region_px)

@@ -104,6 +104,7 @@ class PFDiffSeg(DiffusionGenerator):
     description = "PF-DiffSeg: micrograph and phase mask generated together, conditioned on phase fractions"
     label = "PF-DiffSeg"
     TrainConfig = PFDiffSegTrainConfig
+    mask_channel_offset = 1  # channel 0 is the image
 
     def __init__(
         self,
@@ -165,12 +166,12 @@ class PFDiffSeg(DiffusionGenerator):
 
     # ------------------------------------------------------------ sampling
 
-    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step) -> tuple[np.ndarray, np.ndarray]:
+    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.denoiser.config
         # each sample's starting noise comes from its own seed, so it does not depend on the batching
         noise = seeded_noise(seeds, (cfg.target_channels, cfg.resolution, cfg.resolution)).to(self.device)
         x = reverse_diffusion(
             self.denoiser, noise, condition, sampler=sampler, steps=steps,
-            guidance_scale=guidance_scale, on_step=on_step,
+            guidance_scale=guidance_scale, on_step=on_step, control=control,
         )
         return decode_image(x[:, :1]).cpu().numpy(), decode_mask(x[:, 1:]).cpu().numpy()

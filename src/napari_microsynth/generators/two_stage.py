@@ -216,11 +216,11 @@ class TwoStage(DiffusionGenerator):
         x = reverse_diffusion(self.image_denoiser, noise, context=context, sampler=sampler, steps=steps, on_step=on_step)
         return decode_image(x).cpu().numpy()
 
-    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step) -> tuple[np.ndarray, np.ndarray]:
+    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control) -> tuple[np.ndarray, np.ndarray]:
         noise = seeded_noise(seeds, self._shape(self.schema.n_classes), stream=MASK_NOISE).to(self.device)
         x = reverse_diffusion(
             self.mask_denoiser, noise, condition, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
-            on_step=on_step,
+            on_step=on_step, control=control,
         )
         masks = decode_mask(x)
         images = self._images_for(

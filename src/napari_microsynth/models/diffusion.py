@@ -300,12 +300,15 @@ def reverse_diffusion(
     steps: int | None = None,
     guidance_scale: float = 1.0,
     on_step: Callable[[int, int], None] | None = None,
+    control: FractionControl | None = None,
 ) -> torch.Tensor:
     """Denoise ``noise`` (``(B, target_channels, H, W)``) into clean samples in [-1, 1].
 
     ``guidance_scale`` > 1 applies classifier-free guidance against the null (all-zero) condition;
-    1 uses the conditional prediction only. ``on_step(done, total)`` is called after every step and may
-    raise (e.g. :class:`~napari_microsynth.core.progress.Cancelled`) to abort.
+    1 uses the conditional prediction only. ``control`` steers the mask channels of every step's
+    predicted clean sample towards target phase fractions (see :class:`FractionControl`).
+    ``on_step(done, total)`` is called after every step and may raise (e.g.
+    :class:`~napari_microsynth.core.progress.Cancelled`) to abort.
     """
     steps = DEFAULT_SAMPLING_STEPS.get(sampler, 0) if steps is None else int(steps)
     scheduler = sampling_scheduler(denoiser.config, sampler, steps)
@@ -325,7 +328,92 @@ def reverse_diffusion(
             eps = eps_null + guidance_scale * (eps_cond - eps_null)
         else:
             eps = denoiser(model_in, t, condition=condition, context=context)
+        if control is not None:
+            eps = control.corrected_noise(x, eps, float(scheduler.alphas_cumprod[int(t)]))
         x = scheduler.step(eps, t, x).prev_sample
         if on_step is not None:
             on_step(i + 1, total)
     return x.clamp(-1.0, 1.0)
+
+
+# ---------------------------------------------------------------- fraction control
+
+
+def fraction_bias(logits: torch.Tensor, targets: torch.Tensor, iterations: int = 40) -> torch.Tensor:
+    """Per-sample, per-class logit bias ``b`` with ``mean over pixels of softmax(logits + b) = targets``.
+
+    ``logits`` ``(B, C, H, W)``, ``targets`` ``(B, C)`` summing to 1. This is the minimum-KL change of the
+    pixel posteriors that meets the target marginals (the prior adjustment of Saerens et al. 2002 with the
+    new priors set to the target). Solved by a few fixed-point steps ``b += log(target / mean)`` (robust
+    far from the solution), then Newton steps on the marginal constraint (fast where the posteriors are
+    nearly hard, as at high temperature). Targets of 0 are treated as 1e-4 (a finite bias cannot remove
+    a phase).
+
+    >>> logits = torch.zeros(1, 2, 4, 4)
+    >>> b = fraction_bias(logits, torch.tensor([[0.75, 0.25]]))
+    >>> torch.softmax(logits + b[:, :, None, None], 1).mean((2, 3)).round(decimals=3)
+    tensor([[0.7500, 0.2500]])
+    """
+    target = targets.clamp_min(1e-4)
+    target = target / target.sum(dim=1, keepdim=True)
+    bias = torch.zeros_like(target)
+    eye = torch.eye(target.shape[1], dtype=target.dtype, device=target.device)
+    for i in range(iterations):
+        p = torch.softmax(logits + bias[:, :, None, None], dim=1).flatten(2)  # (B, C, N)
+        mean = p.mean(dim=2)
+        if i < 5:
+            bias = bias + torch.log(target) - torch.log(mean.clamp_min(1e-12))
+            continue
+        residual = target - mean
+        if float(residual.abs().max()) < 1e-5:
+            break
+        jacobian = torch.diag_embed(mean) - p @ p.transpose(1, 2) / p.shape[2]
+        step = torch.linalg.solve(jacobian + 1e-6 * eye, residual.unsqueeze(-1)).squeeze(-1)
+        bias = bias + step.clamp(-10.0, 10.0)
+    return bias - bias.mean(dim=1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class FractionControl:
+    """Sampling-time fraction control (our addition to paper 000; 0 strength = the paper's sampling).
+
+    At every denoising step the predicted clean sample's mask channels ``x0[:, first:]`` (one channel per
+    class in [-1, 1]) are read as logits ``temperature * x0``; a per-class bias is solved so that the mean
+    softmax over the tile equals the target fractions (:func:`fraction_bias`), and ``strength`` times that
+    bias (divided by the temperature) is added to the mask channels. The noise prediction is then
+    rewritten to match the shifted clean sample, so DDIM and DPM-Solver++ continue from it unchanged.
+    The image channels are left alone: they follow the mask through the network at the next step.
+    No extra network evaluations are made.
+
+    targets: ``(B, C)`` target fractions; first_mask_channel: index of the first class channel.
+    """
+
+    targets: torch.Tensor
+    first_mask_channel: int = 0
+    strength: float = 1.0
+    temperature: float = 4.0
+
+    def corrected_noise(self, x: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        """The noise prediction whose implied clean sample has its mask channels moved to the targets."""
+        a, s = alpha_bar ** 0.5, (1.0 - alpha_bar) ** 0.5
+        x0 = (x - s * eps) / a
+        first = self.first_mask_channel
+        mask = x0[:, first:].clamp(-1.0, 1.0)
+        bias = fraction_bias(self.temperature * mask.float(), self.targets.to(mask.device).float())
+        shifted = x0.clone()
+        shifted[:, first:] = x0[:, first:] + (self.strength / self.temperature) * bias[:, :, None, None].to(x0.dtype)
+        return (x - a * shifted) / s
+
+
+def control_settings(strength: float, temperature: float) -> dict[str, float]:
+    """Validated fraction-control options.
+
+    >>> control_settings(1, 4)
+    {'fraction_control': 1.0, 'control_temperature': 4.0}
+    """
+    strength, temperature = float(strength), float(temperature)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"fraction_control (strength) must be in [0, 1] (0 = off), got {strength}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"control_temperature must be a positive number, got {temperature}")
+    return {"fraction_control": strength, "control_temperature": temperature}
