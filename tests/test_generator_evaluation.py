@@ -13,6 +13,9 @@ import torch
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
 from napari_microsynth.engines.generator_evaluation import (
+    REAL_BASELINE,
+    AgreementSegmenter,
+    SamplingSetting,
     evaluate_distribution,
     evaluate_fraction_control,
     evaluate_generator,
@@ -21,8 +24,10 @@ from napari_microsynth.engines.generator_evaluation import (
     kernel_distance,
     manifold_precision_recall,
     real_tiles,
+    sampling_settings,
     time_generation,
 )
+from napari_microsynth.engines.training_set import load_split
 from napari_microsynth.generators.base import ConditionSpec, Generator
 from napari_microsynth.generators.pf_diffseg import PFDiffSeg
 from napari_microsynth.generators.two_stage import TwoStage
@@ -32,6 +37,7 @@ from napari_microsynth.models.feature_encoder import (
     InceptionFeatureExtractor,
     train_domain_extractor,
 )
+from napari_microsynth.resources import resources_dir
 
 UHCS = PhaseSchema.bundled("uhcs")
 TWO = PhaseSchema("two", (Phase(0, "a", (0, 0, 0)), Phase(1, "b", (255, 255, 255))))
@@ -118,6 +124,7 @@ def test_domain_extractor_saves_loads_and_keeps_its_checksum(extractor, uhcs_sam
     assert extractor.checksum == unsaved  # the in-memory checksum is the saved folder's
     loaded = DomainFeatureExtractor.load(folder, device="cpu")
     assert loaded.checksum == unsaved
+    assert loaded.describe()["trained_on"] == [s.name for s in uhcs_samples]  # so it cannot score them unnoticed
     np.testing.assert_allclose(loaded.image_features(images), features, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.mask_features(np.stack([t.mask for t in tiles]), UHCS),
                                extractor.mask_features(np.stack([t.mask for t in tiles]), UHCS), rtol=1e-5, atol=1e-6)
@@ -189,17 +196,42 @@ class FixedMasks(Generator):
 def test_fraction_control_on_a_hand_computed_case():
     targets = [[0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]  # achieved a: 0.3, 0.4, 0.5
     seen = []
-    (result,) = evaluate_fraction_control(FixedMasks(TWO), targets, guidance_scales=None,
-                                          progress=lambda d, t, m: seen.append((d, t)))
+    (result,) = evaluate_fraction_control(FixedMasks(TWO), targets, progress=lambda d, t, m: seen.append((d, t)))
     np.testing.assert_allclose(result.achieved[:, 0], [0.3, 0.4, 0.5])
-    # MAE = (0.1 + 0 + 0.1) / 3; R^2 = 1 - (0.01 + 0 + 0.01) / (0.04 + 0 + 0.04) = 0.75
+    # MAE = (0.1 + 0 + 0.1) / 3; R^2 = 1 - (0.01 + 0 + 0.01) / (0.04 + 0 + 0.04) = 0.75; the achieved fractions
+    # move half as much as asked (slope 0.5) on a perfect line (r^2 = 1)
     np.testing.assert_allclose(result.mae, [0.2 / 3, 0.2 / 3])
     np.testing.assert_allclose(result.r2, [0.75, 0.75])
+    np.testing.assert_allclose(result.slope, [0.5, 0.5])
+    np.testing.assert_allclose(result.pearson_r2, [1.0, 1.0])
     rows = result.rows()
-    assert [r["class"] for r in rows] == ["a", "b", "mean"] and rows[-1]["r2"] == pytest.approx(0.75)
-    assert seen == [(1, 3), (2, 3), (3, 3)]
-    with pytest.raises(ValueError, match="no guidance_scale option"):
-        evaluate_fraction_control(FixedMasks(TWO), targets, guidance_scales=(1.0, 3.0))
+    assert [r["class"] for r in rows] == ["a", "b", "mean"] and rows[-1]["slope"] == pytest.approx(0.5)
+    assert result.setting == "defaults" and seen == [(1, 3), (2, 3), (3, 3)]
+    # an option the generator does not declare is left out, and the row says so
+    (guided,) = evaluate_fraction_control(FixedMasks(TWO), targets, [SamplingSetting("g3", {"guidance_scale": 3.0})])
+    assert guided.options == {} and guided.setting == "g3"
+
+
+class Options(FixedMasks):
+    """FixedMasks with the sampling options given to the constructor."""
+
+    def __init__(self, schema, **options):
+        super().__init__(schema)
+        self.sampling_defaults = options
+
+
+def test_default_rows_compare_plain_sampling_with_fraction_control():
+    controlled = Options(TWO, guidance_scale=1.0, fraction_control=1.0)
+    rows = sampling_settings(controlled)
+    assert [(r.name, dict(r.options)) for r in rows] == [
+        ("guidance 1, control off", {"guidance_scale": 1.0, "fraction_control": 0.0}),
+        ("guidance 3, control off", {"guidance_scale": 3.0, "fraction_control": 0.0}),
+        ("control on (defaults)", {}),
+    ]
+    assert [r.name for r in sampling_settings(controlled, (2.0,), (0.0, 0.5))] == [
+        "guidance 2, control off", "control 0.5"]
+    assert [r.name for r in sampling_settings(Options(TWO, guidance_scale=1.0))] == ["guidance 1", "guidance 3"]
+    assert [r.name for r in sampling_settings(FixedMasks(TWO))] == ["defaults"]
 
 
 def test_fraction_targets_follow_the_boosted_mixture_of_real_tiles(uhcs_samples):
@@ -224,18 +256,120 @@ def test_timing_covers_each_generator_and_batch_size():
     assert all(r.seconds_per_pair > 0 and r.sampling["steps"] == 2 and r.device == "cpu" for r in rows)
 
 
-def test_evaluate_generator_writes_a_report_naming_the_extractor(extractor, uhcs_samples, tmp_path):
+@pytest.fixture(scope="module")
+def held_out(shared_data) -> list[Sample]:
+    """Two UHCS test micrographs (test4A), never seen by the segmenter or the feature encoder."""
+    return load_split(shared_data / "uhcs", "test4A")[:2]
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> AgreementSegmenter:
+    """The bundled PLM trained on real UHCS train16A."""
+    return AgreementSegmenter.from_folder(resources_dir() / "models" / "plm-uhcs-demo", device="cpu")
+
+
+class StandIn(Generator):
+    """32 px pairs at downscale 4, by sampling option ``mode``: "replay" answers target i with real tile i of
+    ``tiles``, "exact" with a mask holding exactly the target fractions, "noise" with noise."""
+
+    name = "test-stand-in"
+    version = "0"
+    TrainConfig = dict
+    sampling_defaults = {"mode": "replay", "guidance_scale": 1.0, "fraction_control": 1.0}
+    resolution, downscale = 32, 4
+
+    def __init__(self, schema, tiles):
+        super().__init__(schema)
+        self.tiles = tiles
+
+    @property
+    def condition_spec(self) -> ConditionSpec:
+        return ConditionSpec.fractions(self.schema)
+
+    def train(self, samples, config=None, progress=None, should_stop=None) -> dict[str, Any]:
+        return {}
+
+    def save(self, folder):
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder, device="auto"):
+        raise NotImplementedError
+
+    def _generate(self, conditions, seeds, progress, should_stop, mode, **options) -> Iterator[Sample]:
+        for i, (condition, seed) in enumerate(zip(conditions, seeds)):
+            rng = np.random.default_rng(seed)
+            if mode == "replay":
+                image, mask = self.tiles[i].image, self.tiles[i].mask
+            elif mode == "exact":
+                edges = np.round(np.cumsum(condition["fractions"]) * 32 * 32)
+                image, mask = np.zeros((32, 32), np.float32), np.searchsorted(edges, np.arange(32 * 32), "right")
+            else:
+                image, mask = rng.random((32, 32), dtype=np.float32), rng.integers(0, 4, 32 * 32)
+            yield Sample(image, self.schema, mask.reshape(32, 32), provenance=Provenance(origin="synthetic"))
+
+
+def test_evaluation_rows_against_the_real_baseline_and_the_segmenter_ceiling(extractor, held_out, segmenter,
+                                                                              tmp_path):
+    tiles = real_tiles(held_out, 32, 4)
+    generator = StandIn(UHCS, tiles)
+    rows = [SamplingSetting(mode, {"mode": mode}) for mode in ("replay", "exact", "noise")]
+    progress = []
+    result = evaluate_generator(generator, held_out, extractor=extractor, segmenter=segmenter, n=len(tiles),
+                                settings=rows, timing_n=0, split_names={"scored": "test4A"},
+                                progress=lambda d, t, m: progress.append((d, t)))
+    replay, exact, noise = result.fraction_control
+    # a generator that hits every target exactly: slope 1, R^2 1
+    np.testing.assert_allclose(exact.slope, 1, atol=0.01)
+    assert np.all(exact.r2 > 0.999)
+    # real tiles through the generated-pair pipeline agree with the segmenter exactly as well as its ceiling
+    assert result.agreement.ceiling > 0.3 and replay.agreement_miou == pytest.approx(result.agreement.ceiling)
+    assert noise.agreement_miou < result.agreement.ceiling - 0.1
+    # real-vs-real scores are far below noise-vs-real ones
+    scores = {q.compared: q for q in result.distribution}
+    assert list(scores) == [REAL_BASELINE, "replay", "exact", "noise"]
+    for modality in ("image", "mask"):
+        real, fake = getattr(scores[REAL_BASELINE], modality), getattr(scores["noise"], modality)
+        assert fake.fd > 5 * real.fd and fake.kid > real.kid and fake.precision < real.precision, modality
+    assert scores[REAL_BASELINE].image.n_synthetic == scores["noise"].image.n_synthetic  # same set sizes
+    assert progress[-1][0] == progress[-1][1] and all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
+
+    folder = result.write(tmp_path / "report")
+    markdown = (folder / "report.md").read_text()
+    assert f"ceiling {result.agreement.ceiling:.3f}" in markdown and REAL_BASELINE in markdown
+    assert "split 'test4A', 2 micrographs" in markdown and "plm-uhcs-demo" in markdown
+    with (folder / "settings.csv").open() as handle:
+        summary = list(csv.DictReader(handle))
+    assert [r["setting"] for r in summary] == ["replay", "exact", "noise"]
+    assert float(summary[0]["agreement_miou"]) == pytest.approx(float(summary[0]["agreement_ceiling"]))
+    data = json.loads((folder / "evaluation.json").read_text())
+    assert data["data"]["scored"]["baseline_half"] and data["agreement"]["segmenter"]["name"] == "plm-uhcs-demo"
+
+
+def test_the_feature_encoder_never_scores_its_own_training_micrographs(extractor, uhcs_samples, held_out):
+    generator = StandIn(UHCS, real_tiles(held_out, 32, 4))
+    with pytest.raises(ValueError, match="trained on"):
+        evaluate_generator(generator, uhcs_samples, extractor=extractor, n=4, timing_n=0)
+    with pytest.raises(ValueError, match="trained on"):
+        evaluate_generator(generator, held_out, encoder_samples=held_out[:1], n=4, timing_n=0)
+    with pytest.raises(ValueError, match="encoder_samples"):
+        evaluate_generator(generator, held_out, n=4, timing_n=0)
+
+
+def test_evaluate_generator_writes_a_report_naming_the_extractor(extractor, held_out, tmp_path):
     gen = PFDiffSeg(UHCS, "tiny", device="cpu")  # untrained: the pipeline, not the quality, is tested here
     gen.training.settings["downscale"] = 2
     progress = []
     result = evaluate_generator(
-        gen, uhcs_samples[:2], extractor=extractor, n=6, guidance_scales=(1.0, 3.0),
+        gen, held_out, extractor=extractor, n=6, settings=sampling_settings(gen, (1.0, 3.0)),
         compare={"two-stage": TwoStage(UHCS, "tiny", device="cpu")}, timing_n=1, timing_batch_sizes=(1, 2),
         progress=lambda d, t, m: progress.append((d, t)), steps=2,
     )
-    assert [r.guidance_scale for r in result.fraction_control] == [1.0, 3.0]
+    expected = [r.name for r in sampling_settings(gen)]
+    assert [r.setting for r in result.fraction_control] == expected
     assert result.fraction_control[0].targets.shape == (6, 4)
-    assert result.distribution.image.n_synthetic == 6 and result.distribution.mask is not None
+    assert result.distribution[1].image.n_synthetic == 6 and result.distribution[1].mask is not None
+    assert result.agreement is None
     assert [t.generator for t in result.timing] == ["pf-diffseg", "pf-diffseg", "two-stage", "two-stage"]
     assert progress[-1][0] == progress[-1][1] and all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
 
@@ -244,7 +378,7 @@ def test_evaluate_generator_writes_a_report_naming_the_extractor(extractor, uhcs
     assert f"domain-encoder, checksum {extractor.checksum}" in markdown
     with (folder / "fraction_control.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * (4 + 1) and {r["guidance_scale"] for r in rows} == {"1.0", "3.0"}
+    assert len(rows) == len(expected) * (4 + 1) and [r["setting"] for r in rows[::5]] == expected
     assert (folder / "fraction_control.png").stat().st_size > 10_000
     data = json.loads((folder / "evaluation.json").read_text())
     assert data["distribution"]["extractor"]["checksum"] == extractor.checksum

@@ -375,20 +375,41 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agreement_segmenter(value: str | None, schema, device: str):
+    """--segmenter: a model folder or bundled name, "none", or (not given) the bundled plm-uhcs-demo when it
+    segments the data's phases."""
+    from .engines.generator_evaluation import AgreementSegmenter
+    from .models.folder import read_model_config
+
+    if value == "none":
+        return None
+    folder = _model_folder(value or "plm-uhcs-demo")
+    phases = tuple(p["name"] for p in read_model_config(folder)["schema"]["phases"])
+    if value is None and phases != tuple(schema.names):
+        print(f"note: no mask-image agreement column: the bundled {folder.name} segments {', '.join(phases)}, "
+              f"not the data's phases; pass --segmenter MODEL trained on real {schema.name} data")
+        return None
+    return AgreementSegmenter.from_folder(folder, device=device)
+
+
 @command("evaluate-generator")
 def _evaluate_generator(args: argparse.Namespace) -> int:
-    from .engines.generator_evaluation import evaluate_generator
+    from .engines.generator_evaluation import evaluate_generator, sampling_settings
     from .generators import load_generator
 
     _set_threads(args)
     generator = load_generator(_model_folder(args.model), device=args.device)
     real = _labelled(Path(args.data), args.split, None, args)
+    encoder = _labelled(Path(args.data), args.encoder_split, None, args)
+    segmenter = _agreement_segmenter(args.segmenter, real[0].schema, args.device)
+    settings = sampling_settings(generator, args.guidance, args.fraction_control)
     progress, stop = _terminal(args, "evaluating")
     with stop.installed():
-        result = evaluate_generator(generator, real, n=args.n, guidance_scales=args.guidance, seed=args.seed,
-                                    timing_n=args.timing_n, progress=progress, should_stop=stop,
-                                    sampler=args.sampler, batch_size=args.batch_size,
-                                    min_region_px=args.min_region_px,
+        result = evaluate_generator(generator, real, encoder_samples=encoder, segmenter=segmenter, n=args.n,
+                                    settings=settings, seed=args.seed, timing_n=args.timing_n,
+                                    split_names={"scored": args.split, "encoder": args.encoder_split},
+                                    progress=progress, should_stop=stop, sampler=args.sampler,
+                                    batch_size=args.batch_size, min_region_px=args.min_region_px,
                                     **({"steps": args.steps} if args.steps else {}))
     progress.close()
     folder = result.write(Path(args.out))
@@ -619,16 +640,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
 
-    p = sub.add_parser("evaluate-generator", help="fraction control, FD/KID, precision/recall, time per pair",
-                       description="Generate pairs for paper 000's target mixture and report achieved vs target "
-                                   "fractions (R^2, MAE, scatter PNG) per guidance scale, Frechet distance / KID / "
-                                   "precision-recall against real tiles (domain encoder trained here), and timing.")
+    p = sub.add_parser("evaluate-generator", help="fraction control, mask-image agreement, FD/KID, time per pair",
+                       description="Generate pairs for paper 000's target mixture, one row per sampling setting "
+                                   "(guidance scales, fraction control off/on), and report achieved vs target "
+                                   "fractions (R^2, slope, r^2, MAE, scatter PNG), agreement of each generated mask "
+                                   "with a real-data segmenter on its image (and that segmenter's ceiling on real "
+                                   "tiles), Frechet distance / KID / precision-recall against half of the real "
+                                   "tiles next to the other half (domain encoder trained on --encoder-split), and "
+                                   "timing.")
     p.add_argument("model")
     p.add_argument("data", help="real labelled data (folder or store)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="held-out split whose tiles are scored")
+    p.add_argument("--encoder-split", default="train",
+                   help="split the domain feature encoder is trained on (must not share a micrograph with --split)")
+    p.add_argument("--segmenter", metavar="MODEL",
+                   help="segmenter trained on real data only, for mask-image agreement: model folder, bundled name "
+                        "or 'none' (default: the bundled plm-uhcs-demo when it has the data's phases)")
     p.add_argument("-n", type=int, default=64)
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0],
-                   help="classifier-free guidance scales to compare (1 = none, the paper's sampling)")
+                   help="classifier-free guidance scales of the plain-sampling rows (1 = none, the paper's sampling)")
+    p.add_argument("--fraction-control", type=float, nargs="+", default=[0.0, 1.0],
+                   help="fraction-control strengths to compare, for generators that have the option: 0 = off "
+                        "(one row per --guidance scale), others one row each with the generator's defaults")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"])
     p.add_argument("--steps", type=int, default=0, help="denoising steps (default: 50 DDIM, 20 DPM-Solver++)")
     p.add_argument("--batch-size", type=int, default=16, help="pairs denoised together")

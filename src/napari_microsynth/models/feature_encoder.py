@@ -211,7 +211,7 @@ class DomainFeatureExtractor:
         return {"image_encoder": self.image_encoder.state_dict(), "mask_encoder": self.mask_encoder.state_dict()}
 
     def describe(self) -> dict[str, Any]:
-        """Name, checksum and the tile size/scale the encoders were trained on."""
+        """Name, checksum, and the tile size/scale and micrographs the encoders were trained on."""
         return {
             "name": self.name,
             "checksum": self.checksum,
@@ -219,6 +219,7 @@ class DomainFeatureExtractor:
             "feature_dim": self.image_encoder.config.feature_dim,
             "tile": self.training.get("tile"),
             "downscale": self.training.get("downscale"),
+            "trained_on": list(self.training.get("sample_names", [])),
         }
 
     def image_features(self, images: np.ndarray) -> np.ndarray:
