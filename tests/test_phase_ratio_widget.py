@@ -48,8 +48,58 @@ def test_sliders_sum_to_one_and_locked_phase_stays(widget, qtbot):
     assert sum(shown) == pytest.approx(1000, abs=len(shown))
 
 
-def test_raising_a_phase_grows_its_area_in_the_labels_layer(widget, qtbot):
+def _shown_fractions(widget) -> np.ndarray:
+    return np.bincount(np.asarray(widget.labels_layer.data).ravel(), minlength=4) / widget.labels_layer.data.size
+
+
+def test_dragging_a_slider_at_full_trust_the_map_follows_each_position(widget, qtbot):
     _segment(widget, qtbot)
+    assert widget.trust.value == 1.0 and "trust" in widget.trust.hint.text().lower()
+    laths = widget.session.schema.index_of("widmanstaetten")
+    for percent in (5, 15, 30, 45, 20):
+        widget.sliders.sliders[laths].setValue(10 * percent)  # the user drags Widmanstaetten to percent %
+        _settle(widget, qtbot)
+        asked = widget.sliders.fractions
+        assert asked[laths] == pytest.approx(percent / 100, abs=1e-3)
+        np.testing.assert_allclose(_shown_fractions(widget), asked, atol=0.01)
+        shown = [float(label.text().rstrip(" %")) for label in widget.sliders.achieved_labels]
+        np.testing.assert_allclose(shown, 100 * asked, atol=1.0)
+
+
+def test_the_map_updates_while_the_hand_still_moves(widget, qtbot):
+    _segment(widget, qtbot)
+    updates = []
+    widget.labels_layer.events.data.connect(lambda event: updates.append(event))
+    laths = widget.session.schema.index_of("widmanstaetten")
+    for value in np.linspace(50, 400, 30).astype(int):  # 30 moves, closer together than a debounce waits
+        widget.sliders.sliders[laths].setValue(int(value))
+        qtbot.wait(25)
+    during = len(updates)
+    _settle(widget, qtbot)
+    assert during >= 2, "the map should follow while the slider is being dragged"
+    assert _shown_fractions(widget)[laths] == pytest.approx(0.4, abs=0.01)  # and ends at the last position
+
+
+def test_trust_zero_is_the_networks_own_map(widget, qtbot):
+    _segment(widget, qtbot)
+    laths = widget.session.schema.index_of("widmanstaetten")
+    widget.sliders.set_phase(laths, 0.3)
+    widget.trust.spin.setValue(0.0)
+    _settle(widget, qtbot)
+    assert widget.trust.slider.value() == 0
+    expected, _ = widget.session.predict(widget.sliders.fractions)
+    np.testing.assert_array_equal(np.asarray(widget.labels_layer.data), expected)
+    widget.trust.slider.setValue(50)  # half trust: halfway from the network's own fractions
+    _settle(widget, qtbot)
+    assert widget.trust.value == 0.5
+    own = np.bincount(expected.ravel(), minlength=4) / expected.size
+    assert _shown_fractions(widget)[laths] == pytest.approx((own[laths] + 0.3) / 2, abs=0.01)
+
+
+def test_raising_a_phase_grows_its_area_in_the_labels_layer(widget, qtbot):
+    """At trust 0 (paper 001's behaviour) the PLM alone still moves the map with the ratio."""
+    _segment(widget, qtbot)
+    widget.trust.spin.setValue(0.0)
     layer = widget.labels_layer
     assert layer is not None and layer.data.shape == (484, 645)
     laths = widget.session.schema.index_of("widmanstaetten")

@@ -257,13 +257,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     _set_threads(args)
     train = _labelled(Path(args.data), args.train_split, args.schema, args)
     test = _labelled(Path(args.data), args.test_split, args.schema, args)
+    val = [] if args.val_split.lower() == "none" else _labelled(Path(args.data), args.val_split, args.schema, args)
     config = _segmentation_config(args, args.plm)
     progress, stop = _terminal(args, "baseline vs PLM")
     with stop.installed():
         data = (f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs), "
                 f"test split {args.test_split!r} ({len(test)} whole micrographs)")
         result = run_comparison(train, test, config, seeds=args.seeds, out_dir=Path(args.out),
-                                progress=progress, should_stop=stop, data_description=data)
+                                progress=progress, should_stop=stop, data_description=data,
+                                trusts=[t for t in args.trust if t > 0], val_samples=val)
     progress.close()
     print(result.markdown_path.read_text())
     print(f"table: {result.csv_path}\nplot: {result.plot_path}")
@@ -279,20 +281,24 @@ def _segment(args: argparse.Namespace) -> int:
 
     from .core.fractions import mask_fractions, normalize_fractions
     from .core.io import read_micrograph
-    from .engines.inference import predict_image
+    from .engines.inference import predict_image, stored_temperature
     from .models.device import resolve_device
     from .models.segmenter import Segmenter
 
     _set_threads(args)
-    model = Segmenter.from_pretrained(_model_folder(args.model), device=resolve_device(args.device))
+    folder = _model_folder(args.model)
+    model = Segmenter.from_pretrained(folder, device=resolve_device(args.device))
     ratio = None
     if args.ratio:
         ratio = normalize_fractions([float(v) for v in args.ratio.split(",")])
+    if args.trust and ratio is None:
+        raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
     image, _ = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit() else band)
     progress, stop = _terminal(args, "segmenting")
     with stop.installed():
-        labels, _ = predict_image(model, image, ratio=ratio, progress=progress, should_stop=stop)
+        labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
+                                  temperature=stored_temperature(folder), progress=progress, should_stop=stop)
     progress.close()
     Image.fromarray(labels.astype(np.uint8)).save(args.out)
     achieved = mask_fractions(labels, model.schema)
@@ -588,16 +594,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a baseline and a PLM segmenter on the same split and seeds, evaluate on "
                                    "the held-out whole micrographs (sliding window, 50 %% overlap) with the PLM "
                                    "given no ratio and expert-guess ratios of accuracy alpha in {0.3, 0.5, 0.66, "
-                                   "0.9, 1.0} (paper 001, App. A.2); write alpha_sweep.csv/.md/.png.")
+                                   "0.9, 1.0} (paper 001, App. A.2), and both networks with the ratio correction "
+                                   "towards each guess at each --trust (temperature fitted on --val-split); write "
+                                   "alpha_sweep.csv/.md/.png.")
     training_options(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--val-split", default="val",
+                   help="split the ratio correction's temperature is fitted on ('none': temperature 1)")
+    p.add_argument("--trust", type=float, nargs="+", default=[0.5, 1.0], metavar="L",
+                   help="trust levels of the 'baseline + correction' and 'PLM + correction' rows (0: none)")
 
     p = sub.add_parser("segment", help="segment one micrograph with a model folder",
                        description="Whole-micrograph phase map (sliding window, 50 %% overlap) written as an index PNG.")
     p.add_argument("image")
     p.add_argument("out", help="output PNG of class ids")
     p.add_argument("--model", default="plm-uhcs-demo", help="model folder or bundled model name")
-    p.add_argument("--ratio", help="comma-separated phase ratio for a PLM model, e.g. 0.7,0.1,0.15,0.05")
+    p.add_argument("--ratio", help="comma-separated phase ratio, e.g. 0.7,0.1,0.15,0.05: a PLM model's input and "
+                                   "the target of --trust")
+    p.add_argument("--trust", type=float, default=0.0, metavar="L",
+                   help="ratio correction in [0, 1]: 0 = the network alone (paper 001), 1 = the map takes the "
+                        "--ratio fractions, in between that share of the way from the network's own fractions")
     p.add_argument("--info-band", default="auto", help="'auto', a row count, or 'none'")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)

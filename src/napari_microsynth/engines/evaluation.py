@@ -6,6 +6,11 @@ guesses of each micrograph's phase ratio at accuracy alpha (paper 001, appendix 
 each; :func:`run_comparison` trains a baseline and a PLM model on the same split and seeds and writes
 the sweep as a table and a plot of score against alpha with the baseline as reference (like paper 001,
 Fig. 9, where the PLM beats the baseline above a guess accuracy of 66.2 %).
+
+Correction rows ("+ correction (trust L)") add the ratio correction of
+:mod:`~napari_microsynth.core.ratio_correction` with the guess as its target, to the PLM and to the
+baseline alike: the guess carries information whichever network gets it, so the baseline with the
+correction is the fair control for the PLM.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from ..core.conditions import expert_guess
 from ..core.metrics import segmentation_report
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
-from .inference import PhaseRatioSession, predict_image
+from .inference import PhaseRatioSession, calibrate_temperature, predict_image
 
 #: Guess accuracies of the sweep; None = no ratio (zeros). Paper 001 infers at 0.9 (sec. 3.2).
 ALPHAS: tuple[float | None, ...] = (None, 0.3, 0.5, 0.66, 0.9, 1.0)
@@ -85,16 +90,26 @@ def _ratio_label(alpha: float | None) -> str:
     return "no ratio" if alpha is None else f"alpha={alpha:g}"
 
 
-def _row(model_name: str, alpha: float | None, report: dict[str, Any], seed: int | None) -> dict[str, Any]:
+def _row(model_name: str, alpha: float | None, report: dict[str, Any], seed: int | None,
+         trust: float = 0.0) -> dict[str, Any]:
     row: dict[str, Any] = {
         "seed": seed,
-        "model": model_name,
+        "model": model_name if trust == 0 else f"{model_name} + correction (trust {trust:g})",
         "ratio": _ratio_label(alpha),
         "alpha": float("nan") if alpha is None else float(alpha),
+        "trust": float(trust),
     }
     row.update({m: report[m] for m in METRICS})
     row.update({f"iou {name}": v for name, v in report["per_class_iou"].items()})
     return row
+
+
+def sweep_settings(model, alphas: Sequence[float | None],
+                   trusts: Sequence[float] = (0.0,)) -> list[tuple[float | None, float]]:
+    """The (alpha, trust) pairs ``model`` is scored at: no ratio (alpha None) only at trust 0, a guessed
+    ratio at trust 0 only for a PLM with its ratio encoder, and every guessed ratio at each trust > 0."""
+    return [(alpha, trust) for trust in trusts for alpha in alphas
+            if (alpha is None and trust == 0) or (alpha is not None and (trust > 0 or model.uses_ratio))]
 
 
 def sweep_reports(
@@ -104,22 +119,26 @@ def sweep_reports(
     device=None,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
-) -> list[dict[str, Any]]:
-    """One :func:`evaluate`-style report per guess accuracy: for each micrograph the PLM model gets the
-    simulated expert guess ``expert_guess(true fractions, alpha)`` (None = no ratio). Image features are
-    computed once per micrograph (:class:`PhaseRatioSession`) and reused for every alpha."""
-    if not model.uses_ratio:
-        raise ValueError("the alpha sweep needs a model with the PLM's ratio encoder")
+    trusts: Sequence[float] = (0.0,),
+    temperature: float = 1.0,
+) -> list[tuple[float | None, float, dict[str, Any]]]:
+    """``(alpha, trust, report)`` for each of :func:`sweep_settings`: for each micrograph the model gets
+    the simulated expert guess ``expert_guess(true fractions, alpha)`` (None = no ratio) and, at trust
+    > 0, the ratio correction towards it (posteriors at ``temperature``). Image features are computed
+    once per micrograph (:class:`PhaseRatioSession`) and reused for every setting."""
+    settings = sweep_settings(model, alphas, trusts)
     _check_test_samples(samples, model.schema)
-    predictions: list[list[np.ndarray]] = [[] for _ in alphas]
+    predictions: list[list[np.ndarray]] = [[] for _ in settings]
     for i, sample in enumerate(samples):
-        session = PhaseRatioSession(model, sample.image, device=device, should_stop=should_stop)
-        for k, alpha in enumerate(alphas):
+        session = PhaseRatioSession(model, sample.image, device=device, temperature=temperature,
+                                    should_stop=should_stop)
+        for k, (alpha, trust) in enumerate(settings):
             ratio = None if alpha is None else expert_guess(sample.fractions, alpha)
-            predictions[k].append(session.predict(ratio)[0])
+            predictions[k].append(session.labels(ratio, trust))
         progress(i + 1, len(samples), f"swept {sample.name}")
     truths = [s.mask for s in samples]
-    return [_report(truths, labels, model.schema) for labels in predictions]
+    return [(alpha, trust, _report(truths, labels, model.schema))
+            for (alpha, trust), labels in zip(settings, predictions)]
 
 
 def alpha_sweep(
@@ -131,15 +150,16 @@ def alpha_sweep(
     device=None,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
+    trusts: Sequence[float] = (0.0,),
 ) -> list[dict[str, Any]]:
-    """The sweep of :func:`sweep_reports` as table rows (seed, model, ratio input, alpha, scores), with
-    a first row for a ``baseline`` model scored on the same samples when one is given."""
+    """The sweep of :func:`sweep_reports` as table rows (seed, model, ratio input, alpha, trust, scores),
+    with a first row for a ``baseline`` model scored on the same samples when one is given."""
     rows = []
     if baseline is not None:
         rows.append(_row("baseline", None, evaluate(baseline, samples, None, device, no_progress, should_stop), seed))
-    reports = sweep_reports(model, samples, alphas, device, progress, should_stop)
     name = f"PLM {model.plm_flags.name}"
-    return rows + [_row(name, alpha, report, seed) for alpha, report in zip(alphas, reports)]
+    swept = sweep_reports(model, samples, alphas, device, progress, should_stop, trusts)
+    return rows + [_row(name, alpha, report, seed, trust) for alpha, trust, report in swept]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,7 +195,7 @@ def crossover_alpha(rows: Sequence[dict[str, Any]], baseline: str = "baseline") 
     points = sorted(
         (alpha, _mean_std([r["miou"] for r in group])[0])
         for (model, _), group in _group(rows)
-        if model != baseline and not math.isnan(alpha := group[0]["alpha"])
+        if model != baseline and group[0]["trust"] == 0 and not math.isnan(alpha := group[0]["alpha"])
     )
     for (a0, m0), (a1, m1) in zip(points, points[1:]):
         if m0 < base <= m1:
@@ -200,6 +220,10 @@ def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     cross = crossover_alpha(rows)
     if cross is not None:
         lines += ["", f"The PLM reaches the baseline's mIoU from a guess accuracy of about {cross:.2f}."]
+    if any(r["trust"] > 0 for r in rows):
+        lines += ["", "'+ correction (trust L)': per-class logit bias moving the phase map's fractions the share L "
+                      "of the way from the network's own to the guessed ratio (L = 1: exactly the guess); "
+                      "posteriors at the temperature fitted on the validation split."]
     return "\n".join(lines) + "\n"
 
 
@@ -275,10 +299,16 @@ def _metrics_for_card(report: dict[str, Any], sweep: list[dict[str, Any]] | None
     metrics.update({f"{m} (no ratio)": report[m] for m in METRICS})
     for row in sweep or []:
         if not math.isnan(row["alpha"]):
-            metrics[f"miou ({row['ratio']})"] = row["miou"]
+            setting = row["ratio"] if row["trust"] == 0 else f"{row['ratio']}, correction trust {row['trust']:g}"
+            metrics[f"miou ({setting})"] = row["miou"]
     metrics["IoU (no ratio)"] = report["per_class_iou"]
     metrics["Dice (no ratio)"] = report["dice"]
     return metrics
+
+
+def _shifted(progress: ProgressFn, base: int, total: int, label: str) -> ProgressFn:
+    """``progress`` for one stage of a longer run: its steps counted from ``base`` out of ``total``."""
+    return lambda done, _total, message: progress(base + done, total, f"{label}: {message}")
 
 
 def run_comparison(
@@ -291,10 +321,15 @@ def run_comparison(
     should_stop: StopFn = never_stop,
     alphas: Sequence[float | None] = ALPHAS,
     data_description: str = "",
+    trusts: Sequence[float] = (),
+    val_samples: Sequence[Sample] = (),
 ) -> ComparisonResult:
     """Train a baseline and a PLM model (``config.plm``, or the full PLM if that is "baseline") on the
     same samples for each seed, score both on ``test_samples`` and write ``alpha_sweep.csv/.md/.png``.
     ``data_description`` (which data and split) is recorded in every model card.
+
+    ``trusts`` (each > 0) add correction rows for both models; their temperature is fitted on
+    ``val_samples`` (1.0 without) and recorded in the model folder (``training.temperature``).
 
     Each training runs in ``out_dir/seed<k>/<baseline|plm>`` (so an interrupted comparison resumes) and
     leaves a model folder ``model`` there with the measured metrics in its card.
@@ -306,8 +341,7 @@ def run_comparison(
     out_dir = Path(out_dir)
     plm_setting = config.plm if config.plm.lower() != "baseline" else "RE+SA+FA"
     variants = (("baseline", "baseline"), ("plm", plm_setting))
-    n_test = len(test_samples)
-    unit_total = len(seeds) * len(variants) * (config.steps + n_test)
+    unit_total = len(seeds) * len(variants) * (config.steps + len(val_samples) + len(test_samples))
     rows: list[dict[str, Any]] = []
     folders: list[Path] = []
     offset = 0
@@ -317,27 +351,23 @@ def run_comparison(
             run_config = replace(config, plm=setting, seed=int(seed))
             work = out_dir / f"seed{seed}" / folder_name
             label = f"seed {seed}, {setting}"
-
-            def sub(done: int, total: int, message: str, base: int = offset, label: str = label) -> None:
-                progress(base + done, unit_total, f"{label}: {message}")
-
-            result = train_segmenter(train_samples, run_config, work, sub, should_stop)
+            result = train_segmenter(train_samples, run_config, work,
+                                     _shifted(progress, offset, unit_total, label), should_stop)
             offset += config.steps
-
-            def sub_eval(done: int, total: int, message: str, base: int = offset, label: str = label) -> None:
-                progress(base + done, unit_total, f"{label}: {message}")
-
-            model = result.model
-            if model.uses_ratio:
-                swept = [None, *[a for a in alphas if a is not None]]
-                reports = sweep_reports(model, test_samples, swept, None, sub_eval, should_stop)
-                report = reports[0]
-                sweep = [_row(f"PLM {model.plm_flags.name}", a, r, seed) for a, r in zip(swept, reports)]
-            else:
-                report = evaluate(model, test_samples, None, None, sub_eval, should_stop)
-                sweep = [_row("baseline" if setting == "baseline" else f"PLM {setting}", None, report, seed)]
+            model, temperature = result.model, 1.0
+            if val_samples:
+                temperature = calibrate_temperature(model, val_samples, None,
+                                                    _shifted(progress, offset, unit_total, label), should_stop)
+                result.extra["temperature"] = temperature
+                offset += len(val_samples)
+            swept = [None, *[a for a in alphas if a is not None]]
+            reports = sweep_reports(model, test_samples, swept, None, _shifted(progress, offset, unit_total, label),
+                                    should_stop, (0.0, *trusts), temperature)
+            offset += len(test_samples)
+            name = "baseline" if model.plm_flags is None else f"PLM {model.plm_flags.name}"
+            sweep = [_row(name, alpha, r, seed, trust) for alpha, trust, r in reports]
             rows.extend(sweep)
-            offset += n_test
+            report = reports[0][2]
             if data_description:
                 result.extra["data"] = data_description
             folders.append(result.save(work / "model", metrics=_metrics_for_card(report, sweep)))

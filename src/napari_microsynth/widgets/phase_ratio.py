@@ -1,23 +1,27 @@
 """Dock widget "Phase ratios": segment a micrograph and steer the phase map with expert phase ratios.
 
 The image-dependent part of the network runs once per micrograph in a worker (progress + Cancel);
-afterwards every slider move reruns only the cheap ratio head (paper 001's Phase Learning Module), also
-off the UI thread, coalesced so that the labels follow the latest slider position.
+afterwards every slider move reruns only the cheap ratio head (paper 001's Phase Learning Module) and
+the ratio correction at the chosen trust, also off the UI thread. Updates are throttled, not debounced:
+while a slider moves, a new update starts at most every :data:`THROTTLE_MS` (and never while one is
+running), and the last position is always shown.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSlider,
     QVBoxLayout,
     QWidget,
 )
@@ -28,8 +32,16 @@ from ..core.sample import Provenance, Sample
 from ._engine_worker import EngineProgress
 from .fraction_sliders import FractionSliders
 
-DEBOUNCE_MS = 40
+THROTTLE_MS = 50
+TRUST_STEPS = 100
+DEFAULT_TRUST = 1.0
+TRUST_HINT = (
+    "Trust: how closely the phase map follows your fractions. 1: exactly (achieved = target). "
+    "0: the network alone, your ratio is only its input (paper 001). In between: the map's fractions "
+    "go that share of the way from the model's own estimate to yours; lower it when your estimate is rough."
+)
 BROWSE = "Model folder..."
+_NOTHING = object()  # no slider request waiting
 
 
 def bundled_segmenters() -> dict[str, Path]:
@@ -43,6 +55,43 @@ def bundled_segmenters() -> dict[str, Path]:
         if json.loads(config.read_text()).get("kind") == "segmenter":
             found[f"bundled: {config.parent.name}"] = config.parent
     return found
+
+
+class TrustControl(QWidget):
+    """Slider + spin box for the ratio correction's trust in [0, 1], with a hint saying what it means."""
+
+    changed = Signal(float)
+
+    def __init__(self, value: float = DEFAULT_TRUST, parent=None) -> None:
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, TRUST_STEPS)
+        self.spin = QDoubleSpinBox()
+        self.spin.setRange(0.0, 1.0)
+        self.spin.setSingleStep(0.05)
+        self.spin.setDecimals(2)
+        self.hint = QLabel(TRUST_HINT)
+        self.hint.setWordWrap(True)
+        self.spin.setValue(value)
+        self.slider.setValue(round(value * TRUST_STEPS))
+        self.slider.valueChanged.connect(lambda step: self.spin.setValue(step / TRUST_STEPS))
+        self.spin.valueChanged.connect(self._spin_changed)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("trust"))
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.spin)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.hint)
+
+    @property
+    def value(self) -> float:
+        return float(self.spin.value())
+
+    def _spin_changed(self, value: float) -> None:
+        self.slider.setValue(round(value * TRUST_STEPS))  # no signal when the slider moved the spin box
+        self.changed.emit(float(value))
 
 
 class PhaseRatioWidget(QWidget):
@@ -59,7 +108,7 @@ class PhaseRatioWidget(QWidget):
         self.labels_layer = None
         self.sliders: FractionSliders | None = None
         self._predicted: np.ndarray | None = None
-        self._pending_ratio: object = None
+        self._pending: object = _NOTHING
         self._update_running = False
 
         self.image_combo = QComboBox()
@@ -68,6 +117,7 @@ class PhaseRatioWidget(QWidget):
         self.device_combo.addItems(list(DEVICE_CHOICES))
         self.device_label = QLabel("")
         self.segment_button = QPushButton("Segment")
+        self.trust = TrustControl()
         self.no_ratio_box = QCheckBox("no ratio (segment from the image alone)")
         self.estimate_button = QPushButton("Estimate ratios from the image")
         self.save_button = QPushButton("Save image + phases to store...")
@@ -88,20 +138,22 @@ class PhaseRatioWidget(QWidget):
         layout.addWidget(self.segment_button)
         layout.addWidget(self.progress)
         layout.addLayout(self.slider_area)
+        layout.addWidget(self.trust)
         layout.addWidget(self.no_ratio_box)
         layout.addWidget(self.estimate_button)
         layout.addWidget(self.save_button)
         layout.addWidget(self.message)
         layout.addStretch(1)
 
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(self._request_update)
+        self._throttle = QTimer(self)
+        self._throttle.setSingleShot(True)
+        self._throttle.setInterval(THROTTLE_MS)
+        self._throttle.timeout.connect(self._start_pending)
 
         self.segment_button.clicked.connect(self.segment)
         self.estimate_button.clicked.connect(self.estimate)
         self.no_ratio_box.toggled.connect(lambda _: self._request_update())
+        self.trust.changed.connect(lambda _: self._request_update())
         self.save_button.clicked.connect(self._save_dialog)
         self.model_combo.activated.connect(self._model_chosen)
         self.device_combo.currentTextChanged.connect(self._device_changed)
@@ -195,7 +247,7 @@ class PhaseRatioWidget(QWidget):
         self.message.setText("segmentation cancelled" if exc is None else f"segmentation failed: {exc}")
 
     def _session_ready(self, opened) -> None:
-        self.model_folder, session, labels = opened
+        self.model_folder, session, (labels, fractions) = opened
         self.model = session.model
         self.session = session
         self.segment_button.setEnabled(True)
@@ -204,27 +256,22 @@ class PhaseRatioWidget(QWidget):
             if self.sliders is not None:
                 self.sliders.setParent(None)
             self.sliders = FractionSliders(schema)
-            self.sliders.fractions_changed.connect(lambda _: self._debounce.start())
+            self.sliders.fractions_changed.connect(lambda _: self._request_update())
             self.slider_area.addWidget(self.sliders)
-        self.no_ratio_box.setEnabled(session.uses_ratio)
-        if not session.uses_ratio:
-            self.no_ratio_box.setChecked(True)
         self._set_session_controls(True)
-        self._show_labels(labels)
-        self._no_ratio_fractions = mask_fractions(labels, schema)
-        self.sliders.set_fractions(self._no_ratio_fractions, emit=False)
+        self._show_labels((labels, fractions))
+        self._no_ratio_fractions = fractions
+        self.sliders.set_fractions(fractions, emit=False)
         self.message.setText(
             "drag the sliders to steer the phase map" if session.uses_ratio
-            else "this model has no Phase Learning Module: sliders are disabled"
+            else "this model has no Phase Learning Module: the sliders steer the map through the ratio "
+                 "correction only (trust > 0)"
         )
 
     def _set_session_controls(self, enabled: bool) -> None:
-        has_ratio = enabled and self.session is not None and self.session.uses_ratio
-        self.estimate_button.setEnabled(enabled)
-        self.save_button.setEnabled(enabled)
-        self.no_ratio_box.setEnabled(has_ratio)
-        if self.sliders is not None:
-            self.sliders.setEnabled(has_ratio)
+        for control in (self.estimate_button, self.save_button, self.no_ratio_box, self.trust, self.sliders):
+            if control is not None:
+                control.setEnabled(enabled)
 
     def estimate(self) -> None:
         """Set the sliders to the phase fractions of the no-ratio prediction (made when segmenting)."""
@@ -235,47 +282,52 @@ class PhaseRatioWidget(QWidget):
     # ------------------------------------------------------------------ live updates
 
     def current_ratio(self):
-        """The ratio sent to the model: the slider vector, or None when "no ratio" is ticked."""
-        if self.session is None or not self.session.uses_ratio or self.no_ratio_box.isChecked():
+        """The ratio in use: the slider vector, or None when "no ratio" is ticked (or for a model without
+        the PLM's ratio encoder at trust 0, where a ratio has no effect)."""
+        if self.session is None or self.no_ratio_box.isChecked():
+            return None
+        if not self.session.uses_ratio and self.trust.value == 0:
             return None
         return self.sliders.fractions
 
     def _request_update(self) -> None:
         if self.session is None:
             return
-        self._pending_ratio = self.current_ratio()
-        if not self._update_running:
-            self._run_update()
+        self._pending = (self.current_ratio(), self.trust.value)
+        self._start_pending()
 
-    def _run_update(self) -> None:
+    def _start_pending(self) -> None:
+        """Start the latest request, unless an update is running or one started under THROTTLE_MS ago
+        (then the worker's end or the throttle timer calls this again)."""
         from napari.qt.threading import create_worker
 
-        ratio, session = self._pending_ratio, self.session
-        self._pending_ratio = _NOTHING
+        if self._pending is _NOTHING or self._update_running or self._throttle.isActive():
+            return
+        (ratio, trust), session = self._pending, self.session
+        self._pending = _NOTHING
         self._update_running = True
-        worker = create_worker(lambda: session.predict(ratio)[0], _start_thread=False)
-        worker.returned.connect(self._update_done)
+        self._throttle.start()
+        worker = create_worker(slider_update, session, ratio, trust, _start_thread=False)
+        worker.returned.connect(self._show_labels)
         worker.errored.connect(lambda exc: self.message.setText(f"update failed: {exc}"))
         worker.finished.connect(self._update_finished)
         worker.start()
         self._update_worker = worker
 
-    def _update_done(self, labels: np.ndarray) -> None:
-        self._show_labels(labels)
-
     def _update_finished(self) -> None:
         self._update_running = False
-        if self._pending_ratio is not _NOTHING:
-            self._run_update()
+        self._start_pending()
 
     @property
     def updating(self) -> bool:
-        """True while a slider change is still being computed (tests wait on this)."""
-        return self._update_running or self._debounce.isActive()
+        """True while a slider change is still being computed or waits for its turn (tests wait on this)."""
+        return self._update_running or self._pending is not _NOTHING
 
-    def _show_labels(self, labels: np.ndarray) -> None:
+    def _show_labels(self, result: tuple[np.ndarray, np.ndarray]) -> None:
+        """Show a phase map and its fractions (the achieved column)."""
         from ..napari_io import label_colormap
 
+        labels, achieved = result
         schema = self.session.schema
         self._predicted = labels
         name = f"{self._image_name} phases"
@@ -284,7 +336,7 @@ class PhaseRatioWidget(QWidget):
                                                        colormap=label_colormap(schema))
         else:
             self.labels_layer.data = labels
-        self.sliders.set_achieved(mask_fractions(labels, schema))
+        self.sliders.set_achieved(achieved)
 
     # ------------------------------------------------------------------ saving
 
@@ -300,7 +352,7 @@ class PhaseRatioWidget(QWidget):
             source=self._image_name,
             generator=f"segmenter:{self.model.arch}",
             model_checksum=_checksum(self.model_folder),
-            condition=None if ratio is None else {"fractions": [float(v) for v in ratio]},
+            condition=None if ratio is None else {"fractions": [float(v) for v in ratio], "trust": self.trust.value},
             changed_pixels=changed,
         )
         return Sample(self._image, self.session.schema, mask=mask, name=self._image_name, provenance=provenance)
@@ -325,18 +377,23 @@ class PhaseRatioWidget(QWidget):
                 self.message.setText(f"could not save: {exc}")
 
 
-_NOTHING = object()
-
 
 def open_session(folder, loaded, image, device, progress, should_stop):
     """Engine run in the worker: load the model (unless ``loaded`` already holds it), cache the
-    micrograph's image features, then compute the no-ratio phase map."""
-    from ..engines.inference import PhaseRatioSession
+    micrograph's image features, then compute the no-ratio phase map and its fractions."""
+    from ..engines.inference import PhaseRatioSession, stored_temperature
     from ..models.segmenter import Segmenter
 
     model = loaded if loaded is not None else Segmenter.from_pretrained(folder, device=device)
-    session = PhaseRatioSession(model, image, device=device, progress=progress, should_stop=should_stop)
-    return folder, session, session.predict(None)[0]
+    session = PhaseRatioSession(model, image, device=device, temperature=stored_temperature(folder),
+                                progress=progress, should_stop=should_stop)
+    return folder, session, slider_update(session, None, 0.0)
+
+
+def slider_update(session, ratio, trust: float) -> tuple[np.ndarray, np.ndarray]:
+    """Worker job for one slider position: the phase map (uint8) and its phase fractions."""
+    labels = session.labels(ratio, trust)
+    return labels, mask_fractions(labels, session.schema)
 
 
 def _checksum(folder: Path | None) -> str:
