@@ -1,9 +1,10 @@
-"""One-stage (PF-DiffSeg) vs two-stage (mask, then image) time per image + mask pair, measured in one run.
+"""One-stage (PF-DiffSeg) vs two-stage (mask, then image) vs two-stage-gan (mask, then one translator pass)
+time per image + mask pair, measured in one run.
 
 Paper 000 (Table 5) reports 2.01 s per pair for the one-stage PF-DiffSeg against 1.20 s + 1.21 s = 2.41 s
 for the two-stage SegGuidedDiff on its GPU, i.e. a two-stage / one-stage ratio of 1.20. Both generators
-here use the same preset (network widths), sampler and number of steps; untrained weights time the
-same as trained ones. Each generator and batch size is timed after one warm-up pair; runs on the CPU
+here use the same preset (network widths), sampler and number of steps (two-stage-gan: the same mask
+denoiser, its ``large`` preset for PF-DiffSeg's ``paper``); untrained weights time the same as trained ones. Each generator and batch size is timed after one warm-up pair; runs on the CPU
 and, when one is available, on the GPU.
 
     python bench/bench_generators.py                      # small preset, 20 DDIM steps (under a minute on 2 CPU cores)
@@ -20,8 +21,10 @@ from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.engines.generator_evaluation import time_generation
 from napari_microsynth.generators.pf_diffseg import PRESETS, PFDiffSeg
 from napari_microsynth.generators.two_stage import TwoStage
+from napari_microsynth.generators.two_stage_gan import MASK_PRESETS, TwoStageGAN
 
 PAPER_SECONDS = {"one-stage": 2.01, "two-stage": 2.41}  # paper 000, Table 5
+GAN_PRESET = {mask: gan for gan, mask in MASK_PRESETS.items()}  # PF-DiffSeg preset -> two-stage-gan preset
 
 
 def main() -> None:
@@ -48,20 +51,22 @@ def main() -> None:
         generators = {
             "one-stage": PFDiffSeg(schema, args.preset, device=device),
             "two-stage": TwoStage(schema, args.preset, device=device),
+            "two-stage-gan": TwoStageGAN(schema, GAN_PRESET[args.preset], device=device),
         }
         name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
         start = time.perf_counter()
         rows = time_generation(generators, n=args.pairs, batch_sizes=batch_sizes, sampler=args.sampler,
                                steps=args.steps)
         print(f"\n{device} ({name}), measured in {time.perf_counter() - start:.1f} s")
-        print(f"{'generator':<10} {'batch':>5} {'s / pair':>10}")
+        print(f"{'generator':<14} {'batch':>5} {'s / pair':>10}")
         seconds = {}
         for row in rows:
             seconds[row.generator, row.batch_size] = row.seconds_per_pair
-            print(f"{row.generator:<10} {row.batch_size:>5} {row.seconds_per_pair:>10.4f}")
+            print(f"{row.generator:<14} {row.batch_size:>5} {row.seconds_per_pair:>10.4f}")
         for size in batch_sizes:
-            ratio = seconds["two-stage", size] / seconds["one-stage", size]
-            print(f"two-stage / one-stage at batch {size}: {ratio:.2f}x")
+            for other in ("two-stage", "two-stage-gan"):
+                ratio = seconds[other, size] / seconds["one-stage", size]
+                print(f"{other} / one-stage at batch {size}: {ratio:.2f}x")
     paper = PAPER_SECONDS["two-stage"] / PAPER_SECONDS["one-stage"]
     print(f"\npaper 000, Table 5: {PAPER_SECONDS['one-stage']} s one-stage vs {PAPER_SECONDS['two-stage']} s "
           f"two-stage per pair ({paper:.2f}x), 50 DDIM steps, 128 px, its GPU")

@@ -320,9 +320,12 @@ def _train_generator(args: argparse.Namespace) -> int:
     samples = _labelled(Path(args.data), args.train_split, args.schema, args)
     out = Path(args.out)
     generator = cls(samples[0].schema, model=args.preset, device=args.device, seed=args.seed)
-    config = cls.TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                             lr_warmup_steps=min(500, args.steps // 10), checkpoint_dir=str(out / "work"),
-                             checkpoint_every=args.checkpoint_every)
+    config = cls.TrainConfig(**{
+        **dict(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+               lr_warmup_steps=min(500, args.steps // 10), checkpoint_dir=str(out / "work"),
+               checkpoint_every=args.checkpoint_every),
+        **_config_settings(cls.TrainConfig, args.set or []),
+    })
     progress, stop = _terminal(args, f"training {args.name}")
     with stop.installed():
         summary = generator.train(samples, config, progress, stop)
@@ -355,6 +358,32 @@ def _conditions(args: argparse.Namespace, schema, n: int):
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
 
 
+def _config_settings(config_class, pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings as settings of the dataclass ``config_class``, each value parsed as its field's type."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        default = fields[key].default
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {key}: expected true or false, got {value!r}")
+            settings[key] = value.lower() in ("true", "1")
+        elif isinstance(default, (int, float)):
+            try:
+                settings[key] = type(default)(value)
+            except ValueError:
+                raise ValueError(f"--set {key}: expected a number, got {value!r}") from None
+        else:
+            settings[key] = value
+    return settings
+
+
 @command("generate")
 def _generate(args: argparse.Namespace) -> int:
     from .core.store import DatasetStore, is_store
@@ -369,6 +398,9 @@ def _generate(args: argparse.Namespace) -> int:
     options = {"sampler": args.sampler, "guidance_scale": args.guidance}
     if args.steps:
         options["steps"] = args.steps
+    if args.fraction_control is not None:
+        options["fraction_control"] = args.fraction_control
+    options = {k: v for k, v in options.items() if k in generator.sampling_defaults}
     progress, stop = _terminal(args, f"generating with {generator.name}")
     written = 0
     with stop.installed():
@@ -618,18 +650,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
 
-    p = sub.add_parser("train-generator", help="train a generator (pf-diffseg, two-stage) on labelled micrographs",
+    p = sub.add_parser("train-generator", help="train a generator (two-stage-gan, pf-diffseg, two-stage) on "
+                                               "labelled micrographs",
                        description="Train a registered generator on random tiles of the labelled micrographs and "
                                    "write OUT/model. Re-running with the same OUT resumes from its checkpoints.")
-    p.add_argument("name", help="generator name: pf-diffseg, two-stage")
+    p.add_argument("name", help="generator name: two-stage-gan (best measured), pf-diffseg (paper 000), two-stage")
     p.add_argument("data", help="dataset folder or store")
     p.add_argument("--schema")
     p.add_argument("--train-split", default="train")
-    p.add_argument("--preset", default="small", help="network size: tiny, small (CPU), paper (GPU)")
+    p.add_argument("--preset", default="small", help="network size: tiny, small (CPU), paper or large (GPU; large for two-stage-gan)")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other training setting of the generator, e.g. translator_steps=5000 "
+                        "(repeatable; an unknown key lists the known ones)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
@@ -652,6 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"])
     p.add_argument("--steps", type=int, default=0, help="denoising steps (default: 50 DDIM, 20 DPM-Solver++)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--fraction-control", type=float, default=None, metavar="S",
+                   help="strength of the sampling-time fraction control, 0 (off, paper 000) to 1 (default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)

@@ -107,7 +107,7 @@ def generate_pool(
     tiles) in the store at ``path``; pairs already there are kept and generation continues after them."""
     from .generator_evaluation import fraction_targets
 
-    targets = fraction_targets(real_train, n, seed=seed, tile=tile)
+    targets = fraction_targets(real_train, n, seed=seed, tile=tile, downscale=generator.downscale)
     store = DatasetStore.open(path, mode="a") if is_store(path) else DatasetStore.create(
         path, generator.schema, description=f"augmentation benchmark pool from {generator.name}")
     done = len(store)

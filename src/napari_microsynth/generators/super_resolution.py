@@ -13,7 +13,7 @@ How the condition enters is not spelled out; as in SR3 the low-resolution pair i
 output size and concatenated to the noisy input as clean context channels: the image bicubically, the
 one-channel-per-class mask (+1 / -1) bilinearly. Training pairs: a high-resolution tile cut from a
 real micrograph and the same tile reduced 2x the way the generators' training tiles are (block mean,
-majority class), so a generator's output looks like what the super-resolution model was trained on.
+class drawn in proportion to its share of the block), so a generator's output looks like what the super-resolution model was trained on.
 
 >>> sr = SuperResolution(PhaseSchema.bundled("uhcs"), "tiny", device="cpu")
 >>> sr.denoiser.config.target_channels, sr.denoiser.config.context_channels

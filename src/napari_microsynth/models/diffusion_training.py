@@ -153,9 +153,9 @@ class RandomPairTiles:
     """Random square (image, mask) training tiles cut from whole annotated micrographs.
 
     A crop of ``tile * downscale`` pixels is taken at a random position (larger micrographs are picked
-    proportionally more often), reduced by ``downscale`` (image: block mean; mask: majority class of each
-    block, so class ids stay exact) and, with ``augment``, flipped and rotated by a random multiple of 90
-    degrees. Paper 000 (sec. 2.1, 2.2.1) cuts 256 px tiles and trains its diffusion model at 128 px,
+    proportionally more often), reduced by ``downscale`` (image: block mean; mask: a class drawn per block
+    in proportion to its share, see :func:`downscale_pair`, so class ids stay exact and fractions unbiased)
+    and, with ``augment``, flipped and rotated by a random multiple of 90 degrees. Paper 000 (sec. 2.1, 2.2.1) cuts 256 px tiles and trains its diffusion model at 128 px,
     i.e. ``downscale=2``.
 
     >>> tiles = RandomPairTiles(samples, tile=64, downscale=2)       # doctest: +SKIP

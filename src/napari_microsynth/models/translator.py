@@ -73,15 +73,21 @@ class TranslatorConfig:
         return cls(**data)
 
 
+def _conv3(fin: int, fout: int) -> nn.Conv2d:
+    """3x3 convolution with reflection padding: zero padding lets a GAN generator tell the border from the
+    centre, and it painted texture only in the middle of the tile."""
+    return nn.Conv2d(fin, fout, 3, padding=1, padding_mode="reflect")
+
+
 class SPADE(nn.Module):
     """Parameter-free instance normalisation, then per-pixel scale and shift computed from the mask."""
 
     def __init__(self, channels: int, n_classes: int, hidden: int):
         super().__init__()
         self.norm = nn.InstanceNorm2d(channels, affine=False)
-        self.shared = nn.Sequential(nn.Conv2d(n_classes, hidden, 3, padding=1), nn.ReLU())
-        self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
-        self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.shared = nn.Sequential(_conv3(n_classes, hidden), nn.ReLU())
+        self.gamma = _conv3(hidden, channels)
+        self.beta = _conv3(hidden, channels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # area resampling keeps the share of every class in a coarse cell (small particles do not vanish)
@@ -97,8 +103,8 @@ class SPADEBlock(nn.Module):
         super().__init__()
         middle = min(fin, fout)
         self.noise_scale = nn.Parameter(torch.zeros(1, fin, 1, 1))
-        self.norm0, self.conv0 = SPADE(fin, n_classes, hidden), nn.Conv2d(fin, middle, 3, padding=1)
-        self.norm1, self.conv1 = SPADE(middle, n_classes, hidden), nn.Conv2d(middle, fout, 3, padding=1)
+        self.norm0, self.conv0 = SPADE(fin, n_classes, hidden), _conv3(fin, middle)
+        self.norm1, self.conv1 = SPADE(middle, n_classes, hidden), _conv3(middle, fout)
         self.shortcut = None
         if fin != fout:
             self.norm_s, self.shortcut = SPADE(fin, n_classes, hidden), nn.Conv2d(fin, fout, 1, bias=False)
@@ -118,13 +124,13 @@ class MaskTranslator(nn.Module):
         super().__init__()
         self.config = config
         widths = config.widths()
-        self.head = nn.Conv2d(config.noise_channels, widths[-1], 3, padding=1)
+        self.head = _conv3(config.noise_channels, widths[-1])
         # one block per level from the noise grid up, the last at full resolution
         self.blocks = nn.ModuleList(
             SPADEBlock(widths[i], widths[max(i - 1, 0)], config.n_classes, config.spade_hidden)
             for i in range(config.levels, -1, -1)
         )
-        self.tail = nn.Conv2d(widths[0], 1, 3, padding=1)
+        self.tail = _conv3(widths[0], 1)
 
     def noise_shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
         """Shapes (per sample) of the input noise grid and of the noise added before each block."""
@@ -164,9 +170,10 @@ class PatchCritic(nn.Module):
         widths = [width, width * 2, width * 4]
         layers, c = [], in_channels
         for i, w in enumerate(widths):
-            layers.append(nn.Sequential(sn(nn.Conv2d(c, w, 4, stride=2 if i < 2 else 1, padding=1)), nn.LeakyReLU(0.2)))
+            conv = nn.Conv2d(c, w, 4, stride=2 if i < 2 else 1, padding=1, padding_mode="reflect")
+            layers.append(nn.Sequential(sn(conv), nn.LeakyReLU(0.2)))
             c = w
-        layers.append(sn(nn.Conv2d(c, 1, 4, padding=1)))
+        layers.append(sn(nn.Conv2d(c, 1, 4, padding=1, padding_mode="reflect")))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

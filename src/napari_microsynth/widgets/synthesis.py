@@ -55,11 +55,15 @@ MAX_SEED = 2**31 - 1
 
 
 def bundled_generators() -> dict[str, Path]:
-    """Display name -> folder of the generator models shipped in ``resources/models``."""
+    """Display name -> folder of the generator models shipped in ``resources/models``, the demo's first."""
     from ..resources import resources_dir
 
+    from ..engines.demo import DEMO_GENERATOR
+
     found = {}
-    for config in sorted((resources_dir() / "models").glob("*/config.json")):
+    # the demo's generator (the best measured one) first, so it is preselected
+    for config in sorted((resources_dir() / "models").glob("*/config.json"),
+                         key=lambda path: (path.parent.name != DEMO_GENERATOR, path.parent.name)):
         if json.loads(config.read_text()).get("kind") == "generator":
             found[f"bundled: {config.parent.name}"] = config.parent
     return found
@@ -455,6 +459,18 @@ class SynthesisWidget(QWidget):
                 widget.setSingleStep(0.5)
                 widget.setValue(float(default))
                 widget.setToolTip("classifier-free guidance; 1 = plain conditional sampling")
+            elif key == "fraction_control":
+                widget = QDoubleSpinBox()
+                widget.setRange(0.0, 1.0)
+                widget.setSingleStep(0.25)
+                widget.setValue(float(default))
+                widget.setToolTip("steer every denoising step towards the target fractions: 1 = full "
+                                  "(achieved within about a point), 0 = off (paper 000's plain sampling)")
+            elif key == "control_temperature":
+                widget = QDoubleSpinBox()
+                widget.setRange(0.5, 50.0)
+                widget.setValue(float(default))
+                widget.setToolTip("softmax temperature of the fraction control on the mask channels")
             elif isinstance(default, bool):
                 widget = QCheckBox()
                 widget.setChecked(default)
