@@ -1,6 +1,12 @@
-"""Shared fixtures: the real micrograph data in ../shared/data, UHCS training pairs, torch on one thread."""
+"""Shared fixtures: the real micrograph data, UHCS training pairs, torch on one thread.
+
+The real dataset folders are read from ``$MICROSYNTH_DATA`` (default ``../shared/data`` next to the
+repository); where that folder is absent, from the small MIT fixtures in ``tests/data``. A test that needs
+a dataset the fixtures do not hold carries ``@pytest.mark.real_data("metaldam")`` and is skipped without it.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -10,15 +16,30 @@ from napari_microsynth.core.io import read_mask, read_micrograph
 from napari_microsynth.core.sample import Sample
 from napari_microsynth.core.schema import PhaseSchema
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_DATA = Path(os.environ.get("MICROSYNTH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+BUNDLED_DATA = Path(__file__).resolve().parent / "data"
+NOT_BUNDLED = {
+    "metaldam": "MetalDAM has no licence, so it is not bundled",
+    "uhcs": "the test checks all 24 UHCS micrographs; tests/data holds 10",
+}
 UHCS_TRAIN_NAMES = ("uhcs0007", "uhcs0599", "uhcs0477", "uhcs0124")  # first four of the 16/4/4 training split
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_data(name): needs the dataset folder <name> of $MICROSYNTH_DATA")
+
+
+def pytest_runtest_setup(item):
+    for marker in item.iter_markers("real_data"):
+        name = marker.args[0]
+        if not (REAL_DATA / name).is_dir():
+            pytest.skip(f"needs {REAL_DATA / name} (set MICROSYNTH_DATA): {NOT_BUNDLED[name]}")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real data folder missing: {SHARED_DATA} (the tests need ../shared/data)")
-    return SHARED_DATA
+    """The real data folder, or the bundled fixtures (a few UHCS and iron pairs) where it is absent."""
+    return REAL_DATA if REAL_DATA.is_dir() else BUNDLED_DATA
 
 
 @pytest.fixture(scope="session")

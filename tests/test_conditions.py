@@ -59,6 +59,7 @@ def test_jitter_noise_scale_is_the_papers():
     assert np.std(np.log(wider[:, 0] / wider[:, 1])) == pytest.approx(5 * expected, rel=0.05)
 
 
+@pytest.mark.real_data("metaldam")
 def test_jitter_is_deterministic_under_a_seed(metaldam_tile_fractions):
     a = jitter_fractions(metaldam_tile_fractions, np.random.default_rng(7))
     b = jitter_fractions(metaldam_tile_fractions, np.random.default_rng(7))
@@ -77,6 +78,7 @@ def test_boosted_mode_picks_rows_in_proportion_to_the_boosted_fraction():
     np.testing.assert_allclose(picked, [0, 1 / 3, 2 / 3], atol=0.01)
 
 
+@pytest.mark.real_data("metaldam")
 def test_paper_mixture_on_metaldam(metaldam_tile_fractions):
     schema = PhaseSchema.bundled("metaldam")
     shares = default_shares(schema, metaldam_tile_fractions)
@@ -98,6 +100,7 @@ def test_paper_mixture_on_metaldam(metaldam_tile_fractions):
     assert ratio[0] < 1.0 and ratio[1] < 1.0
 
 
+@pytest.mark.real_data("metaldam")
 def test_sampler_is_deterministic_and_validates(metaldam_tile_fractions):
     schema = PhaseSchema.bundled("metaldam")
     sampler = BoostedFractionSampler.from_shares(metaldam_tile_fractions, PAPER_METALDAM_SHARES, schema)
@@ -137,6 +140,7 @@ def test_expert_guess_paper_001_example():
         expert_guess(truth, 1.2)
 
 
+@pytest.mark.real_data("metaldam")
 def test_expert_guess_degrades_with_lower_accuracy(metaldam_tile_fractions):
     errors = []
     for alpha in (1.0, 0.9, 0.66, 0.3):

@@ -31,15 +31,19 @@ def uhcs(shared_data):
     return {s.name: s for s in load_dataset(shared_data / "uhcs")}
 
 
-def test_layouts_are_recognised(shared_data):
-    assert detect_layout(shared_data / "metaldam") == "metaldam"
-    assert detect_layout(shared_data / "uhcs") == "uhcs"
-    assert detect_layout(shared_data / "fastfinecut_iron") == "grains"
+@pytest.mark.parametrize("folder, layout", [
+    pytest.param("metaldam", "metaldam", marks=pytest.mark.real_data("metaldam")),
+    ("uhcs", "uhcs"),
+    ("fastfinecut_iron", "grains"),
+])
+def test_layouts_are_recognised(shared_data, folder, layout):
+    assert detect_layout(shared_data / folder) == layout
 
 
 # ---------------------------------------------------------------------------------------------- MetalDAM
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_mask_counts_equal_the_official_metadata(shared_data, metaldam):
     folder = shared_data / "metaldam"
     official = metaldam_metadata_counts(folder)
@@ -58,6 +62,7 @@ def test_metaldam_mask_counts_equal_the_official_metadata(shared_data, metaldam)
     assert read_metaldam_metadata(folder)["micrograph8"].problems == ["total column is 719872, not 895x1280 = 1145600"]
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_images_are_paired_with_their_masks(shared_data, metaldam):
     records = read_metaldam_metadata(shared_data / "metaldam")
     assert len(metaldam) == 42
@@ -74,6 +79,7 @@ def test_metaldam_images_are_paired_with_their_masks(shared_data, metaldam):
     np.testing.assert_allclose(metaldam["micrograph19"].image, jpeg[:702, :, 0] / 255.0, atol=1e-6)
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_provenance_and_metadata(shared_data, metaldam):
     sample = metaldam["micrograph4"]
     assert sample.provenance.origin == "real"
@@ -85,6 +91,7 @@ def test_metaldam_provenance_and_metadata(shared_data, metaldam):
     assert sample.schema == PhaseSchema.bundled("metaldam")
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_splits(shared_data, metaldam):
     folder = shared_data / "metaldam"
     parts = {name: read_split(folder, name) for name in ("train", "val", "test")}
@@ -104,7 +111,7 @@ def test_metaldam_splits(shared_data, metaldam):
 
 
 def test_uhcs_fractions_match_the_npy_labels(shared_data, uhcs):
-    assert len(uhcs) == 24
+    assert sorted(uhcs) == sorted(p.stem for p in (shared_data / "uhcs" / "masks").glob("*.npy"))
     for name, sample in uhcs.items():
         labels = np.load(shared_data / "uhcs" / "masks" / f"{name}.npy")
         np.testing.assert_allclose(sample.fractions, np.bincount(labels.ravel(), minlength=4) / labels.size)
@@ -118,13 +125,11 @@ def test_uhcs_pixel_size_and_processing_conditions(uhcs):
     assert s6.provenance.extra["cool_method"] == "AR"
     assert uhcs["uhcs0075"].properties["anneal_time_h"] == 3.0
     assert uhcs["uhcs0596"].pixel_size_um == pytest.approx(5 / 129)
-    assert uhcs["uhcs1528"].properties == {}  # no anneal conditions recorded
-    assert "cool_method" not in uhcs["uhcs1528"].provenance.extra
-    assert sum(1 for s in uhcs.values() if s.properties) == 23
     temperatures = {s.properties["anneal_temperature_c"] for s in uhcs.values() if s.properties}
     assert temperatures <= {800.0, 900.0, 970.0, 1000.0}
 
 
+@pytest.mark.real_data("uhcs")
 def test_uhcs_splits(shared_data, uhcs):
     folder = shared_data / "uhcs"
     parts = [read_split(folder, name) for name in ("train", "val", "test")]
@@ -142,7 +147,7 @@ def test_uhcs_splits(shared_data, uhcs):
 
 def test_iron_grain_maps_load_as_boundaries_and_instances(shared_data):
     samples = load_dataset(shared_data / "fastfinecut_iron")
-    assert [s.name for s in samples] == ["001", "002", "003", "004", "005"]
+    assert [s.name for s in samples][:2] == ["001", "002"]  # serial sections in order
     for sample in samples:
         assert sample.schema.name == "grains" and sample.shape == (800, 800)
         assert 160 <= sample.instances.max() <= 200
@@ -199,7 +204,8 @@ def test_generic_folder_errors_say_what_is_wrong(shared_data, tmp_path):
 def test_progress_is_reported_and_cancel_stops(shared_data):
     calls = []
     load_dataset(shared_data / "uhcs", split="val", progress=lambda d, t, m: calls.append((d, t)))
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    n = len(read_split(shared_data / "uhcs", "val"))
+    assert calls == [(i, n) for i in range(1, n + 1)]
     with pytest.raises(Cancelled):
         load_dataset(shared_data / "uhcs", should_stop=lambda: True)
 
@@ -207,10 +213,11 @@ def test_progress_is_reported_and_cancel_stops(shared_data):
 # ---------------------------------------------------------------------------------------------- describe
 
 
+@pytest.mark.real_data("metaldam")
 def test_describe_metaldam_lists_sizes_classes_and_metadata_problems(shared_data):
     summary = describe_dataset(shared_data / "metaldam")
     assert (summary.layout, summary.n_samples, summary.n_labelled) == ("metaldam", 42, 42)
-    assert summary.image_sizes == {"703x1024": 34, "895x1280": 6, "702x1024": 2}
+    assert summary.image_sizes == {"1024x703": 34, "1280x895": 6, "1024x702": 2}  # width x height
     assert summary.class_names[2] == "martensite/austenite"
     assert summary.class_fractions[1] == pytest.approx(0.5549, abs=1e-3)  # austenite
     assert summary.splits["train"] == 24 and summary.splits["cv5"] == 7
@@ -220,7 +227,11 @@ def test_describe_metaldam_lists_sizes_classes_and_metadata_problems(shared_data
     assert "problems (2):" in summary.as_text()
 
 
-def test_describe_uhcs_notes_the_micrograph_without_conditions(shared_data):
+@pytest.mark.real_data("uhcs")
+def test_describe_uhcs_notes_the_micrograph_without_conditions(shared_data, uhcs):
+    assert uhcs["uhcs1528"].properties == {}  # no anneal conditions recorded
+    assert "cool_method" not in uhcs["uhcs1528"].provenance.extra
+    assert sum(1 for s in uhcs.values() if s.properties) == 23
     summary = describe_dataset(shared_data / "uhcs")
     assert summary.problems == ["uhcs1528: no processing conditions in uhcs-metadata.csv"]
     assert summary.class_fractions[0] == pytest.approx(0.7438, abs=1e-4)

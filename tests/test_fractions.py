@@ -40,6 +40,7 @@ def test_mask_fractions_skip_ignore_id():
         mask_fractions(np.full((2, 2), 9), schema)
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_fractions_match_official_pixel_counts(shared_data):
     """The per-class pixel counts of the official MetalDAM metadata are reproduced from the mask files."""
     schema = PhaseSchema.bundled("metaldam")
@@ -54,6 +55,7 @@ def test_metaldam_fractions_match_official_pixel_counts(shared_data):
         np.testing.assert_allclose(mask_fractions(mask, schema), np.array(labels) / sum(labels))
 
 
+@pytest.mark.real_data("uhcs")
 def test_uhcs_overall_shares_match_dataset_card(shared_data):
     """SOURCE.txt states the class shares over all 24 UHCS masks: 74.38 / 12.98 / 9.97 / 2.67 %."""
     total = sum(class_counts(np.load(p), 4) for p in sorted((shared_data / "uhcs" / "masks").glob("*.npy")))

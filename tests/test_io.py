@@ -29,6 +29,7 @@ def _names(folder, suffix):
 # ---------------------------------------------------------------------------------------------- micrographs
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_info_band_detected_on_every_image_and_inside_the_official_crop(shared_data):
     """The visible SEM band is 50 rows on 1024x768 and 64 rows on 1280x960 images; the masks were cut
     65/66 rows up, so the auto-cropped image always contains the whole annotated area."""
@@ -53,6 +54,7 @@ def test_no_info_band_on_uhcs_or_optical_iron(shared_data):
         assert image.shape == tifffile.imread(path).shape
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_jpeg_reads_as_grey_float_without_the_band(shared_data):
     path = shared_data / "metaldam" / "images" / "micrograph15.jpg"
     rgb = np.asarray(Image.open(path))
@@ -65,6 +67,7 @@ def test_metaldam_jpeg_reads_as_grey_float_without_the_band(shared_data):
     np.testing.assert_array_equal(cropped, image[:702])
 
 
+@pytest.mark.real_data("metaldam")
 def test_coloured_band_text_is_refused_when_not_cropped(shared_data):
     path = shared_data / "metaldam" / "images" / "micrograph0.jpg"
     with pytest.raises(ValueError, match="colour image.*info_band"):
@@ -122,6 +125,7 @@ def test_rgb_grey_jpeg_reads_as_grey_and_colour_jpeg_is_refused(shared_data, tmp
 # ---------------------------------------------------------------------------------------------- masks
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_colour_masks_decode_to_the_index_masks(shared_data):
     folder = shared_data / "metaldam"
     names = _names(folder / "masks", ".png")
@@ -133,6 +137,7 @@ def test_metaldam_colour_masks_decode_to_the_index_masks(shared_data):
         np.testing.assert_array_equal(colour, index, err_msg=name)
 
 
+@pytest.mark.real_data("metaldam")
 def test_metaldam_mask_stored_as_rgb_grey_gives_its_first_channel(shared_data):
     path = shared_data / "metaldam" / "masks" / "micrograph26.png"
     raw = np.asarray(Image.open(path))
@@ -145,7 +150,7 @@ def test_metaldam_mask_stored_as_rgb_grey_gives_its_first_channel(shared_data):
 def test_uhcs_npy_labels_and_rgba_preview_agree(shared_data):
     folder = shared_data / "uhcs"
     names = _names(folder / "masks", ".npy")
-    assert len(names) == 24
+    assert names == _names(folder / "images", ".tif")
     for name in names:
         labels = np.load(folder / "masks" / f"{name}.npy")
         mask = read_mask(folder / "masks" / f"{name}.npy", UHCS)
@@ -155,12 +160,15 @@ def test_uhcs_npy_labels_and_rgba_preview_agree(shared_data):
         np.testing.assert_array_equal(read_mask(folder / "masks_colored" / f"{name}.png", UHCS), labels, err_msg=name)
 
 
+@pytest.mark.real_data("metaldam")
 def test_unknown_colour_is_named_with_its_pixel_count(shared_data):
     rgb = np.array(Image.open(shared_data / "metaldam" / "masks_colored" / "micrograph3.png"))
     rgb[10:17, 20] = (1, 2, 3)
     with pytest.raises(ValueError, match=r"7 pixels in 1 colours.*\(1, 2, 3\) \(7 px\)"):
         decode_color_mask(rgb, METALDAM)
-    # the UHCS palette is not MetalDAM's: every colour is named
+
+
+def test_a_mask_in_another_schemas_palette_names_every_colour(shared_data):
     with pytest.raises(ValueError, match=r"uhcs0006.png: .*\(54, 1, 84\) \(190420 px\)"):
         read_mask(shared_data / "uhcs" / "masks_colored" / "uhcs0006.png", METALDAM)
 
@@ -194,6 +202,7 @@ def test_grey_colour_legend_and_explicit_kinds(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "colour.png", METALDAM, kind="color"), classes)
 
 
+@pytest.mark.real_data("metaldam")
 def test_colour_tolerance_accepts_small_shifts_only(shared_data):
     index = read_mask(shared_data / "metaldam" / "masks" / "micrograph1.png", METALDAM)[:200, :300]
     assert len(np.unique(index)) >= 4

@@ -14,8 +14,9 @@ from napari_microsynth.napari_io import get_reader, make_sample_data, read_store
 
 
 @pytest.fixture(scope="module")
-def uhcs_test(shared_data):
-    return load_dataset(shared_data / "uhcs", split="test4A")
+def uhcs_four(shared_data):
+    """The first four UHCS training micrographs (all 645 x 484)."""
+    return load_dataset(shared_data / "uhcs", split="train")[:4]
 
 
 def _store(path, samples):
@@ -24,8 +25,8 @@ def _store(path, samples):
     return store
 
 
-def test_reader_claims_only_dataset_stores(tmp_path, shared_data, uhcs_test):
-    _store(tmp_path / "d.zarr", uhcs_test[:1])
+def test_reader_claims_only_dataset_stores(tmp_path, shared_data, uhcs_four):
+    _store(tmp_path / "d.zarr", uhcs_four[:1])
     zarr.open_group(tmp_path / "plain.zarr", mode="w")
     assert get_reader(str(tmp_path / "plain.zarr")) is None
     assert get_reader(str(shared_data / "uhcs" / "images" / "uhcs0006.tif")) is None
@@ -34,9 +35,9 @@ def test_reader_claims_only_dataset_stores(tmp_path, shared_data, uhcs_test):
     assert get_reader([str(tmp_path / "d.zarr"), str(tmp_path / "plain.zarr")]) is None
 
 
-def test_reader_stacks_equal_sizes_and_keeps_schema_and_provenance(tmp_path, uhcs_test):
-    tiles = [s.crop((0, 0, 256, 256), name=f"{s.name} tile") for s in uhcs_test[:2]]
-    _store(tmp_path / "mixed.zarr", uhcs_test + tiles)
+def test_reader_stacks_equal_sizes_and_keeps_schema_and_provenance(tmp_path, uhcs_four):
+    tiles = [s.crop((0, 0, 256, 256), name=f"{s.name} tile") for s in uhcs_four[:2]]
+    _store(tmp_path / "mixed.zarr", uhcs_four + tiles)
     layers = get_reader(str(tmp_path / "mixed.zarr"))(str(tmp_path / "mixed.zarr"))
     assert [(kw["name"], kind) for _, kw, kind in layers] == [
         ("mixed 484x645 image", "image"), ("mixed 484x645 mask", "labels"),
@@ -44,13 +45,13 @@ def test_reader_stacks_equal_sizes_and_keeps_schema_and_provenance(tmp_path, uhc
     ]
     (images, image_kw, _), (masks, mask_kw, _) = layers[:2]
     assert images.shape == (4, 484, 645) and masks.shape == (4, 484, 645)
-    for k, sample in enumerate(uhcs_test):
+    for k, sample in enumerate(uhcs_four):
         assert np.array_equal(images[k], sample.image) and np.array_equal(masks[k], sample.mask)
     info = mask_kw["metadata"]["microsynth"]
     assert PhaseSchema.from_dict(info["schema"]) == PhaseSchema.bundled("uhcs")
-    assert [e["name"] for e in info["samples"]] == [s.name for s in uhcs_test]
-    assert Provenance.from_dict(info["samples"][0]["provenance"]) == uhcs_test[0].provenance
-    assert info["samples"][0]["properties"] == uhcs_test[0].properties
+    assert [e["name"] for e in info["samples"]] == [s.name for s in uhcs_four]
+    assert Provenance.from_dict(info["samples"][0]["provenance"]) == uhcs_four[0].provenance
+    assert info["samples"][0]["properties"] == uhcs_four[0].properties
     assert image_kw["contrast_limits"] == (0.0, 1.0)
     colors = mask_kw["colormap"]
     for phase in PhaseSchema.bundled("uhcs").phases:
@@ -58,8 +59,8 @@ def test_reader_stacks_equal_sizes_and_keeps_schema_and_provenance(tmp_path, uhc
     assert layers[2][0].shape == (2, 256, 256)
 
 
-def test_reader_stops_loading_at_its_memory_budget(tmp_path, uhcs_test):
-    tiles = [s.crop((0, 0, 100, 100), name=f"t{k}") for k, s in enumerate(uhcs_test[:3])]
+def test_reader_stops_loading_at_its_memory_budget(tmp_path, uhcs_four):
+    tiles = [s.crop((0, 0, 100, 100), name=f"t{k}") for k, s in enumerate(uhcs_four[:3])]
     store = _store(tmp_path / "d.zarr", tiles)
     with pytest.warns(UserWarning, match="first 2 of 3 samples"):
         layers = store_layers(store, max_bytes=2 * 100 * 100 * 5)
@@ -67,7 +68,7 @@ def test_reader_stops_loading_at_its_memory_budget(tmp_path, uhcs_test):
     assert [e["name"] for e in layers[1][1]["metadata"]["microsynth"]["samples"]] == ["t0", "t1"]
 
 
-def test_sample_data_is_the_bundled_uhcs_test_micrograph(shared_data):
+def test_sample_data_is_the_bundled_uhcs_four_micrograph(shared_data):
     (image, image_kw, image_type), (mask, mask_kw, mask_type) = make_sample_data()
     assert (image_type, mask_type) == ("image", "labels")
     assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
@@ -93,13 +94,13 @@ def test_sample_data_written_to_a_new_store_keeps_everything(tmp_path):
     assert sample.pixel_size_um == pytest.approx(20 / 103)
 
 
-def test_writing_edited_labels_back_records_a_correction_not_a_duplicate(tmp_path, uhcs_test):
+def test_writing_edited_labels_back_records_a_correction_not_a_duplicate(tmp_path, uhcs_four):
     path = tmp_path / "d.zarr"
-    _store(path, uhcs_test)
+    _store(path, uhcs_four)
     layers = read_store(str(path))
     masks = layers[1][0]
     masks[2, 100:110, 200:230] = 3  # paint 300 pixels of plane 2 as Widmanstaetten
-    changed = int(np.count_nonzero(masks[2] != uhcs_test[2].mask))
+    changed = int(np.count_nonzero(masks[2] != uhcs_four[2].mask))
     write_store(str(path), layers[::-1])  # order does not matter: layers pair by name
 
     store = DatasetStore.open(path)
@@ -116,11 +117,11 @@ def test_writing_edited_labels_back_records_a_correction_not_a_duplicate(tmp_pat
     assert copied.provenance(2) == store.provenance(2)
 
 
-def test_edits_saved_to_another_store_are_marked_corrected(tmp_path, uhcs_test):
-    _store(tmp_path / "src.zarr", uhcs_test[:1])
+def test_edits_saved_to_another_store_are_marked_corrected(tmp_path, uhcs_four):
+    _store(tmp_path / "src.zarr", uhcs_four[:1])
     layers = read_store(str(tmp_path / "src.zarr"))
     layers[1][0][:5, :5] = 2
-    changed = int(np.count_nonzero(layers[1][0] != uhcs_test[0].mask))
+    changed = int(np.count_nonzero(layers[1][0] != uhcs_four[0].mask))
     write_store(str(tmp_path / "dst.zarr"), layers)
     provenance = DatasetStore.open(tmp_path / "dst.zarr").provenance(0)
     assert provenance.origin == "corrected" and provenance.changed_pixels == changed

@@ -21,11 +21,11 @@ def schema() -> PhaseSchema:
 
 @pytest.fixture(scope="module")
 def tiles(shared_data) -> torch.Tensor:
-    """Two real 64x64 MetalDAM tiles (B, 1, 64, 64)."""
+    """Two real 64x64 SEM tiles (B, 1, 64, 64)."""
     from napari_microsynth.core.io import read_micrograph
 
-    image, _ = read_micrograph(shared_data / "metaldam" / "images" / "micrograph0.jpg")
-    return torch.from_numpy(np.stack([image[100:164, 200:264], image[400:464, 600:664]])[:, None].copy())
+    image, _ = read_micrograph(shared_data / "uhcs" / "images" / "uhcs0006.tif")
+    return torch.from_numpy(np.stack([image[100:164, 200:264], image[400:464, 500:564]])[:, None].copy())
 
 
 @pytest.mark.parametrize("setting", list(ABLATIONS))

@@ -104,7 +104,10 @@ def _majority_ties_to_lower_id(mask: np.ndarray, f: int, n: int) -> np.ndarray:
     return (blocks[..., None] == np.arange(n)).sum(axis=2).argmax(axis=-1)
 
 
-@pytest.mark.parametrize("dataset, split", [("metaldam", "train"), ("uhcs", "train16A")])
+@pytest.mark.parametrize("dataset, split", [
+    pytest.param("metaldam", "train", marks=pytest.mark.real_data("metaldam")),
+    ("uhcs", "train16A"),
+])
 def test_downscaled_masks_keep_the_phase_fractions_of_real_tiles(shared_data, dataset, split):
     """256 px training tiles halved like a generator's: a majority vote shifted whole points of phase area
     (MetalDAM matrix +2.3, UHCS spheroidite -3.3); the share draw stays within 0.3 points per class."""

@@ -276,12 +276,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("segment")
 def _segment(args: argparse.Namespace) -> int:
-    import numpy as np
     from PIL import Image
 
     from .core.fractions import mask_fractions, normalize_fractions
-    from .core.io import read_micrograph
+    from .core.io import image_shape, read_micrograph, write_mask
     from .engines.inference import predict_image, stored_temperature
+    from .engines.reports import phase_overlay
     from .models.device import resolve_device
     from .models.segmenter import Segmenter
 
@@ -295,16 +295,23 @@ def _segment(args: argparse.Namespace) -> int:
         raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
     image, _ = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit() else band)
+    rows = image_shape(args.image)[0]
+    if image.shape[0] < rows:
+        print(f"info band: bottom {rows - image.shape[0]} rows cropped, segmenting {image.shape[0]} of {rows} rows")
     progress, stop = _terminal(args, "segmenting")
     with stop.installed():
         labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
                                   temperature=stored_temperature(folder), progress=progress, should_stop=stop)
     progress.close()
-    Image.fromarray(labels.astype(np.uint8)).save(args.out)
+    write_mask(args.out, labels, model.schema)
     achieved = mask_fractions(labels, model.schema)
     for name, target, value in zip(model.schema.names, ratio if ratio is not None else [None] * len(achieved), achieved):
         print(f"{name:28s} " + ("" if target is None else f"target {100 * target:5.1f} %  ") + f"achieved {100 * value:5.1f} %")
-    print(f"phase map (class ids) written to {args.out}")
+    height, width = labels.shape
+    print(f"phase map {width}x{height} px (class ids shown in the phase colours) written to {args.out}")
+    if args.overlay:
+        Image.fromarray(phase_overlay(image, labels, model.schema)).save(args.overlay)
+        print(f"overlay with legend written to {args.overlay}")
     return 0
 
 
@@ -624,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="baseline vs PLM on held-out micrographs, over ratio accuracy alpha",
                        description="Train a baseline and a PLM segmenter on the same split and seeds, evaluate on "
-                                   "the held-out whole micrographs (sliding window, 50 %% overlap) with the PLM "
+                                   "the held-out whole micrographs (sliding window, 50 % overlap) with the PLM "
                                    "given no ratio and expert-guess ratios of accuracy alpha in {0.3, 0.5, 0.66, "
                                    "0.9, 1.0} (paper 001, App. A.2), and both networks with the ratio correction "
                                    "towards each guess at each --trust (temperature fitted on --val-split); write "
@@ -637,9 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trust levels of the 'baseline + correction' and 'PLM + correction' rows (0: none)")
 
     p = sub.add_parser("segment", help="segment one micrograph with a model folder",
-                       description="Whole-micrograph phase map (sliding window, 50 %% overlap) written as an index PNG.")
+                       description="Whole-micrograph phase map (sliding window, 50 % overlap) written as an "
+                                   "indexed-colour PNG: pixel values are class ids, shown in the phase colours.")
     p.add_argument("image")
-    p.add_argument("out", help="output PNG of class ids")
+    p.add_argument("out", help="output PNG of class ids in the phase colours")
+    p.add_argument("--overlay", metavar="PNG", help="also write the micrograph tinted by phase, with a legend")
     p.add_argument("--model", default="plm-uhcs-demo", help="model folder or bundled model name")
     p.add_argument("--ratio", help="comma-separated phase ratio, e.g. 0.7,0.1,0.15,0.05: a PLM model's input and "
                                    "the target of --trust")
@@ -767,6 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "into the output folder.")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--overwrite", action="store_true")
+    for p in sub.choices.values():  # -q also after the command; SUPPRESS keeps a -q given before it
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     return parser
 
 

@@ -440,7 +440,7 @@ class DatasetSummary:
     class_names: list[str]
     n_samples: int
     n_labelled: int
-    image_sizes: dict[str, int]  # "HxW" of the loaded (band-cropped) images -> number of samples
+    image_sizes: dict[str, int]  # "WxH" (width x height) of the loaded (band-cropped) images -> number of samples
     class_fractions: list[float]  # pixel share of each class over all loaded masks
     splits: dict[str, int]  # split name -> number of samples
     problems: list[str]
@@ -452,7 +452,7 @@ class DatasetSummary:
         """Multi-line human-readable summary."""
         lines = [
             f"{self.folder}: {self.layout} layout, {self.n_samples} micrographs, {self.n_labelled} with masks",
-            "image sizes: " + ", ".join(f"{size} x{n}" for size, n in self.image_sizes.items()),
+            "image sizes: " + ", ".join(f"{size} px ({n})" for size, n in self.image_sizes.items()),
             f"schema {self.schema!r}:",
         ]
         for i, (name, share) in enumerate(zip(self.class_names, self.class_fractions)):
@@ -488,7 +488,7 @@ def describe_dataset(
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        size = f"{sample.shape[0]}x{sample.shape[1]}"
+        size = f"{sample.shape[1]}x{sample.shape[0]}"
         sizes[size] = sizes.get(size, 0) + 1
         if sample.mask is None:
             continue

@@ -1,4 +1,4 @@
-"""Tables and plots that describe a set of samples: phase fractions per sample and their histograms."""
+"""Tables and pictures that describe samples: phase fractions per sample, their histograms, phase overlays."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.fractions import mask_fractions
 from ..core.schema import PhaseSchema
 
 
@@ -24,9 +25,9 @@ def fraction_rows(names: Sequence[str], fractions: np.ndarray, schema: PhaseSche
 def format_fraction_table(names: Sequence[str], fractions: np.ndarray, schema: PhaseSchema) -> str:
     """Plain-text table of per-sample phase fractions in percent, with the mean over samples last."""
     fractions = np.asarray(fractions, dtype=float)
-    width = max([len("sample"), len("mean")] + [len(n) for n in names])
+    width = max([len("sample (area %)")] + [len(n) for n in names])
     cols = [max(len(p), 7) for p in schema.names]
-    header = "sample".ljust(width) + "  " + "  ".join(p.rjust(c) for p, c in zip(schema.names, cols))
+    header = "sample (area %)".ljust(width) + "  " + "  ".join(p.rjust(c) for p, c in zip(schema.names, cols))
     lines = [header, "-" * len(header)]
     for name, row in zip(names, fractions):
         lines.append(name.ljust(width) + "  " + "  ".join(f"{100 * f:{c}.2f}" for f, c in zip(row, cols)))
@@ -53,6 +54,7 @@ def plot_fraction_histograms(path: str | Path, fractions: np.ndarray, schema: Ph
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fractions = np.asarray(fractions, dtype=float)
     n = schema.n_classes
@@ -62,6 +64,7 @@ def plot_fraction_histograms(path: str | Path, fractions: np.ndarray, schema: Ph
         ax.hist(100 * fractions[:, k], bins=min(20, max(5, len(fractions))), color=colour, edgecolor="black")
         ax.set_title(schema.names[k], fontsize=10)
         ax.set_xlabel("area fraction (%)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # sample counts
         if k == 0:
             ax.set_ylabel("samples")
     if title:
@@ -71,3 +74,25 @@ def plot_fraction_histograms(path: str | Path, fractions: np.ndarray, schema: Ph
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def phase_overlay(image: np.ndarray, mask: np.ndarray, schema: PhaseSchema, alpha: float = 0.4) -> np.ndarray:
+    """The micrograph tinted with the phase colours, above a legend (colour, phase, area %): ``(H + legend, W, 3)``
+    uint8 RGB.
+
+    >>> Image.fromarray(phase_overlay(sample.image, labels, sample.schema)).save("overlay.png")  # doctest: +SKIP
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    grey = 255 * np.repeat(np.asarray(image, dtype=np.float32)[..., None], 3, axis=2)
+    tinted = np.round((1 - alpha) * grey + alpha * schema.colors[mask]).astype(np.uint8)
+    font = ImageFont.load_default(size=max(12, image.shape[1] // 60))
+    line = font.size + 6
+    legend = Image.new("RGB", (image.shape[1], 6 + line * schema.n_classes), "white")
+    draw = ImageDraw.Draw(legend)
+    for k, (name, share) in enumerate(zip(schema.names, mask_fractions(mask, schema))):
+        y = 3 + k * line
+        colour = tuple(int(c) for c in schema.colors[k])
+        draw.rectangle((6, y, 6 + font.size, y + font.size), fill=colour, outline="black")
+        draw.text((12 + font.size, y), f"{name}  {100 * share:.1f} %", fill="black", font=font)
+    return np.concatenate([tinted, np.asarray(legend)], axis=0)
