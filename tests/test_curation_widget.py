@@ -9,7 +9,7 @@ import pytest
 from napari_microsynth.core.sample import Provenance
 from napari_microsynth.core.store import DatasetStore, export_folder
 from napari_microsynth.core.tiles import tile_samples
-from napari_microsynth.widgets.curation import MASK_LAYER, CurationWidget
+from napari_microsynth.widgets.curation import IMAGE_LAYER, MASK_LAYER, CurationWidget
 
 
 @pytest.fixture
@@ -122,3 +122,25 @@ def test_clean_up_removes_specks_and_counts_as_a_correction(widget, pair_store):
     widget.accept()
     provenance = DatasetStore.open(pair_store).provenance(0)
     assert provenance.origin == "corrected" and provenance.changed_pixels == np.count_nonzero(cleaned != clean)
+
+
+def test_pairs_are_shown_in_micrometres_with_a_scale_bar_and_phase_names(make_napari_viewer, read_uhcs, tmp_path):
+    """A pair with a known pixel size is shown in micrometres with napari's scale bar on; hovering the mask
+    names the phase in the status bar. A pair of unknown scale goes back to pixels."""
+    sample = read_uhcs(1)[0]
+    store = DatasetStore.create(tmp_path / "pairs.zarr", sample.schema)
+    store.append(replace(sample.crop((0, 0, 64, 64)), name="known", pixel_size_um=0.388))
+    store.append(replace(sample.crop((64, 0, 128, 64)), name="unknown", pixel_size_um=None))
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    widget.open_store(store.path)
+    image, labels = viewer.layers[IMAGE_LAYER], viewer.layers[MASK_LAYER]
+    for layer in (image, labels):
+        np.testing.assert_allclose(layer.scale, (0.388, 0.388))
+        assert [str(u) for u in layer.units] == ["micrometer", "micrometer"]
+    assert viewer.canvas.overlays.scale_bar.visible
+    y, x = np.argwhere(labels.data == 2)[0]  # a spheroidite pixel
+    assert "phase: spheroidite" in labels.get_status((y, x))["coordinates"]
+
+    widget.next_pair()
+    assert tuple(labels.scale) == (1.0, 1.0) and [str(u) for u in labels.units] == ["pixel", "pixel"]

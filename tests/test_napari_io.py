@@ -153,3 +153,25 @@ def test_writer_explains_unusable_layers(tmp_path, shared_data):
     with pytest.raises(ValueError, match=r"expected floats in \[0, 1\]"):
         write_store(str(tmp_path / "a.zarr"), [(image[0] * 255, image[1], "image"), labels])
     assert not (tmp_path / "a.zarr").exists()  # nothing is written when the input is refused
+
+
+def test_sample_data_is_in_micrometres_and_the_status_bar_names_the_phase():
+    from napari.layers import Image, Labels
+
+    (image, image_kw, _), (mask, mask_kw, _) = make_sample_data()
+    layers = Image(image, **image_kw), Labels(mask, **mask_kw)
+    for layer in layers:
+        np.testing.assert_allclose(layer.scale, (20 / 103, 20 / 103))  # 20 um scale bar = 103 px
+        assert [str(u) for u in layer.units] == ["micrometer", "micrometer"]
+    y, x = np.argwhere(mask == 3)[0]
+    assert layers[1].get_status((y, x))["coordinates"].endswith("3; phase: widmanstaetten")
+
+
+def test_store_stacks_are_in_micrometres_only_when_their_planes_share_a_pixel_size(tmp_path, uhcs_four):
+    assert uhcs_four[0].pixel_size_um == uhcs_four[1].pixel_size_um != uhcs_four[2].pixel_size_um
+    same = read_store(str(_store(tmp_path / "same.zarr", uhcs_four[:2]).path))
+    px = uhcs_four[0].pixel_size_um
+    assert same[0][1]["scale"] == same[1][1]["scale"] == (1.0, px, px)
+    assert same[1][1]["units"] == ("pixel", "um", "um")
+    mixed = read_store(str(_store(tmp_path / "mixed.zarr", uhcs_four).path))
+    assert mixed[1][1]["scale"] == (1.0, 1.0, 1.0) and mixed[1][1]["units"] == ("pixel",) * 3

@@ -50,6 +50,21 @@ def label_colormap(schema: PhaseSchema) -> dict[int | None, tuple[float, float, 
     return colors
 
 
+def phase_features(schema: PhaseSchema) -> dict[str, list]:
+    """Labels-layer ``features``: napari's status bar shows the phase name of the class under the cursor."""
+    return {"index": [phase.id for phase in schema.phases], "phase": list(schema.names)}
+
+
+def physical_scale(pixel_sizes_um: Sequence[float | None], ndim: int = 2) -> dict[str, tuple]:
+    """Layer ``scale`` and ``units`` (micrometres on the two image axes) for planes sharing one known pixel
+    size; pixel units (scale 1) when it is unknown or differs between planes."""
+    sizes = set(pixel_sizes_um)
+    if len(sizes) != 1 or None in sizes:
+        return {"scale": (1.0,) * ndim, "units": ("pixel",) * ndim}
+    px = float(sizes.pop())
+    return {"scale": (1.0,) * (ndim - 2) + (px, px), "units": ("pixel",) * (ndim - 2) + ("um", "um")}
+
+
 def layer_pair(
     image: np.ndarray,
     mask: np.ndarray,
@@ -58,19 +73,24 @@ def layer_pair(
     name: str,
     store: str | None = None,
 ) -> list[LayerData]:
-    """An image layer and a labels layer (2-D, or stacks of equal-size planes) with shared metadata."""
+    """An image layer and a labels layer (2-D, or stacks of equal-size planes) with shared metadata, in
+    micrometres where the samples' pixel size is known."""
     metadata = {META_KEY: {"store": store, "schema": schema.to_dict(), "samples": samples}}
+    scale = physical_scale([entry.get("pixel_size_um") for entry in samples], np.ndim(image))
     image_kwargs = {
         "name": f"{name} image",
         "metadata": metadata,
         "colormap": "gray",
         "contrast_limits": (0.0, 1.0),
+        **scale,
     }
     labels_kwargs = {
         "name": f"{name} mask",
         "metadata": metadata,
         "colormap": label_colormap(schema),
+        "features": phase_features(schema),
         "opacity": 0.6,
+        **scale,
     }
     return [(image, image_kwargs, "image"), (mask, labels_kwargs, "labels")]
 

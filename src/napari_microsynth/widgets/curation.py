@@ -208,11 +208,12 @@ class CurationWidget(QWidget):
             self._go_to(row)
 
     def _go_to(self, row: int) -> None:
-        from ..napari_io import label_colormap
+        from ..napari_io import label_colormap, phase_features, physical_scale
 
         self.position = row
         index = self.queue[row]
         sample = self.store[index]
+        scale = physical_scale([sample.pixel_size_um])
         if IMAGE_LAYER in self.viewer.layers:
             self.viewer.layers[IMAGE_LAYER].data = sample.image
         else:
@@ -220,8 +221,13 @@ class CurationWidget(QWidget):
         if MASK_LAYER in self.viewer.layers:
             self.viewer.layers[MASK_LAYER].data = sample.mask.copy()
         else:
-            self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5,
-                                   colormap=label_colormap(self.store.schema))
+            schema = self.store.schema
+            self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5, colormap=label_colormap(schema),
+                                   features=phase_features(schema))
+        for name in (IMAGE_LAYER, MASK_LAYER):
+            self.viewer.layers[name].scale, self.viewer.layers[name].units = scale["scale"], scale["units"]
+        if sample.pixel_size_um is not None:
+            self.viewer.canvas.overlays.scale_bar.visible = True
         self._shown_index, self._shown_mask = index, sample.mask
         self.viewer.layers.selection.active = self.viewer.layers[MASK_LAYER]
         self.queue_list.blockSignals(True)
