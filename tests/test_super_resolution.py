@@ -126,3 +126,12 @@ def test_bad_inputs_are_refused(trained, low_res_pairs, tmp_path):
     generator_folder = PFDiffSeg(UHCS, "tiny", device="cpu").save(tmp_path / "pf")
     with pytest.raises(ValueError, match="not a super-resolution model"):
         SuperResolution.load(generator_folder)
+
+
+def test_upscaled_masks_keep_the_low_resolution_phase_fractions(trained, low_res_pairs):
+    """Super-resolution must not undo the fraction control of the generator that made the pair."""
+    from napari_microsynth.core.fractions import mask_fractions
+
+    sr, _ = trained
+    for pair, big in zip(low_res_pairs, sr.upscale_many(low_res_pairs, steps=20)):
+        assert np.abs(mask_fractions(big.mask, UHCS) - mask_fractions(pair.mask, UHCS)).max() < 0.05

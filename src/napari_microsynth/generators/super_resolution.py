@@ -29,19 +29,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.fractions import mask_fractions
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
 from ..models.diffusion import (
     DenoiserConfig,
+    FractionControl,
     build_denoiser,
     decode_image,
-    decode_mask,
     encode_image,
     encode_mask,
     reverse_diffusion,
     sampling_settings,
     seeded_noise,
+    snap_to_fractions,
 )
 from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, downscale_pair
 from ._diffusion import DiffusionModel, architecture_text, encode_pair, preset_settings
@@ -260,10 +262,14 @@ class SuperResolution(DiffusionModel):
         masks = torch.from_numpy(np.stack([s.mask.astype(np.int64) for s, _ in batch]))
         context = low_resolution_context(images, masks, self.schema).to(self.device)
         noise = seeded_noise([seed for _, seed in batch], tuple(context.shape[1:])).to(self.device)
+        # the upscaled mask keeps the low-resolution pair's phase fractions: fraction control while denoising,
+        # then the class thresholds of the result shifted to meet them (the low-resolution pair fixes the content)
+        fractions = torch.from_numpy(np.stack([mask_fractions(s.mask, self.schema) for s, _ in batch])).float()
+        fractions = fractions.to(self.device)
         x = reverse_diffusion(self.denoiser, noise, context=context, sampler=settings["sampler"], steps=steps,
-                              on_step=on_step)
+                              on_step=on_step, control=FractionControl(fractions, first_mask_channel=1))
         big_images = decode_image(x[:, :1]).cpu().numpy()
-        big_masks = decode_mask(x[:, 1:]).cpu().numpy()
+        big_masks = snap_to_fractions(x[:, 1:], fractions).cpu().numpy()
         for j, (sample, seed) in enumerate(batch):
             record = {"seed": seed, "sampler": settings["sampler"], "steps": steps}
             instances = sample.instances

@@ -10,7 +10,7 @@ layout but not the micrograph texture; its images stay noisy. The two jobs are s
    DPM-Solver++, classifier-free guidance and the sampling-time fraction control
    (:class:`~napari_microsynth.models.diffusion.FractionControl`). With the control on, the final mask's
    class thresholds are shifted once more so that its hard (argmax) fractions meet the target
-   (:func:`snap_to_fractions`); since the image is painted afterwards from this very mask, this cannot
+   (:func:`~napari_microsynth.models.diffusion.snap_to_fractions`); since the image is painted afterwards from this very mask, this cannot
    break the image/mask correspondence.
 2. **Image stage**: a conditional GAN translator (SPADE generator with noise injection, multi-scale
    PatchGAN critic; :mod:`~napari_microsynth.models.translator`) paints the micrograph for the mask.
@@ -41,9 +41,9 @@ from ..models.diffusion import (
     FractionControl,
     build_denoiser,
     encode_mask,
-    fraction_bias,
     reverse_diffusion,
     seeded_noise,
+    snap_to_fractions,
 )
 from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, TrainResult, train_denoiser
 from ..models.folder import load_weights, read_model_config
@@ -54,7 +54,6 @@ from ._diffusion import DiffusionGenerator, architecture_text, preset_settings, 
 from .pf_diffseg import PRESETS as DENOISER_PRESETS
 
 MASK_NOISE, IMAGE_NOISE = 0, 1  # noise streams of one seed
-SNAP_TEMPERATURE = 50.0  # logits temperature * [-1, 1]: softmax close to argmax, so soft fractions ~ hard ones
 
 #: translator sizes per preset ("large" for a GPU; "small" trains in about half an hour on one CPU core)
 TRANSLATOR_PRESETS: dict[str, dict[str, Any]] = {
@@ -80,38 +79,10 @@ def two_stage_gan_configs(n_classes: int, preset: str = "small") -> tuple[Denois
     return mask, TranslatorConfig(n_classes=n_classes, **TRANSLATOR_PRESETS[preset])
 
 
-def snap_to_fractions(mask_logits: torch.Tensor, targets: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """Class maps from ``(B, C, H, W)`` mask channels in [-1, 1] with their class thresholds shifted so that
-    the hard fractions meet ``targets`` (``strength`` 0 = argmax of the smoothed channels, 1 = full shift).
-
-    The channels are smoothed first (Gaussian, sigma 1 px): diffusion outputs saturate at +-1 inside
-    regions, and smoothing makes pixels near region boundaries the least certain ones, so a threshold
-    shift grows or shrinks regions at their boundaries instead of flipping arbitrary pixels.
-
-    >>> x = torch.linspace(-1, 1, 256).reshape(1, 1, 16, 16); logits = torch.cat([x, -x], 1)
-    >>> round(snap_to_fractions(logits, torch.tensor([[0.25, 0.75]])).float().mean().item(), 2)
-    0.75
-    """
-    logits = SNAP_TEMPERATURE * _smooth(mask_logits.float())
-    bias = fraction_bias(logits, targets.float(), iterations=100)
-    return (logits + strength * bias[:, :, None, None]).argmax(dim=1)
-
-
-def _smooth(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Separable Gaussian blur of every channel, reflecting at the borders."""
-    radius = int(3 * sigma)
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
-    taps = (taps / taps.sum()).to(x.device)
-    c = x.shape[1]
-    x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = torch.nn.functional.conv2d(x, taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return torch.nn.functional.conv2d(x, taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 @dataclass
 class TwoStageGANTrainConfig(DiffusionTrainConfig):
     """Training settings: the mask denoiser's (``steps``, ``batch_size``, ``learning_rate`` ...) and the
-    translator's (``translator_*``; see :class:`~napari_microsynth.models.translator_training.TranslatorTrainConfig`).
+    translator's (``translator_*``, critic learning rate 4x ``translator_lr``; see :class:`~napari_microsynth.models.translator_training.TranslatorTrainConfig`).
 
     downscale / augment: crops of ``resolution * downscale`` px reduced to the model resolution, random
     flips and 90-degree rotations (as for PF-DiffSeg). checkpoint_dir: the mask stage writes to ``mask/``,
@@ -122,6 +93,7 @@ class TwoStageGANTrainConfig(DiffusionTrainConfig):
     augment: bool = True
     translator_steps: int = 5000
     translator_batch_size: int = 8
+    translator_lr: float = 1e-4
     feature_matching_weight: float = 10.0
     lowpass_weight: float = 10.0
 
@@ -133,6 +105,7 @@ class TwoStageGANTrainConfig(DiffusionTrainConfig):
     def translator_config(self) -> TranslatorTrainConfig:
         return TranslatorTrainConfig(
             steps=self.translator_steps, batch_size=self.translator_batch_size,
+            generator_lr=self.translator_lr, critic_lr=4 * self.translator_lr,
             feature_matching_weight=self.feature_matching_weight, lowpass_weight=self.lowpass_weight,
             checkpoint_dir=None if self.checkpoint_dir is None else str(Path(self.checkpoint_dir) / "translator"),
             checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints, resume=self.resume,
