@@ -124,6 +124,8 @@ class TwoStageGAN(DiffusionGenerator):
     TrainConfig = TwoStageGANTrainConfig
     denoiser_names = ("mask_denoiser",)
     sampling_stages = ("mask",)
+    #: DPM-Solver++ in 20 steps by default (the measured setting of the README); DDIM 50 as paper 000 remains
+    sampling_defaults = {**DiffusionGenerator.sampling_defaults, "sampler": "dpm++"}
 
     def __init__(
         self,
