@@ -254,7 +254,7 @@ def test_sample_streams_pairs_with_provenance(trained):
         assert (p.origin, p.generator, p.seed) == ("synthetic", "pf-diffseg", seed)
         assert p.condition == {"fractions": pytest.approx([0.6, 0.2, 0.15, 0.05])}
         assert p.extra["sampling"] == {"sampler": "dpm++", "steps": 5, "guidance_scale": 1.0, "batch_size": 1,
-                                       "min_region_px": 0}
+                                       "min_region_px": 0, "fraction_control": 1.0, "control_temperature": 4.0}
         assert pair.fractions.shape == (4,) and pair.fractions.sum() == pytest.approx(1)
     assert not np.array_equal(pairs[0].image, pairs[1].image)
 

@@ -78,7 +78,7 @@ def test_pairs_are_valid_streamed_and_carry_provenance(trained):
         assert (p.origin, p.generator, p.generator_version, p.seed) == ("synthetic", "two-stage", "1", seed)
         assert p.condition == {"fractions": pytest.approx([0.6, 0.2, 0.15, 0.05])}
         assert p.extra["sampling"] == {"sampler": "ddim", "steps": 4, "guidance_scale": 1.0, "batch_size": 1,
-                                       "min_region_px": 0}
+                                       "min_region_px": 0, "fraction_control": 1.0, "control_temperature": 4.0}
         assert pair.pixel_size_um == pytest.approx(0.5)
     assert not np.array_equal(pairs[0].mask, pairs[1].mask)
 

@@ -40,6 +40,7 @@ from ..models.diffusion import (
     reverse_diffusion,
     sampling_settings,
     seeded_noise,
+    snap_to_fractions,
 )
 from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, TrainResult, train_denoiser
 from . import register_generator
@@ -222,7 +223,8 @@ class TwoStage(DiffusionGenerator):
             self.mask_denoiser, noise, condition, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
             on_step=on_step, control=control,
         )
-        masks = decode_mask(x)
+        # the image is made for this mask afterwards, so the mask can be snapped to the exact fractions
+        masks = decode_mask(x) if control is None else snap_to_fractions(x, condition, control.strength)
         images = self._images_for(
             encode_mask(masks, self.schema.n_classes), seeds, sampler, steps, lambda done, of: on_step(done, of, 1)
         )
