@@ -9,7 +9,8 @@ true fractions (paper 001, sec. 2.2 and 3.2; the paper gives no weights for the 
 The loop is written with ``accelerate`` (mixed precision only on a GPU), checkpoints every
 ``checkpoint_every`` steps into ``work_dir/checkpoints`` and resumes from the latest checkpoint when
 called again with the same ``work_dir``. Tile draws are seeded by (seed, step), so an interrupted and
-resumed training follows the same path as an uninterrupted one.
+resumed training follows the same path as an uninterrupted one. A checkpoint holds safetensors weights,
+a ``weights_only`` optimiser state and JSON (``models.checkpoint``): resuming never unpickles code.
 
 Departures from the paper, all configurable: AdamW at lr 1e-3 with cosine decay instead of Adam at
 1e-5 (the paper fine-tunes; here encoders start from random weights because nothing is downloaded);
@@ -35,6 +36,7 @@ from ..core.fractions import class_counts
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
+from ..models.checkpoint import read_checkpoint_files, write_checkpoint_files
 from ..models.device import resolve_device
 from ..models.plm import PLMFlags
 from ..models.segmenter import PRESETS, Segmenter
@@ -360,13 +362,19 @@ def train_segmenter(
         optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
 
     step, history, resumed_from = 0, [], None
     checkpoint = latest_checkpoint(work_dir)
     if checkpoint is not None:
         saved = json.loads((checkpoint / TRAINER_STATE).read_text())
         _check_resumable(saved, config, fingerprint, checkpoint)
-        accelerator.load_state(str(checkpoint))
+        weights, state = read_checkpoint_files(checkpoint, ["model"], accelerator.device)
+        unwrapped.load_state_dict(weights["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if accelerator.scaler is not None and state["scaler"] is not None:
+            accelerator.scaler.load_state_dict(state["scaler"])
         step, history, resumed_from = int(saved["step"]), list(saved["history"]), int(saved["step"])
 
     def save_checkpoint() -> None:
@@ -377,13 +385,17 @@ def train_segmenter(
         if tmp.exists():
             shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
+            scaler = accelerator.scaler
+            write_checkpoint_files(tmp, {"model": unwrapped.state_dict()},
+                                   {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "scaler": None if scaler is None else scaler.state_dict()})
             state = {"step": step, "history": history, "config": config.to_dict(), "data_fingerprint": fingerprint}
             (tmp / TRAINER_STATE).write_text(json.dumps(state))
             tmp.rename(final)
             for old in _checkpoints(work_dir)[: -config.keep_checkpoints]:
                 shutil.rmtree(old)
+        accelerator.wait_for_everyone()
 
     ignore_id = schema.ignore_id
     model.train()

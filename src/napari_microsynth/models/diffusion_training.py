@@ -9,7 +9,8 @@ Loop (paper 000, Table A2 and eq. 3): noise-prediction loss MSE + lambda * L1 (l
 AdamW at lr 1e-4 with a cosine learning-rate schedule, DDPM forward process with the model's (cosine)
 noise schedule. Our additions: condition dropout for classifier-free guidance, EMA weights (used for
 sampling and saved), gradient clipping, checkpoints with exact resume, and ``accelerate`` so several
-GPUs are a launch flag away; mixed precision only on GPU.
+GPUs are a launch flag away; mixed precision only on GPU. Checkpoints hold safetensors weights, a
+``weights_only`` training state and JSON (:mod:`.checkpoint`), so resuming never unpickles code.
 
 Randomness is derived from ``(seed, step, process)`` at every step, so a resumed run draws exactly the
 batches and noise the uninterrupted run would have drawn.
@@ -23,7 +24,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
+from .checkpoint import read_checkpoint_files, write_checkpoint_files
 from .diffusion import Denoiser, training_scheduler
 
 TRAINER_STATE = "trainer_state.json"
@@ -301,14 +303,14 @@ def train_denoiser(
     )
     model, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay)
-    accelerator.register_for_checkpointing(ema)
+    run = _Run(accelerator, accelerator.unwrap_model(model), optimizer, lr_scheduler, ema)
 
     step, losses, resumed_from = 0, [], None
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckpt_dir is not None and config.resume:
         last = latest_checkpoint(ckpt_dir)
         if last is not None:
-            step, losses = _load_checkpoint(accelerator, last, denoiser)
+            step, losses = run.load(last)
             resumed_from = step
 
     def finish() -> None:
@@ -319,7 +321,7 @@ def train_denoiser(
 
     def checkpoint() -> None:
         if ckpt_dir is not None and not (ckpt_dir / f"checkpoint-{step}" / TRAINER_STATE).is_file():
-            _save_checkpoint(accelerator, ckpt_dir, step, losses, denoiser, config.keep_checkpoints)
+            run.save(ckpt_dir, step, losses, config.keep_checkpoints)
 
     process = accelerator.process_index
     progress(step, config.steps, f"resumed at step {step}" if resumed_from is not None else "training")
@@ -364,26 +366,50 @@ def train_denoiser(
     return TrainResult(steps=step, losses=losses, resumed_from=resumed_from, mixed_precision=precision)
 
 
-def _save_checkpoint(accelerator, folder: Path, step: int, losses: list[float], denoiser: Denoiser, keep: int) -> None:
-    path = folder / f"checkpoint-{step}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        # the trainer state is written last: a checkpoint without it is incomplete and ignored on resume
-        state = {"step": step, "losses": losses, "denoiser": denoiser.config.to_dict()}
-        tmp = path / f".{TRAINER_STATE}.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(path / TRAINER_STATE)
-        for _, old in _checkpoints(folder)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+@dataclass
+class _Run:
+    """What a checkpoint holds: the (unwrapped) denoiser, optimiser, learning-rate schedule and EMA."""
 
+    accelerator: Any
+    denoiser: Denoiser
+    optimizer: Any
+    lr_scheduler: Any
+    ema: Any
 
-def _load_checkpoint(accelerator, path: Path, denoiser: Denoiser) -> tuple[int, list[float]]:
-    state = json.loads((path / TRAINER_STATE).read_text())
-    if state.get("denoiser") != denoiser.config.to_dict():
-        raise ValueError(
-            f"checkpoint {path} was written for another model configuration; "
-            "use a fresh checkpoint_dir or resume=False"
-        )
-    accelerator.load_state(str(path))
-    return int(state["step"]), [float(v) for v in state["losses"]]
+    def save(self, folder: Path, step: int, losses: list[float], keep: int) -> None:
+        path, acc = folder / f"checkpoint-{step}", self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            names = [name for name, _ in self.denoiser.named_parameters()]
+            ema = self.ema.state_dict()
+            write_checkpoint_files(
+                path,
+                {"denoiser": self.denoiser.state_dict(), "ema": dict(zip(names, ema.pop("shadow_params")))},
+                {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+                 "ema": ema, "scaler": None if acc.scaler is None else acc.scaler.state_dict()},
+            )
+            # the trainer state is written last: a checkpoint without it is incomplete and ignored on resume
+            state = {"step": step, "losses": losses, "denoiser": self.denoiser.config.to_dict()}
+            tmp = path / f".{TRAINER_STATE}.tmp"
+            tmp.write_text(json.dumps(state))
+            tmp.replace(path / TRAINER_STATE)
+            for _, old in _checkpoints(folder)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def load(self, path: Path) -> tuple[int, list[float]]:
+        state = json.loads((path / TRAINER_STATE).read_text())
+        if state.get("denoiser") != self.denoiser.config.to_dict():
+            raise ValueError(
+                f"checkpoint {path} was written for another model configuration; "
+                "use a fresh checkpoint_dir or resume=False"
+            )
+        weights, training = read_checkpoint_files(path, ("denoiser", "ema"), self.accelerator.device)
+        self.denoiser.load_state_dict(weights["denoiser"])
+        names = [name for name, _ in self.denoiser.named_parameters()]
+        self.ema.load_state_dict({**training["ema"], "shadow_params": [weights["ema"][n] for n in names]})
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.lr_scheduler.load_state_dict(training["lr_scheduler"])
+        if self.accelerator.scaler is not None and training["scaler"] is not None:
+            self.accelerator.scaler.load_state_dict(training["scaler"])
+        return int(state["step"]), [float(v) for v in state["losses"]]
