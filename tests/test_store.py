@@ -19,7 +19,14 @@ from napari_microsynth.core.fractions import mask_fractions
 from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
-from napari_microsynth.core.store import DatasetStore, IncompleteWriteWarning, StoreError, export_folder
+from napari_microsynth.cli import EXIT_BAD_INPUT, main
+from napari_microsynth.core.store import (
+    DatasetStore,
+    IncompleteWriteWarning,
+    StoreError,
+    StoreLockedError,
+    export_folder,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -217,6 +224,7 @@ def test_a_write_killed_midway_leaves_earlier_samples_intact(tmp_path, uhcs):
     path = tmp_path / "d.zarr"
     store = DatasetStore.create(path, PhaseSchema.bundled("uhcs"))
     store.extend(tiles, split="train")
+    store.close()  # the killed writers below need the store's write lock
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -241,6 +249,7 @@ def test_a_write_killed_midway_leaves_earlier_samples_intact(tmp_path, uhcs):
     with pytest.warns(IncompleteWriteWarning):
         store = DatasetStore.open(path, mode="a")
     store.append(uhcs[0], split="test")
+    store.close()
     reopened = DatasetStore.open(path)  # no warning: the leftover was replaced
     assert reopened.incomplete == []
     assert reopened.names == ["t0", "t1", "t2", "uhcs1648"]
@@ -250,6 +259,46 @@ def test_a_write_killed_midway_leaves_earlier_samples_intact(tmp_path, uhcs):
                                text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert DatasetStore.open(path).names[-1] == "fourth"
+
+
+HOLD_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from napari_microsynth.core.store import DatasetStore
+
+    store = DatasetStore.open(sys.argv[1], mode="a")
+    print("writing", flush=True)
+    sys.stdin.read()  # holds the store open for writing until killed
+    """
+)
+
+
+def test_one_writer_at_a_time_and_a_killed_writer_leaves_no_stale_lock(tmp_path, uhcs, capsys):
+    path = tmp_path / "d.zarr"
+    tile = uhcs[0].crop((0, 0, 64, 64), name="t")
+    with DatasetStore.create(path, PhaseSchema.bundled("uhcs")) as store:
+        store.append(tile)
+        with DatasetStore.open(path, mode="a") as same_process:  # handles of one process share the lock
+            same_process.append(tile)
+    (tmp_path / "hold.py").write_text(HOLD_SCRIPT)
+    writer = subprocess.Popen([sys.executable, str(tmp_path / "hold.py"), str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+    try:
+        assert writer.stdout.readline() == "writing\n"
+        with pytest.raises(StoreLockedError, match=f"store {path} is being written by process {writer.pid}"):
+            DatasetStore.open(path, mode="a")
+        with pytest.raises(StoreLockedError):
+            DatasetStore.create(path, PhaseSchema.bundled("uhcs"), overwrite=True)
+        assert main(["-q", "generate", "pf-diffseg-uhcs-demo", str(path), "-n", "2", "--steps", "2",
+                     "--fractions", "0.7,0.1,0.1,0.1", "--device", "cpu", "--threads", "1"]) == EXIT_BAD_INPUT
+        assert f"is being written by process {writer.pid}" in capsys.readouterr().err
+        assert len(DatasetStore.open(path)) == 2  # reading is allowed
+    finally:
+        writer.kill()
+        writer.wait()
+    with DatasetStore.open(path, mode="a") as store:  # the killed writer's lock went with it
+        store.append(tile)
+    assert len(DatasetStore.open(path)) == 3
 
 
 def test_extend_reports_progress_and_stops_when_asked(tmp_path, uhcs):

@@ -40,7 +40,12 @@ the split lists) are updated in one metadata write. zarr's local store replaces 
 every sample below the count complete. A half-written sample group above the count is ignored, reported
 by ``incomplete`` (with a warning on open) and overwritten by the next append. Appending never
 rewrites the arrays of existing samples; mask corrections add a new mask array and keep the original.
-Only one process may write to a store at a time.
+
+One writer at a time: a store opened for writing (``create`` or ``open(mode="a")``) holds an OS lock on
+its ``.write.lock`` file until :meth:`DatasetStore.close` (or the end of the process; the operating system
+drops the lock of a killed process, so a stale lock never blocks). Another process that tries to write
+gets :class:`StoreLockedError` naming the writer's process id; handles within one process share the lock.
+Reading is always allowed.
 """
 from __future__ import annotations
 
@@ -50,7 +55,9 @@ import json
 import os
 import re
 import shutil
+import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -68,14 +75,77 @@ IMAGE_DTYPES = ("float32", "uint8", "uint16")
 EXPORT_IMAGE_FORMATS = ("png", "tiff16", "tiff")
 _CHUNK = 512
 _SAMPLE_KEYS = ("name", "pixel_size_um", "properties", "provenance", "class_counts", "status", "mask_array")
+LOCK_FILE = ".write.lock"
 
 
 class StoreError(ValueError):
     """A dataset store is missing, of another format, or damaged; the message says what and where."""
 
 
+class StoreLockedError(StoreError):
+    """Another process is writing to the store."""
+
+
 class IncompleteWriteWarning(UserWarning):
     """An earlier write was interrupted; the partly written sample is ignored."""
+
+
+# (device, inode) of a lock file -> [its open file holding the OS lock, number of handles in this process]
+_HELD: dict[tuple[int, int], list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _os_lock(handle) -> None:
+    """Take an exclusive, non-blocking OS lock on an open file; OSError when another process holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(1 << 20)  # a byte past the process id, which others must still be able to read
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _lock(path: Path) -> tuple[int, int]:
+    """Take the single-writer lock of the store at ``path`` for this process; returns the key to release it."""
+    handle = open(path / LOCK_FILE, "a+")
+    info = os.fstat(handle.fileno())
+    key = (info.st_dev, info.st_ino)
+    with _HELD_GUARD:
+        if key in _HELD:
+            handle.close()
+            _HELD[key][1] += 1
+            return key
+        try:
+            _os_lock(handle)
+        except OSError:
+            try:
+                handle.seek(0)
+                owner = f"process {int(handle.read().strip())}"
+            except (OSError, ValueError):
+                owner = "another process"
+            handle.close()
+            raise StoreLockedError(
+                f"store {path} is being written by {owner}; only one program may write to a store at a time "
+                "(wait for it to finish or stop it, or write to another store)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _HELD[key] = [handle, 1]
+    return key
+
+
+def _unlock(key: tuple[int, int]) -> None:
+    with _HELD_GUARD:
+        entry = _HELD[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD[key]
+            entry[0].close()  # closing the file drops the OS lock
 
 
 def is_store(path: str | Path) -> bool:
@@ -145,6 +215,7 @@ class DatasetStore:
         self._root = root
         self.path = path
         self.writable = writable
+        self._release = weakref.finalize(self, _unlock, _lock(path)) if writable else None
         attrs = dict(root.attrs)
         self._format = dict(attrs[FORMAT_KEY])
         self.schema = PhaseSchema.from_dict(attrs["schema"])
@@ -182,7 +253,9 @@ class DatasetStore:
             if not overwrite:
                 raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
             if path.is_dir() and is_store(path):
+                key = _lock(path)  # refuses a store another process is writing
                 shutil.rmtree(path)
+                _unlock(key)
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
             else:
@@ -354,6 +427,18 @@ class DatasetStore:
     def __len__(self) -> int:
         return self._count
 
+    def close(self) -> None:
+        """Release the write lock (a read-only store holds none); the store is read-only afterwards."""
+        if self._release is not None:
+            self._release()
+        self.writable = False
+
+    def __enter__(self) -> "DatasetStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"DatasetStore({str(self.path)!r}, schema={self.schema.name!r}, samples={self._count})"
 
@@ -370,7 +455,7 @@ class DatasetStore:
 
     def _require_writable(self) -> None:
         if not self.writable:
-            raise PermissionError(f"{self.path} was opened read-only; use DatasetStore.open(path, mode='a')")
+            raise PermissionError(f"{self.path} is open read-only (or closed); use DatasetStore.open(path, mode='a')")
 
     def __getitem__(self, index: int) -> Sample:
         i = self._index(index)
@@ -813,6 +898,7 @@ def export_folder(
 __all__ = [
     "DatasetStore",
     "StoreError",
+    "StoreLockedError",
     "IncompleteWriteWarning",
     "STATUSES",
     "IMAGE_DTYPES",
