@@ -280,6 +280,22 @@ def test_existing_exports_are_refused_without_overwrite(real, pairs, tmp_path):
     assert (foreign / "chapter1.tex").read_text() == "keep me"
 
 
+def test_overwrite_removes_only_the_exports_own_files_and_refuses_a_folder_holding_others(real, tmp_path):
+    out = tmp_path / "set"
+    export_training_set(out, real["train"], ratio=0, tile=TILE)
+    exported = sorted(p.name for p in out.iterdir())
+    (out / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match=r"files the export did not write \(notes.txt\)"):
+        export_training_set(out, real["train"], real["val"], ratio=0, tile=TILE, overwrite=True)
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*exported, "notes.txt"])
+    assert len(DatasetStore.open(out / "dataset.zarr")) == 30  # the earlier export is intact
+
+    (out / "notes.txt").unlink()
+    summary = export_training_set(out, real["train"], real["val"], ratio=0, tile=TILE, overwrite=True)
+    assert summary.counts == {"train": {"real": 30}, "val": {"real": 1}}
+
+
 def test_held_out_and_synthetic_data_are_kept_apart(real, pairs):
     with pytest.raises(ValueError, match="both the train and the test split: uhcs0007"):
         export_training_set("unused", real["train"], real_test=real["train"][:1], ratio=0, tile=TILE)

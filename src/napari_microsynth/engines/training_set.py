@@ -50,6 +50,8 @@ HISTOGRAM_PNG = "fraction_histograms.png"
 PLAN_FORMAT = "napari-microsynth-training-set-plan"
 PLAN_VERSION = 1
 SYNTHETIC_ORIGINS = ("synthetic", "corrected")
+#: Everything an export writes into OUT; ``overwrite`` removes these (and their ``.partial`` temporaries) only.
+EXPORT_ENTRIES = (PLAN_FILE, STORE_NAME, BALANCE_CSV, BALANCE_PNG, HISTOGRAM_PNG, FOLDERS_NAME, CARD_FILE)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -448,7 +450,8 @@ def _plan_difference(old: dict, new: dict) -> str:
 
 def _prepare_out(out: Path, plan: dict, overwrite: bool) -> None:
     """Check OUT against ``plan``: new/empty -> fresh; same unfinished plan -> resume (unless ``overwrite``);
-    finished or different -> refuse, or with ``overwrite`` delete it (only a folder holding an export plan)."""
+    finished or different -> refuse, or with ``overwrite`` delete the earlier export's files (only in a folder
+    holding an export plan and nothing else)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
@@ -466,7 +469,18 @@ def _prepare_out(out: Path, plan: dict, overwrite: bool) -> None:
         why = ("already holds a finished export" if same
                else f"holds an export with a different plan ({_plan_difference(old, plan)})")
         raise FileExistsError(f"{out} {why}; pass overwrite=True (--overwrite) to replace it")
-    shutil.rmtree(out)
+    entries = list(out.iterdir())
+    foreign = sorted(e.name for e in entries if e.name.removesuffix(".partial") not in EXPORT_ENTRIES)
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds files the export did not write ({', '.join(foreign[:5])}); overwriting removes only "
+            "an export's own files, so move those elsewhere or choose a new folder"
+        )
+    for entry in entries:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _open_store(out: Path, plan: dict, schema: PhaseSchema, description: str) -> DatasetStore:
@@ -590,8 +604,8 @@ def export_training_set(
     Resumable: the plan file is written first and the store commits one sample at a time, so after a
     cancel or a kill the same call continues with the samples not yet stored (no duplicates). A folder
     with a finished export (``README.md`` present) or a different plan raises ``FileExistsError``;
-    ``overwrite`` deletes any earlier export there and starts over (a folder without an export plan is
-    never deleted).
+    ``overwrite`` deletes the earlier export's files and starts over (a folder without an export plan, or
+    holding any file an export does not write, is refused and left untouched).
     ``progress`` is called per sample; ``should_stop`` is checked before each sample (:class:`Cancelled`).
     """
     out = Path(out)
