@@ -157,3 +157,11 @@ def test_cli_trains_with_family_settings_and_generates_at_the_asked_fractions(tm
     for i in range(len(pairs)):
         achieved = mask_fractions(pairs[i].mask, UHCS)
         assert np.abs(achieved - [0.5, 0.3, 0.1, 0.1]).max() < 0.02
+
+
+def test_clean_up_happens_before_the_image_is_painted(trained):
+    """With paper 002's clean-up the returned image is the one painted for the cleaned mask."""
+    gen, *_ = trained
+    pair = next(gen.sample([0.6, 0.2, 0.15, 0.05], n=1, seed=4, min_region_px=6, **FAST))
+    repainted = gen.paint(torch.from_numpy(pair.mask[None]), [4])[0]
+    np.testing.assert_allclose(pair.image, repainted, atol=1e-6)

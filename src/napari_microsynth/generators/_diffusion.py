@@ -332,18 +332,26 @@ class DiffusionGenerator(DiffusionModel, Generator):
             control = None
             if fraction_control > 0:
                 control = FractionControl(condition, self.mask_channel_offset, fraction_control, control_temperature)
-            images, masks = self._denoise(
-                [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step, control
-            )
+            batch_seeds = [seeds[i] for i in index]
+            images, masks = self._denoise(batch_seeds, condition, sampler, steps, guidance_scale, on_step, control)
+            if min_region_px:
+                masks = np.stack([remove_small_regions(m, self.schema, min_region_px) for m in masks])
+                images = self._images_for_cleaned(images, masks, batch_seeds, sampler, steps)
             for j in range(len(index)):
-                mask = masks[j] if not min_region_px else remove_small_regions(masks[j], self.schema, min_region_px)
                 yield Sample(
                     image=images[j],
                     schema=self.schema,
-                    mask=mask,
+                    mask=masks[j],
                     pixel_size_um=self.pixel_size_um,
                     provenance=Provenance(origin="synthetic", extra={"downscale": self.downscale}),
                 )
+
+    def _images_for_cleaned(
+        self, images: np.ndarray, masks: np.ndarray, seeds: list[int], sampler: str, steps: int
+    ) -> np.ndarray:
+        """The images for masks changed by the clean-up: a model that makes image and mask together keeps its
+        images; one that makes the image for the mask (two-stage families) makes them again for the new masks."""
+        return images
 
     def _folder_header(self) -> dict[str, Any]:
         return {"kind": "generator", "generator": self.name, "generator_version": self.version}

@@ -230,6 +230,10 @@ class TwoStage(DiffusionGenerator):
         )
         return images, masks.cpu().numpy()
 
+    def _images_for_cleaned(self, images, masks, seeds, sampler, steps) -> np.ndarray:
+        context = encode_mask(torch.from_numpy(masks), self.schema.n_classes).to(self.device)
+        return self._images_for(context, seeds, sampler, steps, lambda done, of: None)
+
     def images_for_masks(
         self,
         masks: Sequence[np.ndarray],

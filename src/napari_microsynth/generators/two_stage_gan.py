@@ -256,6 +256,9 @@ class TwoStageGAN(DiffusionGenerator):
         masks = x.argmax(dim=1) if control is None else snap_to_fractions(x, condition, control.strength)
         return self.paint(masks, seeds), masks.cpu().numpy()
 
+    def _images_for_cleaned(self, images, masks, seeds, sampler, steps) -> np.ndarray:
+        return self.paint(torch.from_numpy(masks), seeds)
+
     @torch.no_grad()
     def paint(self, masks: torch.Tensor, seeds: list[int]) -> np.ndarray:
         """Micrographs ``(B, H, W)`` in [0, 1] for class maps ``(B, H, W)``, texture noise from ``seeds``."""
