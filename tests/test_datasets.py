@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_microsynth.cli import main
 from napari_microsynth.core.datasets import (
     available_splits,
     describe_dataset,
@@ -236,3 +237,16 @@ def test_describe_uhcs_notes_the_micrograph_without_conditions(shared_data, uhcs
     assert summary.problems == ["uhcs1528: no processing conditions in uhcs-metadata.csv"]
     assert summary.class_fractions[0] == pytest.approx(0.7438, abs=1e-4)
     assert summary.to_dict()["n_samples"] == 24
+
+
+def test_describe_lists_a_micrograph_without_a_mask_as_a_problem(shared_data, tmp_path, capsys):
+    folder = tmp_path / "uhcs"
+    (folder / "masks").mkdir(parents=True)
+    shutil.copytree(shared_data / "uhcs" / "images", folder / "images")
+    stems = sorted(p.stem for p in (folder / "images").glob("*.tif"))
+    for stem in stems[1:]:
+        shutil.copy(shared_data / "uhcs" / "masks" / f"{stem}.npy", folder / "masks")
+    summary = describe_dataset(folder, schema=PhaseSchema.bundled("uhcs"))
+    assert f"{stems[0]}: micrograph without a mask in masks/ (unlabelled)" in summary.problems
+    assert main(["-q", "describe", "--strict", "--schema", "uhcs", str(folder)]) == 1
+    assert "problems: none" not in capsys.readouterr().out

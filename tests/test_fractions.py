@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_microsynth.core.fractions import class_counts, mask_fractions, normalize_fractions, set_fraction
+from napari_microsynth.core.fractions import (
+    class_counts,
+    mask_fractions,
+    normalize_fractions,
+    parse_fractions,
+    set_fraction,
+)
 from napari_microsynth.core.schema import Phase, PhaseSchema
 
 
@@ -63,12 +69,32 @@ def test_uhcs_overall_shares_match_dataset_card(shared_data):
 
 
 def test_normalize_fractions():
-    np.testing.assert_allclose(normalize_fractions([2, -1, 2]), [0.5, 0.0, 0.5])
+    np.testing.assert_allclose(normalize_fractions([2, 0, 2]), [0.5, 0.0, 0.5])
     np.testing.assert_allclose(normalize_fractions([[1, 3], [5, 5]]), [[0.25, 0.75], [0.5, 0.5]])
     with pytest.raises(ValueError, match="all zero"):
-        normalize_fractions([0, -0.2, 0])
+        normalize_fractions([0, 0, 0])
     with pytest.raises(ValueError, match="finite"):
         normalize_fractions([0.5, np.nan])
+    with pytest.raises(ValueError, match="too large"):
+        normalize_fractions([1e308, 1e308, 0])
+
+
+def test_negative_fractions_are_rejected_not_clipped():
+    with pytest.raises(ValueError, match="cannot be negative"):
+        normalize_fractions([2, -1, 2])
+    with pytest.raises(ValueError, match="cannot be negative: b -0.1"):
+        parse_fractions("0.6,-0.1,0.5", ["a", "b", "c"])
+
+
+def test_typed_fractions_are_rescaled_only_with_a_note():
+    fractions, note = parse_fractions("0.6, 0.3, 0.1", ["a", "b", "c"])
+    np.testing.assert_allclose(fractions, [0.6, 0.3, 0.1])
+    assert note is None
+    fractions, note = parse_fractions("60,30,10", ["a", "b", "c"])
+    np.testing.assert_allclose(fractions, [0.6, 0.3, 0.1])
+    assert note == "fractions 60,30,10 sum to 100, not 1: rescaled to a 0.6, b 0.3, c 0.1"
+    with pytest.raises(ValueError, match=r"one value per phase \(3: a, b, c\), got 2"):
+        parse_fractions("0.5,0.5", ["a", "b", "c"])
 
 
 def test_set_fraction_rescales_others_proportionally():

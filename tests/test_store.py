@@ -359,6 +359,16 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def test_exported_csv_never_holds_a_spreadsheet_formula(tmp_path, uhcs):
+    store = DatasetStore.create(tmp_path / "d.zarr", PhaseSchema.bundled("uhcs"))
+    names = ['=HYPERLINK("http://evil.example","click")', "+1+1", "@SUM(A1)", "-2+3", "plain"]
+    for name in names:
+        store.append(uhcs[0].crop((0, 0, 32, 32), name=name))
+    rows = _read_csv(export_folder(store, tmp_path / "export") / "samples.csv")
+    assert [r["name"] for r in rows] == ["'" + n for n in names[:4]] + ["plain"]
+    assert all(float(r["fraction_ferrite matrix"]) >= 0 for r in rows)
+
+
 def test_export_writes_images_masks_and_a_csv(tmp_path, uhcs):
     store = _export_store(tmp_path, uhcs)
     out = export_folder(store, tmp_path / "export")

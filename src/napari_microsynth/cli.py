@@ -15,6 +15,7 @@ from . import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+DEFAULT_PAIRS = 8
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -278,7 +279,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .core.fractions import mask_fractions, normalize_fractions
+    from .core.fractions import mask_fractions, parse_fractions
     from .core.io import image_shape, read_micrograph, write_mask
     from .engines.inference import predict_image, stored_temperature
     from .engines.reports import phase_overlay
@@ -290,7 +291,9 @@ def _segment(args: argparse.Namespace) -> int:
     model = Segmenter.from_pretrained(folder, device=resolve_device(args.device))
     ratio = None
     if args.ratio:
-        ratio = normalize_fractions([float(v) for v in args.ratio.split(",")])
+        ratio, note = parse_fractions(args.ratio, model.schema.names)
+        if note:
+            print(f"note: {note}")
     if args.trust and ratio is None:
         raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
@@ -343,25 +346,35 @@ def _train_generator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _conditions(args: argparse.Namespace, schema, n: int):
-    """Target fraction vectors from --fractions, --csv, or paper 000's boosted sampler over --boost-from data."""
+def _conditions(args: argparse.Namespace, schema, n: int | None):
+    """Target fraction vectors from --fractions, --csv, or paper 000's boosted sampler over --boost-from data;
+    ``n`` of them (None: one per CSV row, else DEFAULT_PAIRS)."""
     import numpy as np
 
-    from .core.fractions import normalize_fractions
+    from .core.fractions import parse_fractions
     from .generators.base import conditions_from_csv
 
     given = [bool(args.fractions), bool(args.csv), bool(args.boost_from)]
     if sum(given) > 1:
         raise ValueError("give only one of --fractions, --csv and --boost-from")
+    if n is not None and n < 1:
+        raise ValueError(f"-n must be at least 1, got {n}")
     if args.fractions:
-        return np.tile(normalize_fractions([float(v) for v in args.fractions.split(",")]), (n, 1))
+        fractions, note = parse_fractions(args.fractions, schema.names)
+        if note:
+            print(f"note: {note}")
+        return np.tile(fractions, (n or DEFAULT_PAIRS, 1))
     if args.csv:
-        return conditions_from_csv(args.csv, schema)[:n]
+        rows = conditions_from_csv(args.csv, schema)
+        if n is not None and n > len(rows):
+            raise ValueError(f"{args.csv} has {len(rows)} condition rows but -n asks for {n} pairs; "
+                             "leave -n out to use every row")
+        return rows[:n]
     if args.boost_from:
         from .engines.generator_evaluation import fraction_targets
 
         real = _labelled(Path(args.boost_from), args.split, None, args)
-        return fraction_targets(real, n, seed=args.seed)
+        return fraction_targets(real, n or DEFAULT_PAIRS, seed=args.seed)
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
 
 
@@ -394,6 +407,7 @@ def _config_settings(config_class, pairs: list[str]) -> dict:
 @command("generate")
 def _generate(args: argparse.Namespace) -> int:
     from .core.store import DatasetStore, is_store
+    from .engines.generation import GenerateRun
     from .generators import load_generator
 
     _set_threads(args)
@@ -408,15 +422,15 @@ def _generate(args: argparse.Namespace) -> int:
     if args.fraction_control is not None:
         options["fraction_control"] = args.fraction_control
     options = {k: v for k, v in options.items() if k in generator.sampling_defaults}
+    run = GenerateRun.plan(generator, store, conditions, n=len(conditions), seed=args.seed, **options)
+    if run.note:
+        print(f"note: {run.note}")
     progress, stop = _terminal(args, f"generating with {generator.name}")
-    written = 0
     with stop.installed():
-        for sample in generator.sample(conditions, n=len(conditions), seed=args.seed, progress=progress,
-                                       should_stop=stop, **options):
-            store.append(sample, split="synthetic")
-            written += 1
+        written = run.write(store, progress=progress, should_stop=stop)
     progress.close()
-    print(f"wrote {written} synthetic pairs to {out} ({len(store)} samples in the store)")
+    resumed = f"; {run.done} of this run's {run.n} pairs were already there" if run.done else ""
+    print(f"wrote {written} synthetic pairs to {out} ({len(store)} samples in the store{resumed})")
     return 0
 
 
@@ -689,10 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate micrograph + mask pairs into a dataset store",
                        description="Sample pairs from a generator model folder (or bundled name) and append "
-                                   "them, with provenance, to a dataset store (created if missing).")
+                                   "them, with provenance, to a dataset store (created if missing). Running "
+                                   "the same command again continues a stopped run without duplicates; "
+                                   "another run into the same store never reuses a stored seed.")
     p.add_argument("model", help="generator model folder or bundled model name")
     p.add_argument("out", help="dataset store to write (appended to if it exists)")
-    p.add_argument("-n", type=int, default=8, help="number of pairs")
+    p.add_argument("-n", type=int, default=None,
+                   help=f"number of pairs (default {DEFAULT_PAIRS}; with --csv one per row)")
     condition_options(p)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"])
     p.add_argument("--steps", type=int, default=0, help="denoising steps (default: 50 DDIM, 20 DPM-Solver++)")

@@ -40,7 +40,7 @@ def jitter_fractions(
     rng = _generator(rng)
     c = normalize_fractions(fractions)
     noisy = c + sigma * (c + epsilon) * rng.standard_normal(c.shape)
-    return normalize_fractions(noisy)
+    return normalize_fractions(np.clip(noisy, 0.0, None))
 
 
 @dataclass(frozen=True)

@@ -471,8 +471,8 @@ def describe_dataset(
     should_stop: StopFn = never_stop,
 ) -> DatasetSummary:
     """Read a dataset folder sample by sample and summarise it; unreadable samples, masks without
-    images, metadata rows that contradict the masks and missing processing conditions are listed as
-    problems instead of stopping the summary."""
+    images, images without masks, metadata rows that contradict the masks and missing processing
+    conditions are listed as problems instead of stopping the summary."""
     folder = Path(folder)
     loader = _Loader(folder, schema, "auto")
     entries, orphans = _entries(folder)
@@ -491,6 +491,7 @@ def describe_dataset(
         size = f"{sample.shape[1]}x{sample.shape[0]}"
         sizes[size] = sizes.get(size, 0) + 1
         if sample.mask is None:
+            problems.append(f"{entry.name}: micrograph without a mask in masks/ (unlabelled)")
             continue
         n_labelled += 1
         mask_counts = class_counts(sample.mask, loader.schema.n_classes, loader.schema.ignore_id)

@@ -8,7 +8,7 @@ array([0.8 , 0.12, 0.08])
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -45,21 +45,51 @@ def mask_fractions(mask: np.ndarray, schema: PhaseSchema) -> np.ndarray:
 
 
 def normalize_fractions(v) -> np.ndarray:
-    """Clip negatives to zero and rescale so the last axis sums to 1.
+    """Rescale non-negative values so the last axis sums to 1.
 
-    Works on one vector ``(C,)`` or a stack ``(N, C)``. Raises ``ValueError`` for non-finite values or
-    a vector with no positive entry.
+    Works on one vector ``(C,)`` or a stack ``(N, C)``. Raises ``ValueError`` for negative or non-finite
+    values and for a vector with no positive entry (or one too large to add up).
     """
     v = np.asarray(v, dtype=np.float64)
     if v.ndim == 0 or v.shape[-1] == 0:
         raise ValueError(f"expected a fraction vector (C,) or stack (N, C), got shape {v.shape}")
     if not np.all(np.isfinite(v)):
-        raise ValueError(f"fractions must be finite numbers, got {v}")
-    v = np.clip(v, 0.0, None)
-    total = v.sum(axis=-1, keepdims=True)
+        raise ValueError(f"fractions must be finite numbers, got {v.tolist()}")
+    if np.any(v < 0):
+        raise ValueError(f"fractions cannot be negative, got {v.tolist()}")
+    with np.errstate(over="ignore"):
+        total = v.sum(axis=-1, keepdims=True)
     if np.any(total <= 0):
-        raise ValueError("cannot normalise fractions that are all zero (or negative): at least one must be positive")
+        raise ValueError("cannot normalise fractions that are all zero: at least one must be positive")
+    if not np.all(np.isfinite(total)):
+        raise ValueError(f"fractions too large to add up: {v.tolist()}")
     return v / total
+
+
+def parse_fractions(text: str, names: Sequence[str]) -> tuple[np.ndarray, str | None]:
+    """Fractions typed by a user, one per phase of ``names``, as a vector summing to 1, and a note saying
+    how they were rescaled when they did not sum to 1 (None when they did, within 0.001).
+
+    >>> parse_fractions("60,40", ["ferrite", "pearlite"])
+    (array([0.6, 0.4]), 'fractions 60,40 sum to 100, not 1: rescaled to ferrite 0.6, pearlite 0.4')
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != len(names):
+        raise ValueError(f"expected one value per phase ({len(names)}: {', '.join(names)}), "
+                         f"got {len(parts)}: {text!r}")
+    try:
+        values = np.array([float(p) for p in parts])
+    except ValueError:
+        raise ValueError(f"fractions must be comma-separated numbers, got {text!r}") from None
+    negative = [f"{name} {value:g}" for name, value in zip(names, values) if value < 0]
+    if negative:
+        raise ValueError(f"fractions cannot be negative: {', '.join(negative)}")
+    fractions = normalize_fractions(values)
+    total = float(values.sum())
+    if abs(total - 1.0) <= 1e-3:
+        return fractions, None
+    shares = ", ".join(f"{name} {f:.4g}" for name, f in zip(names, fractions))
+    return fractions, f"fractions {text} sum to {total:g}, not 1: rescaled to {shares}"
 
 
 def _locked_indices(locked, n: int) -> np.ndarray:

@@ -723,6 +723,20 @@ class DatasetStore:
 _EXPORT_ENTRIES = {"images", "masks", "splits", "schema.json", "samples.csv"}
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row whose text cells a spreadsheet shows as text and never runs as a formula: text starting
+    with ``= + - @``, a tab or a carriage return gets a leading apostrophe (OWASP's advice on CSV
+    injection); numbers and other text are unchanged.
+
+    >>> spreadsheet_safe({"name": "=1+1", "fraction": -0.5})
+    {'name': "'=1+1", 'fraction': -0.5}
+    """
+    return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``path`` through a temporary file and a rename, so it is never seen half-written."""
     tmp = path.with_name(path.name + ".partial")
@@ -890,7 +904,7 @@ def export_folder(
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(spreadsheet_safe(row) for row in rows)
     atomic_write_bytes(out_dir / "samples.csv", buffer.getvalue().encode())
     return out_dir
 
@@ -904,4 +918,5 @@ __all__ = [
     "IMAGE_DTYPES",
     "export_folder",
     "is_store",
+    "spreadsheet_safe",
 ]

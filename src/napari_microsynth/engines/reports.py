@@ -9,6 +9,7 @@ import numpy as np
 
 from ..core.fractions import mask_fractions
 from ..core.schema import PhaseSchema
+from ..core.store import spreadsheet_safe
 
 
 def fraction_rows(names: Sequence[str], fractions: np.ndarray, schema: PhaseSchema) -> list[dict]:
@@ -44,7 +45,7 @@ def write_fraction_csv(path: str | Path, names: Sequence[str], fractions: np.nda
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["name", *schema.names])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(spreadsheet_safe(row) for row in rows)
     return path
 
 

@@ -35,7 +35,7 @@ from ..core.fractions import class_counts
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
-from ..core.store import DatasetStore, atomic_write_bytes, export_folder, is_store
+from ..core.store import DatasetStore, atomic_write_bytes, export_folder, is_store, spreadsheet_safe
 from ..core.tiles import tile_shape, tile_samples
 
 #: Real-to-synthetic ratios of paper 000, sec. 2.3 (1:R = R synthetic pairs per real tile).
@@ -270,7 +270,7 @@ class ClassBalance:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows())
+        writer.writerows(spreadsheet_safe(row) for row in self.rows())
         path = Path(path)
         atomic_write_bytes(path, buffer.getvalue().encode())
         return path

@@ -1,0 +1,24 @@
+"""Every row of the bad-input battery (tests/bad_inputs.py) ends in exit status 2 and one clear error line,
+and leaves the files it was given as they were."""
+from __future__ import annotations
+
+import pytest
+from bad_inputs import BAD_INPUTS, BadInput
+
+from napari_microsynth.cli import EXIT_BAD_INPUT, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[case.name for case in BAD_INPUTS])
+def test_bad_input_ends_in_one_error_line(case: BadInput, shared_data, tmp_path, capsys):
+    fill = {"data": shared_data, "tmp": tmp_path}
+    for name, text in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert main(["-q", *(arg.format(**fill) for arg in case.argv)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert case.message in err, err
+    for name, text in case.files.items():
+        assert (tmp_path / name).read_text() == text
