@@ -24,6 +24,11 @@ class BadInput:
 
 
 BAD_INPUTS = [
+    BadInput("describe a missing folder", ("describe", "/no/such/folder"), "no/such/folder"),
+    BadInput("import with an unknown schema", ("import", "{data}/uhcs", "{tmp}/x.zarr", "--schema", "steel"),
+             "steel"),
+    BadInput("import into an existing folder", ("import", "{data}/uhcs", "{tmp}/exists"), "already exists",
+             {"exists/keep.txt": "user data"}),
     BadInput("generate -n 0", (*GENERATE, "-n", "0", "--fractions", "0.7,0.1,0.1,0.1"), "-n must be at least 1"),
     BadInput("generate -n negative", (*GENERATE, "-n", "-3", "--fractions", "0.7,0.1,0.1,0.1"),
              "-n must be at least 1"),

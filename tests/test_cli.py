@@ -84,25 +84,6 @@ def test_describe_metaldam_reports_the_inconsistent_metadata_row(shared_data, ca
     assert main(["-q", "describe", "--strict", str(shared_data / "metaldam")]) == 1
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["describe", "/no/such/folder"], "no/such/folder"),
-        (["import", "{uhcs}", "{tmp}/x.zarr", "--schema", "steel"], "steel"),
-        (["import", "{uhcs}", "{tmp}/exists"], "already exists"),
-        (["segment", "{uhcs}/images/uhcs1648.tif", "{tmp}/o.png", "--ratio", "0.5,0.5"], "one value per phase"),
-    ],
-)
-def test_bad_input_gives_a_one_line_error_and_status_2(shared_data, tmp_path, capsys, argv, message):
-    (tmp_path / "exists").mkdir()
-    (tmp_path / "exists" / "keep.txt").write_text("user data")
-    argv = [a.format(uhcs=shared_data / "uhcs", tmp=tmp_path) for a in argv]
-    assert main(["-q", *argv]) == EXIT_BAD_INPUT
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err
-    assert (tmp_path / "exists" / "keep.txt").read_text() == "user data"
-
-
 def test_segment_writes_the_phase_map_in_colour_and_an_overlay_with_a_legend(shared_data, tmp_path, capsys):
     """The PNG shows the phases in their colours (not class ids 0..3 as near-black greys); the cropped SEM
     info band and the output size are printed."""

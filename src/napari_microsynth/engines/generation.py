@@ -52,7 +52,7 @@ class GenerateRun:
             raise ValueError("nothing to generate: the number of pairs must be at least 1")
         identity = {"generator": generator.name, "version": generator.version, "model": generator.model_checksum,
                     "conditions": expanded, "options": options, "seed": int(seed)}
-        run_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        run_id = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         provenances = [store.provenance(i) for i in range(len(store))]
         ours = [p for p in provenances if p.extra.get("run", {}).get("id") == run_id]
         if ours:
