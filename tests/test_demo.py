@@ -16,8 +16,9 @@ def test_demo_segments_generates_curates_and_exports(tmp_path):
         assert (out / name).is_file(), name
     pairs = DatasetStore.open(out / "generated.zarr")
     assert len(pairs) == DEMO_PAIRS
-    assert {pairs.provenance(i).generator for i in range(len(pairs))} == {"pf-diffseg"}
+    assert {pairs.provenance(i).generator for i in range(len(pairs))} == {"two-stage-gan"}
     accepted = pairs.statuses().count("accepted")
+    assert accepted == DEMO_PAIRS  # with the fraction control every pair is within 5 points of its target
     assert set(pairs.statuses()) <= {"accepted", "pending"}
 
     training = DatasetStore.open(out / "training_set" / "dataset.zarr")
@@ -27,7 +28,7 @@ def test_demo_segments_generates_curates_and_exports(tmp_path):
     assert origins.count("real") == (484 // DEMO_TILE) * (645 // DEMO_TILE)  # uhcs1648 is 645 x 484
     assert all(training.shape(i) == (DEMO_TILE, DEMO_TILE) for i in train)
     card = (out / "training_set" / "README.md").read_text()
-    assert "pf-diffseg" in card
+    assert "two-stage-gan" in card
     assert (out / "training_set" / "folders" / "samples.csv").is_file()
     with pytest.raises(FileExistsError):
         run_demo(out)

@@ -84,11 +84,13 @@ def test_generating_two_pairs_shows_two_image_and_labels_layers_with_fractions(w
 
 
 def test_bundled_generator_is_preselected_and_generates_two_pairs(make_napari_viewer, qtbot):
-    """A fresh install: the widget opens with the bundled UHCS PF-DiffSeg model, no training needed."""
+    """A fresh install: the widget opens with the bundled UHCS two-stage-gan model, no training needed, and
+    the pairs it makes have the phase fractions the sliders ask for."""
     viewer = make_napari_viewer()
     widget = SynthesisWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Synthesis")
-    assert widget.model_combo.currentText() == "bundled: pf-diffseg-uhcs-demo"
+    assert widget.model_combo.currentText() == "bundled: two-stage-gan-uhcs-demo"
+    assert widget.option_widgets["fraction_control"].value() == 1.0
     widget.device_combo.setCurrentText("cpu")
     widget.sliders.set_fractions([0.6, 0.2, 0.15, 0.05])
     generate(widget, qtbot, pairs=2, steps=10, batch_size=2)
@@ -96,6 +98,9 @@ def test_bundled_generator_is_preselected_and_generates_two_pairs(make_napari_vi
     images, labels = layers_of(viewer, "image"), layers_of(viewer, "labels")
     assert len(images) == 2 and len(labels) == 2
     assert all(layer.data.shape == (64, 64) for layer in images + labels)
+    for layer in labels:
+        achieved = np.bincount(np.asarray(layer.data).ravel(), minlength=4) / layer.data.size
+        assert np.abs(achieved - [0.6, 0.2, 0.15, 0.05]).max() < 0.02
     assert all(layer.metadata["microsynth"]["samples"][0]["provenance"]["model_checksum"] for layer in labels)
 
 

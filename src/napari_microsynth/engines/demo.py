@@ -4,8 +4,9 @@ Steps (each writes into the output folder):
 1. load the bundled UHCS micrograph + mask and report its phase fractions (table, CSV, histogram PNG);
 2. segment it with the bundled demo model (paper 001's PLM) without a ratio and with its true phase
    ratio, scoring both against the mask, and save the phase maps as PNG;
-3. generate micrograph + mask pairs with the bundled demo generator (PF-DiffSeg, paper 000) for target
-   fractions drawn from the sample's tiles with the rare phases boosted, into a dataset store;
+3. generate micrograph + mask pairs with the bundled demo generator (two-stage-gan: fraction-controlled
+   mask diffusion + SPADE translator) for target fractions drawn from the sample's tiles with the rare
+   phases boosted, into a dataset store, with a preview of real tiles above the generated pairs;
 4. curate them automatically: accept the pairs whose achieved fractions are within
    ``DEMO_MAX_FRACTION_ERROR`` of their target, leave the others pending;
 5. export a training set: the sample's real tiles plus the accepted pairs, as a dataset store with
@@ -24,10 +25,10 @@ from .reports import format_fraction_table, plot_fraction_histograms, write_frac
 
 DEMO_MARKER = ".microsynth-demo"
 DEMO_SEGMENTER = "plm-uhcs-demo"
-DEMO_GENERATOR = "pf-diffseg-uhcs-demo"
+DEMO_GENERATOR = "two-stage-gan-uhcs-demo"
 DEMO_PAIRS = 12
-DEMO_GUIDANCE = 3.0  # classifier-free guidance: a third less fraction error than none (model card)
-DEMO_MAX_FRACTION_ERROR = 0.10  # accept pairs whose phase fractions are all within 10 points of the target
+DEMO_GUIDANCE = 1.0  # with the fraction control on, guidance adds no accuracy (model card)
+DEMO_MAX_FRACTION_ERROR = 0.05  # accept pairs whose phase fractions are all within 5 points of the target
 DEMO_TILE = 128  # real pixels: the field of view of the demo generator's pairs (64 px at half resolution)
 
 
@@ -69,7 +70,7 @@ def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progr
     _segment(sample, out, lines, should_stop)
     check_stop(should_stop)
 
-    progress(2, total, f"generating {DEMO_PAIRS} pairs with the bundled PF-DiffSeg model")
+    progress(2, total, f"generating {DEMO_PAIRS} pairs with the bundled {DEMO_GENERATOR} model")
     store = _generate(sample, out / "generated.zarr", lines, should_stop)
 
     progress(3, total, "accepting pairs close to their target fractions")
@@ -87,7 +88,7 @@ def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progr
     n_real = len(real_tiles([sample], DEMO_TILE))
     summary = export_training_set(
         out / "training_set", [sample], synthetic=store, ratio=len(accepted) / n_real, tile=DEMO_TILE,
-        description="napari-microsynth demo: the bundled UHCS micrograph and auto-curated PF-DiffSeg pairs",
+        description="napari-microsynth demo: the bundled UHCS micrograph and auto-curated generated pairs",
         source=f"bundled sample {sample.name}", folders=True, should_stop=should_stop,
     )
     lines.append(summary.as_text())
@@ -109,10 +110,11 @@ def _generate(sample, path: Path, lines: list[str], should_stop: StopFn):
     pairs = list(generator.sample(targets, n=DEMO_PAIRS, seed=0, sampler="dpm++", batch_size=DEMO_PAIRS,
                                   guidance_scale=DEMO_GUIDANCE, should_stop=should_stop))
     store.extend(pairs, split="synthetic", should_stop=should_stop)
-    _save_pair_grid(pairs, path.with_name("generated_pairs.png"))
+    real = tile_samples(sample, DEMO_TILE)[:DEMO_PAIRS]
+    _save_pair_grid(real, pairs, generator.downscale, path.with_name("generated_pairs.png"))
     lines.append(f"generated {len(store)} pairs with {DEMO_GENERATOR} (DPM-Solver++, 20 steps, guidance "
-                 f"{DEMO_GUIDANCE:g}) into {path}; "
-                 f"preview {path.with_name('generated_pairs.png').name}")
+                 f"{DEMO_GUIDANCE:g}, fraction control on) into {path}; "
+                 f"preview {path.with_name('generated_pairs.png').name} (real tiles of the sample on top)")
     return store
 
 
@@ -123,16 +125,39 @@ def _palette(schema) -> np.ndarray:
     return palette
 
 
-def _save_pair_grid(pairs, path: Path) -> None:
-    """Images (top) and colour masks (bottom) of the pairs side by side, as one PNG."""
-    from PIL import Image
+def _save_pair_grid(real, pairs, downscale: int, path: Path) -> None:
+    """One PNG: real tiles (reduced by ``downscale`` to the generator's scale) with their masks on top,
+    the generated images and masks below, each block labelled."""
+    from PIL import Image, ImageDraw
+
+    from ..models.diffusion_training import downscale_pair
 
     colors = _palette(pairs[0].schema)
-    columns = []
-    for pair in pairs:
-        grey = np.repeat((pair.image * 255).round().astype(np.uint8)[..., None], 3, axis=2)
-        columns.append(np.concatenate([grey, colors[pair.mask]], axis=0))
-    Image.fromarray(np.concatenate(columns, axis=1)).save(path)
+
+    def block(images, masks) -> np.ndarray:
+        columns = []
+        for image, mask in zip(images, masks):
+            grey = np.repeat((image * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+            columns.append(np.concatenate([grey, colors[mask]], axis=0))
+            columns.append(np.full((grey.shape[0] * 2, 2, 3), 255, np.uint8))
+        return np.concatenate(columns[:-1], axis=1)
+
+    reduced = [downscale_pair(t.image, t.mask, downscale, t.schema) for t in real]
+    top = block([r[0] for r in reduced], [r[1] for r in reduced])
+    bottom = block([p.image for p in pairs], [p.mask for p in pairs])
+    width = max(top.shape[1], bottom.shape[1])
+    label = np.full((14, width, 3), 255, np.uint8)
+    rows = [label, _pad_to(top, width), label.copy(), _pad_to(bottom, width)]
+    picture = Image.fromarray(np.concatenate(rows, axis=0))
+    draw = ImageDraw.Draw(picture)
+    draw.text((2, 1), "real tiles of the held-out sample (image, mask)", fill=(0, 0, 0))
+    draw.text((2, 15 + top.shape[0]), "generated pairs (image, mask), same scale", fill=(0, 0, 0))
+    picture.save(path)
+
+
+def _pad_to(block: np.ndarray, width: int) -> np.ndarray:
+    """``block`` padded with white on the right to ``width`` columns."""
+    return np.pad(block, ((0, 0), (0, width - block.shape[1]), (0, 0)), constant_values=255)
 
 
 def _segment(sample, out: Path, lines: list[str], should_stop: StopFn) -> None:
