@@ -1,8 +1,10 @@
-"""Render the README screenshots: the bundled sample in the Phase ratios widget, or a store in the Curation widget.
+"""Render the README screenshots: the bundled sample in the Phase ratios widget, pairs from the bundled
+generator in the Synthesis widget, or a store in the Curation widget.
 
 Run under a virtual X server:
 
     xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py phase-ratio OUT.png
+    xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py synthesis OUT.png
     xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py curation OUT.png demo_output/generated.zarr
 """
 import sys
@@ -33,6 +35,20 @@ def phase_ratio(viewer, app) -> None:
         app.processEvents()
 
 
+def synthesis(viewer, app) -> None:
+    from napari_microsynth.widgets.synthesis import SynthesisWidget
+
+    widget = SynthesisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Synthesis", area="right")
+    widget.device_combo.setCurrentText("cpu")
+    widget.sliders.set_fractions([0.6, 0.2, 0.12, 0.08])
+    widget.pairs_box.setValue(8)
+    widget.generate()
+    while widget.running:
+        app.processEvents()
+    viewer.reset_view()
+
+
 def curation(viewer, app, store: str) -> None:
     from napari_microsynth.widgets.curation import CurationWidget
 
@@ -47,7 +63,7 @@ def main(which: str, out: str, *args: str) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 900)
     app = QApplication.instance()
-    {"phase-ratio": phase_ratio, "curation": curation}[which](viewer, app, *args)
+    {"phase-ratio": phase_ratio, "synthesis": synthesis, "curation": curation}[which](viewer, app, *args)
     settle(app)
     viewer.screenshot(out, canvas_only=False)
     viewer.close()

@@ -98,6 +98,10 @@ def test_bundled_generator_is_preselected_and_generates_two_pairs(make_napari_vi
     images, labels = layers_of(viewer, "image"), layers_of(viewer, "labels")
     assert len(images) == 2 and len(labels) == 2
     assert all(layer.data.shape == (64, 64) for layer in images + labels)
+    # the model knows its pixel size: pairs are in micrometres and sit side by side with a small gap
+    width = images[0].data.shape[1] * images[0].scale[1]
+    assert images[0].scale[1] == pytest.approx(widget.generator.pixel_size_um)
+    assert width < abs(images[1].translate[1] - images[0].translate[1]) < 1.3 * width
     for layer in labels:
         achieved = np.bincount(np.asarray(layer.data).ravel(), minlength=4) / layer.data.size
         assert np.abs(achieved - [0.6, 0.2, 0.15, 0.05]).max() < 0.02

@@ -588,13 +588,14 @@ class SynthesisWidget(QWidget):
             self.message.setText(f"generation {how}")
 
     def _add_pair(self, pair: Sample) -> None:
-        from ..napari_io import layer_pair
+        from ..napari_io import layer_pair, physical_scale
 
         run = self._run
-        if run.cell is None:
+        if run.cell is None:  # in world units: micrometres when the pixel size is known
+            sy, sx = physical_scale([pair.pixel_size_um])["scale"]
             h, w = pair.shape
             gap = max(2.0, GRID_GAP * max(h, w))
-            run.cell = (h + gap, w + gap)
+            run.cell = ((h + gap) * sy, (w + gap) * sx)
         row, col = divmod(run.arrived, run.columns)
         translate = (run.origin_y + row * run.cell[0], col * run.cell[1])
         self._next_y = max(self._next_y, translate[0] + run.cell[0])
