@@ -347,8 +347,8 @@ def fraction_bias(logits: torch.Tensor, targets: torch.Tensor, iterations: int =
     pixel posteriors that meets the target marginals (the prior adjustment of Saerens et al. 2002 with the
     new priors set to the target). Solved by a few fixed-point steps ``b += log(target / mean)`` (robust
     far from the solution), then Newton steps on the marginal constraint (fast where the posteriors are
-    nearly hard, as at high temperature). Targets of 0 are treated as 1e-4 (a finite bias cannot remove
-    a phase).
+    nearly hard, as at high temperature); every step is halved until it lowers the sample's error, so the
+    error never grows. Targets of 0 are treated as 1e-4 (a finite bias cannot remove a phase).
 
     >>> logits = torch.zeros(1, 2, 4, 4)
     >>> b = fraction_bias(logits, torch.tensor([[0.75, 0.25]]))
@@ -357,20 +357,35 @@ def fraction_bias(logits: torch.Tensor, targets: torch.Tensor, iterations: int =
     """
     target = targets.clamp_min(1e-4)
     target = target / target.sum(dim=1, keepdim=True)
-    bias = torch.zeros_like(target)
     eye = torch.eye(target.shape[1], dtype=target.dtype, device=target.device)
-    for i in range(iterations):
+
+    def posteriors(bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = torch.softmax(logits + bias[:, :, None, None], dim=1).flatten(2)  # (B, C, N)
         mean = p.mean(dim=2)
-        if i < 5:
-            bias = bias + torch.log(target) - torch.log(mean.clamp_min(1e-12))
-            continue
-        residual = target - mean
-        if float(residual.abs().max()) < 1e-5:
+        return p, mean, (target - mean).abs().sum(dim=1)
+
+    bias = torch.zeros_like(target)
+    p, mean, error = posteriors(bias)
+    for i in range(iterations):
+        if float(error.max()) < 1e-5:
             break
-        jacobian = torch.diag_embed(mean) - p @ p.transpose(1, 2) / p.shape[2]
-        step = torch.linalg.solve(jacobian + 1e-6 * eye, residual.unsqueeze(-1)).squeeze(-1)
-        bias = bias + step.clamp(-10.0, 10.0)
+        if i < 5:
+            step = torch.log(target) - torch.log(mean.clamp_min(1e-12))
+        else:
+            jacobian = torch.diag_embed(mean) - p @ p.transpose(1, 2) / p.shape[2]
+            step = torch.linalg.solve(jacobian + 1e-6 * eye, (target - mean).unsqueeze(-1)).squeeze(-1)
+            step = step.clamp(-10.0, 10.0)
+        scale = torch.ones_like(error)
+        for _ in range(10):  # backtracking: halve the step of every sample whose error would grow
+            candidate = bias + scale[:, None] * step
+            p_new, mean_new, error_new = posteriors(candidate)
+            worse = error_new > error
+            if not bool(worse.any()):
+                break
+            scale = torch.where(worse, scale / 2, scale)
+        keep = (error_new > error)[:, None]
+        bias = torch.where(keep, bias, candidate)
+        p, mean, error = posteriors(bias)
     return bias - bias.mean(dim=1, keepdim=True)
 
 
