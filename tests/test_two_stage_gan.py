@@ -154,6 +154,7 @@ def test_cli_trains_with_family_settings_and_generates_at_the_asked_fractions(tm
     assert main(["-q", "generate", str(out / "model"), str(store), "-n", "2", "--fractions", "0.5,0.3,0.1,0.1",
                  "--steps", "3", "--threads", "1"]) == 0
     pairs = DatasetStore.open(store)
+    assert pairs.provenance(0).extra["sampling"]["sampler"] == "dpm++"  # the family's default, not the CLI's
     for i in range(len(pairs)):
         achieved = mask_fractions(pairs[i].mask, UHCS)
         assert np.abs(achieved - [0.5, 0.3, 0.1, 0.1]).max() < 0.02

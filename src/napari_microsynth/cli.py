@@ -416,12 +416,10 @@ def _generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     store = DatasetStore.open(out, mode="a") if is_store(out) else DatasetStore.create(
         out, generator.schema, description=f"synthetic pairs from {generator.name}")
-    options = {"sampler": args.sampler, "guidance_scale": args.guidance}
-    if args.steps:
-        options["steps"] = args.steps
-    if args.fraction_control is not None:
-        options["fraction_control"] = args.fraction_control
-    options = {k: v for k, v in options.items() if k in generator.sampling_defaults}
+    # options left out keep the generator's own defaults (its best measured setting)
+    given = {"sampler": args.sampler, "guidance_scale": args.guidance, "steps": args.steps or None,
+             "fraction_control": args.fraction_control}
+    options = {k: v for k, v in given.items() if v is not None and k in generator.sampling_defaults}
     run = GenerateRun.plan(generator, store, conditions, n=len(conditions), seed=args.seed, **options)
     if run.note:
         print(f"note: {run.note}")
@@ -711,9 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=None,
                    help=f"number of pairs (default {DEFAULT_PAIRS}; with --csv one per row)")
     condition_options(p)
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"])
+    p.add_argument("--sampler", default=None, choices=["ddim", "dpm++"],
+                   help="default: the generator's (DPM-Solver++ for two-stage-gan, DDIM for the others)")
     p.add_argument("--steps", type=int, default=0, help="denoising steps (default: 50 DDIM, 20 DPM-Solver++)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 1 = none)")
     p.add_argument("--fraction-control", type=float, default=None, metavar="S",
                    help="strength of the sampling-time fraction control, 0 (off, paper 000) to 1 (default)")
     p.add_argument("--seed", type=int, default=0)
