@@ -7,11 +7,13 @@ error line. Add a row for every bad input that is fixed, so the battery grows wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 GENERATE = ("generate", "pf-diffseg-uhcs-demo", "{tmp}/pairs.zarr", "--steps", "2", "--device", "cpu",
             "--threads", "1")
 SEGMENT = ("segment", "{data}/uhcs/images/uhcs1648.tif", "{tmp}/map.png", "--device", "cpu",
            "--threads", "1")
+PLM_CONFIG = (Path(__file__).resolve().parents[1] / "resources" / "models" / "plm-uhcs-demo" / "config.json").read_text()
 EXPORT_PLAN = '{"format": "napari-microsynth-training-set-plan", "version": 1, "settings": {}, "samples": []}'
 
 
@@ -47,6 +49,9 @@ BAD_INPUTS = [
     BadInput("segment negative ratio", (*SEGMENT, "--ratio", "0.5,-0.2,0.5,0.2"),
              "fractions cannot be negative: cementite network -0.2"),
     BadInput("segment ratio of the wrong length", (*SEGMENT, "--ratio", "0.5,0.5"), "one value per phase"),
+    BadInput("segment with weights that are not safetensors", (*SEGMENT, "--model", "{tmp}/model"),
+             "segmenter.safetensors is not a readable safetensors file",
+             {"model/config.json": PLM_CONFIG, "model/segmenter.safetensors": "not weights"}),
     BadInput("export --overwrite into a folder holding a user's file",
              ("export", "{data}/uhcs", "--tile", "128", "--overwrite", "--out", "{tmp}/set"),
              "holds files the export did not write (notes.txt)",

@@ -59,11 +59,23 @@ def read_model_config(folder: str | Path) -> dict[str, Any]:
 
 
 def load_weights(folder: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """One named state dict of a model folder, in float32 on ``device``."""
+    """One named state dict of a model folder, in float32 on ``device``; damaged files (truncated, not
+    safetensors, NaN or infinite values) raise a ValueError naming the file."""
+    from safetensors import SafetensorError
+
     path = Path(folder) / f"{name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"model folder {folder} has no weights {path.name}")
-    return {k: v.float() for k, v in load_file(str(path), device=str(device)).items()}
+    try:
+        weights = {k: v.float() for k, v in load_file(str(path), device=str(device)).items()}
+    except SafetensorError as exc:
+        raise ValueError(f"{path} is not a readable safetensors file ({exc}); restore or retrain the model") from exc
+    damaged = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
+    if damaged:
+        more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+        raise ValueError(f"{path}: weights {', '.join(damaged[:3])}{more} hold NaN or infinite values; "
+                         "the model folder is damaged (restore or retrain it)")
+    return weights
 
 
 def folder_checksum(folder: str | Path) -> str:
