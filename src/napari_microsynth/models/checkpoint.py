@@ -38,6 +38,7 @@ def read_checkpoint_files(
 
     Raises ``ValueError`` naming the file when one is missing, damaged or holds anything but plain data.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     files = [path / f"{name}.safetensors" for name in names]
@@ -49,7 +50,7 @@ def read_checkpoint_files(
         )
     try:
         weights = {f.stem: load_file(str(f), device=str(device)) for f in files}
-    except Exception as exc:  # truncated or fake files
+    except (SafetensorError, OSError) as exc:  # truncated or fake files
         raise ValueError(f"cannot read the weights in checkpoint {path}: {exc}") from exc
     try:
         state = torch.load(path / TRAINING_STATE, map_location=device, weights_only=True)
@@ -58,6 +59,6 @@ def read_checkpoint_files(
             f"{path / TRAINING_STATE} holds pickled objects other than tensors and numbers; refusing to load it "
             "(it could run code). Delete that checkpoint folder unless you know where it came from"
         ) from None
-    except Exception as exc:  # truncated or damaged file
+    except (RuntimeError, EOFError, OSError) as exc:  # truncated or damaged file
         raise ValueError(f"cannot read {path / TRAINING_STATE}: {exc}") from exc
     return weights, state

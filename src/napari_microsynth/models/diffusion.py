@@ -15,13 +15,15 @@ for classifier-free guidance; no real fraction vector equals it since fractions 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .folder import config_from_dict
 
 SAMPLERS = ("ddim", "dpm++")
 DEFAULT_SAMPLING_STEPS = {"ddim": 50, "dpm++": 20}  # ddim: paper 000, sec. 2.2.1 (T = 50)
@@ -85,11 +87,7 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DenoiserConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown denoiser config fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "denoiser")
 
 
 class Denoiser(nn.Module):

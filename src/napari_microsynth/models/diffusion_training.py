@@ -269,6 +269,29 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def commit_checkpoint(path: Path, state: dict, keep: int) -> None:
+    """Complete the checkpoint folder ``path`` (``<folder>/checkpoint-<step>``) by writing its trainer state
+    ``state`` last (a checkpoint without it is incomplete and ignored on resume), then drop all but the
+    newest ``keep`` complete checkpoints beside it."""
+    tmp = path / f".{TRAINER_STATE}.tmp"
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path / TRAINER_STATE)
+    for _, old in _checkpoints(path.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_point(path: Path, model_key: str, model_config: dict) -> tuple[int, list[float]]:
+    """Step and losses recorded in checkpoint ``path``, checking it was written for ``model_config``
+    (stored under ``model_key`` by :func:`commit_checkpoint`)."""
+    state = json.loads((path / TRAINER_STATE).read_text())
+    if state.get(model_key) != model_config:
+        raise ValueError(
+            f"checkpoint {path} was written for another model configuration; "
+            "use a fresh checkpoint_dir or resume=False"
+        )
+    return int(state["step"]), [float(v) for v in state["losses"]]
+
+
 def train_denoiser(
     denoiser: Denoiser,
     next_batch: Callable[[np.random.Generator, int], DenoiserBatch],
@@ -388,22 +411,11 @@ class _Run:
                 {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
                  "ema": ema, "scaler": None if acc.scaler is None else acc.scaler.state_dict()},
             )
-            # the trainer state is written last: a checkpoint without it is incomplete and ignored on resume
-            state = {"step": step, "losses": losses, "denoiser": self.denoiser.config.to_dict()}
-            tmp = path / f".{TRAINER_STATE}.tmp"
-            tmp.write_text(json.dumps(state))
-            tmp.replace(path / TRAINER_STATE)
-            for _, old in _checkpoints(folder)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            commit_checkpoint(path, {"step": step, "losses": losses, "denoiser": self.denoiser.config.to_dict()}, keep)
         acc.wait_for_everyone()
 
     def load(self, path: Path) -> tuple[int, list[float]]:
-        state = json.loads((path / TRAINER_STATE).read_text())
-        if state.get("denoiser") != self.denoiser.config.to_dict():
-            raise ValueError(
-                f"checkpoint {path} was written for another model configuration; "
-                "use a fresh checkpoint_dir or resume=False"
-            )
+        step, losses = resume_point(path, "denoiser", self.denoiser.config.to_dict())
         weights, training = read_checkpoint_files(path, ("denoiser", "ema"), self.accelerator.device)
         self.denoiser.load_state_dict(weights["denoiser"])
         names = [name for name, _ in self.denoiser.named_parameters()]
@@ -412,4 +424,4 @@ class _Run:
         self.lr_scheduler.load_state_dict(training["lr_scheduler"])
         if self.accelerator.scaler is not None and training["scaler"] is not None:
             self.accelerator.scaler.load_state_dict(training["scaler"])
-        return int(state["step"]), [float(v) for v in state["losses"]]
+        return step, losses

@@ -21,7 +21,7 @@ Two extractors share one small interface (``name``, ``checksum``, ``image_featur
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,7 +35,7 @@ from ..core.sample import Sample
 from ..core.schema import PhaseSchema
 from .device import resolve_device
 from .diffusion_training import RandomPairTiles
-from .folder import folder_checksum, load_weights, read_model_config, save_model_folder
+from .folder import config_from_dict, folder_checksum, load_weights, read_model_config, save_model_folder
 
 KIND = "feature-extractor"
 FORMAT_VERSION = "1"
@@ -83,10 +83,7 @@ class FeatureEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureEncoderConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown feature encoder config fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "feature encoder")
 
 
 class FeatureEncoder(nn.Module):

@@ -6,15 +6,18 @@ on CPU in float32 by default.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+
+C = TypeVar("C")
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
@@ -85,3 +88,12 @@ def folder_checksum(folder: str | Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def config_from_dict(config_class: type[C], data: dict[str, Any], label: str) -> C:
+    """A frozen config dataclass from its ``config.json`` entry, with a clear error for unknown fields
+    (``label`` names the model in the message)."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise ValueError(f"unknown {label} config fields: {sorted(unknown)}")
+    return config_class(**data)

@@ -24,13 +24,15 @@ torch.Size([2, 1, 32, 32])
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .folder import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,7 @@ class TranslatorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TranslatorConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown translator config fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "translator")
 
 
 def _conv3(fin: int, fout: int) -> nn.Conv2d:

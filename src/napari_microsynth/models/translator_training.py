@@ -11,15 +11,14 @@ Losses (per step, on a batch of real (image, mask) tiles):
   the mask); a plain pixel L1 (pix2pix) would average the texture away.
 
 Adam with the two-time-scale rule (critic lr 4x the generator's, betas (0, 0.999), as SPADE), an EMA of the
-generator weights for sampling. Checkpoints hold only safetensors weights, optimiser states read with
-``torch.load(weights_only=True)`` and a JSON trainer state, so opening one never executes code. Randomness
+generator weights for sampling. Checkpoints are written like the denoisers' (:mod:`.checkpoint`: safetensors
+weights, optimiser states read with ``torch.load(weights_only=True)``, a JSON trainer state written last), so
+opening one never executes code. Randomness
 is derived from ``(seed, step)``, so a resumed run draws the same batches and noise as an uninterrupted one.
 """
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,13 +26,11 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from .diffusion_training import TRAINER_STATE, TrainResult, latest_checkpoint
+from .checkpoint import read_checkpoint_files, write_checkpoint_files
+from .diffusion_training import TrainResult, commit_checkpoint, latest_checkpoint, resume_point
 from .translator import MaskTranslator, MultiScaleCritic
-
-OPTIMIZERS = "optimizers.pt"
 
 
 @dataclass
@@ -91,33 +88,24 @@ class _Run:
         for e, b in zip(self.ema.buffers(), self.generator.buffers()):
             e.copy_(b)
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "critic": self.critic, "generator_ema": self.ema}
+
     def save(self, folder: Path, step: int, losses: list[float]) -> None:
         path = folder / f"checkpoint-{step}"
-        path.mkdir(parents=True, exist_ok=True)
-        for name, module in (("generator", self.generator), ("critic", self.critic), ("generator_ema", self.ema)):
-            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                      str(path / f"{name}.safetensors"))
-        torch.save({"generator": self.opt_g.state_dict(), "critic": self.opt_d.state_dict()}, path / OPTIMIZERS)
+        write_checkpoint_files(path, {name: m.state_dict() for name, m in self.modules().items()},
+                               {"generator": self.opt_g.state_dict(), "critic": self.opt_d.state_dict()})
         state = {"step": step, "losses": losses, "translator": self.generator.config.to_dict()}
-        tmp = path / f".{TRAINER_STATE}.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(path / TRAINER_STATE)  # written last: a checkpoint without it is ignored on resume
-        done = sorted((int(p.name.split("-", 1)[1]), p) for p in folder.glob("checkpoint-*")
-                      if p.name.split("-", 1)[1].isdigit() and (p / TRAINER_STATE).is_file())
-        for _, old in done[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        commit_checkpoint(path, state, self.config.keep_checkpoints)
 
     def load(self, path: Path, device: torch.device) -> tuple[int, list[float]]:
-        state = json.loads((path / TRAINER_STATE).read_text())
-        if state.get("translator") != self.generator.config.to_dict():
-            raise ValueError(f"checkpoint {path} was written for another translator configuration; "
-                             "use a fresh checkpoint folder")
-        for name, module in (("generator", self.generator), ("critic", self.critic), ("generator_ema", self.ema)):
-            module.load_state_dict(load_file(str(path / f"{name}.safetensors"), device=str(device)))
-        optimizers = torch.load(path / OPTIMIZERS, map_location=device, weights_only=True)
+        step, losses = resume_point(path, "translator", self.generator.config.to_dict())
+        weights, optimizers = read_checkpoint_files(path, self.modules(), device)
+        for name, module in self.modules().items():
+            module.load_state_dict(weights[name])
         self.opt_g.load_state_dict(optimizers["generator"])
         self.opt_d.load_state_dict(optimizers["critic"])
-        return int(state["step"]), [float(v) for v in state["losses"]]
+        return step, losses
 
 
 def train_translator(
