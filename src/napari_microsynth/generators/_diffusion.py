@@ -289,11 +289,14 @@ class DiffusionGenerator(DiffusionModel, Generator):
         guidance_scale: float,
         on_step: Callable[..., None],
         control: FractionControl | None,
+        clean: Callable[[np.ndarray], np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Images ``(B, H, W)`` in [0, 1] and masks for one batch of seeds and fraction vectors ``(B, C)``.
 
         ``on_step(done, of, stage)`` after every denoising step of pass ``stage`` (default 0); ``control``
-        (None = off) goes to the reverse diffusion that generates the mask.
+        (None = off) goes to the reverse diffusion that generates the mask; ``clean`` (the mask clean-up,
+        class maps ``(B, H, W)`` in and out) is applied to the masks, before the image is made where a
+        model makes the image for the mask.
         """
 
     def _generate(
@@ -332,11 +335,10 @@ class DiffusionGenerator(DiffusionModel, Generator):
             control = None
             if fraction_control > 0:
                 control = FractionControl(condition, self.mask_channel_offset, fraction_control, control_temperature)
-            batch_seeds = [seeds[i] for i in index]
-            images, masks = self._denoise(batch_seeds, condition, sampler, steps, guidance_scale, on_step, control)
-            if min_region_px:
-                masks = np.stack([remove_small_regions(m, self.schema, min_region_px) for m in masks])
-                images = self._images_for_cleaned(images, masks, batch_seeds, sampler, steps)
+            images, masks = self._denoise(
+                [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step, control,
+                lambda masks: self._clean(masks, min_region_px),
+            )
             for j in range(len(index)):
                 yield Sample(
                     image=images[j],
@@ -346,12 +348,11 @@ class DiffusionGenerator(DiffusionModel, Generator):
                     provenance=Provenance(origin="synthetic", extra={"downscale": self.downscale}),
                 )
 
-    def _images_for_cleaned(
-        self, images: np.ndarray, masks: np.ndarray, seeds: list[int], sampler: str, steps: int
-    ) -> np.ndarray:
-        """The images for masks changed by the clean-up: a model that makes image and mask together keeps its
-        images; one that makes the image for the mask (two-stage families) makes them again for the new masks."""
-        return images
+    def _clean(self, masks: np.ndarray, min_region_px: int) -> np.ndarray:
+        """Paper 002's clean-up of a batch of class maps (unchanged when ``min_region_px`` is 0)."""
+        if not min_region_px:
+            return masks
+        return np.stack([remove_small_regions(m, self.schema, min_region_px) for m in masks])
 
     def _folder_header(self) -> dict[str, Any]:
         return {"kind": "generator", "generator": self.name, "generator_version": self.version}

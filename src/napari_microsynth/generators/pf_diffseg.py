@@ -166,7 +166,7 @@ class PFDiffSeg(DiffusionGenerator):
 
     # ------------------------------------------------------------ sampling
 
-    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control) -> tuple[np.ndarray, np.ndarray]:
+    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control, clean):
         cfg = self.denoiser.config
         # each sample's starting noise comes from its own seed, so it does not depend on the batching
         noise = seeded_noise(seeds, (cfg.target_channels, cfg.resolution, cfg.resolution)).to(self.device)
@@ -174,4 +174,5 @@ class PFDiffSeg(DiffusionGenerator):
             self.denoiser, noise, condition, sampler=sampler, steps=steps,
             guidance_scale=guidance_scale, on_step=on_step, control=control,
         )
-        return decode_image(x[:, :1]).cpu().numpy(), decode_mask(x[:, 1:]).cpu().numpy()
+        # image and mask come out together: a cleaned mask keeps the image it was generated with
+        return decode_image(x[:, :1]).cpu().numpy(), clean(decode_mask(x[:, 1:]).cpu().numpy())

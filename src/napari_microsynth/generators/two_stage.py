@@ -217,7 +217,7 @@ class TwoStage(DiffusionGenerator):
         x = reverse_diffusion(self.image_denoiser, noise, context=context, sampler=sampler, steps=steps, on_step=on_step)
         return decode_image(x).cpu().numpy()
 
-    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control) -> tuple[np.ndarray, np.ndarray]:
+    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control, clean):
         noise = seeded_noise(seeds, self._shape(self.schema.n_classes), stream=MASK_NOISE).to(self.device)
         x = reverse_diffusion(
             self.mask_denoiser, noise, condition, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
@@ -225,14 +225,10 @@ class TwoStage(DiffusionGenerator):
         )
         # the image is made for this mask afterwards, so the mask can be snapped to the exact fractions
         masks = decode_mask(x) if control is None else snap_to_fractions(x, condition, control.strength)
-        images = self._images_for(
-            encode_mask(masks, self.schema.n_classes), seeds, sampler, steps, lambda done, of: on_step(done, of, 1)
-        )
-        return images, masks.cpu().numpy()
-
-    def _images_for_cleaned(self, images, masks, seeds, sampler, steps) -> np.ndarray:
+        masks = clean(masks.cpu().numpy())
         context = encode_mask(torch.from_numpy(masks), self.schema.n_classes).to(self.device)
-        return self._images_for(context, seeds, sampler, steps, lambda done, of: None)
+        images = self._images_for(context, seeds, sampler, steps, lambda done, of: on_step(done, of, 1))
+        return images, masks
 
     def images_for_masks(
         self,

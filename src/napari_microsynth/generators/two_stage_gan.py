@@ -248,16 +248,14 @@ class TwoStageGAN(DiffusionGenerator):
 
     # ------------------------------------------------------------ sampling
 
-    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control) -> tuple[np.ndarray, np.ndarray]:
+    def _denoise(self, seeds, condition, sampler, steps, guidance_scale, on_step, control, clean):
         res, n = self.resolution, self.schema.n_classes
         noise = seeded_noise(seeds, (n, res, res), stream=MASK_NOISE).to(self.device)
         x = reverse_diffusion(self.mask_denoiser, noise, condition, sampler=sampler, steps=steps,
                               guidance_scale=guidance_scale, on_step=on_step, control=control)
         masks = x.argmax(dim=1) if control is None else snap_to_fractions(x, condition, control.strength)
-        return self.paint(masks, seeds), masks.cpu().numpy()
-
-    def _images_for_cleaned(self, images, masks, seeds, sampler, steps) -> np.ndarray:
-        return self.paint(torch.from_numpy(masks), seeds)
+        masks = clean(masks.cpu().numpy())
+        return self.paint(torch.from_numpy(masks), seeds), masks
 
     @torch.no_grad()
     def paint(self, masks: torch.Tensor, seeds: list[int]) -> np.ndarray:
