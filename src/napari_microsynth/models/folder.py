@@ -6,6 +6,7 @@ on CPU in float32 by default.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import json
@@ -97,3 +98,71 @@ def config_from_dict(config_class: type[C], data: dict[str, Any], label: str) ->
     if unknown:
         raise ValueError(f"unknown {label} config fields: {sorted(unknown)}")
     return config_class(**data)
+
+
+class ModelFolderMixin(abc.ABC):
+    """Saving to and loading from a model folder, with one identity check, for every kind of model.
+
+    A class says what its folders are with :meth:`folder_identity` (entries of ``config.json`` that must
+    match on load, e.g. ``{"kind": "segmenter"}`` or a generator's name and format version) and
+    implements :meth:`_folder_config` (everything needed to rebuild it), :meth:`_folder_weights` (state
+    dicts by weights-file name), :meth:`_model_card` and :meth:`_from_folder`. Like diffusers'
+    ``ConfigMixin``, the configuration is captured in one place and written next to the weights.
+    """
+
+    #: SHA-256 prefix of the saved weights; empty until the model is saved or loaded
+    model_checksum: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def folder_identity(cls) -> dict[str, Any]:
+        """The ``config.json`` entries that say a folder holds this kind of model (checked on load)."""
+
+    @abc.abstractmethod
+    def _folder_config(self) -> dict[str, Any]:
+        """Everything besides the identity needed to rebuild the model (architecture, schema, training)."""
+
+    @abc.abstractmethod
+    def _folder_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The state dicts to save, by weights-file name."""
+
+    @abc.abstractmethod
+    def _model_card(self, config: dict[str, Any]) -> str:
+        """The folder's README.md, written from the saved ``config``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> Any:
+        """A model rebuilt from a checked ``config.json``, its weights loaded from ``folder``."""
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the model folder (config.json, weights, README.md) and set :attr:`model_checksum`."""
+        config = {**self.folder_identity(), **self._folder_config()}
+        config.setdefault("code_version", __version__)
+        folder = save_model_folder(folder, config, self._folder_weights(), self._model_card(config))
+        self.model_checksum = folder_checksum(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> Any:
+        """Rebuild a model from a folder written by :meth:`save` (weights read on the CPU in float32)."""
+        folder = Path(folder)
+        config = read_model_config(folder)
+        cls.check_folder(folder, config)
+        model = cls._from_folder(folder, config, device)
+        model.model_checksum = folder_checksum(folder)
+        return model
+
+    @classmethod
+    def check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
+        """A ValueError saying what ``folder`` holds when its ``config.json`` is not this kind of model."""
+        identity = cls.folder_identity()
+        names = [k for k in identity if not k.endswith("version")]
+        wanted = " ".join(str(identity[k]) for k in names)
+        held = " ".join(str(config[k]) for k in names if config.get(k) is not None)
+        if any(config.get(k) != identity[k] for k in names):
+            raise ValueError(f"{folder} holds a {held or 'different'} model, not a {wanted} model")
+        for key in identity.keys() - set(names):
+            if config.get(key) != identity[key]:
+                raise ValueError(f"{folder} was written in format version {config.get(key)} of {wanted}; "
+                                 f"this code reads version {identity[key]}")
