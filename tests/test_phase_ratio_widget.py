@@ -114,6 +114,24 @@ def test_raising_a_phase_grows_its_area_in_the_labels_layer(widget, qtbot):
     assert achieved.endswith("%") and achieved != "–"
 
 
+def test_the_uhcs_sample_gives_no_material_warning(widget, qtbot):
+    _segment(widget, qtbot)
+    assert "warning" not in widget.message.text()
+
+
+def test_a_micrograph_of_another_material_is_flagged(widget, qtbot, shared_data):
+    from napari_microsynth.core.datasets import load_dataset
+    from napari_microsynth.napari_io import META_KEY
+
+    iron = load_dataset(shared_data / "fastfinecut_iron")[0]
+    widget.viewer.add_image(iron.image[:256, :256], name="iron", metadata={META_KEY: {"schema": iron.schema.to_dict()}})
+    widget.image_combo.setCurrentText("iron")
+    _segment(widget, qtbot)
+    text = widget.message.text()
+    assert "comes from a grains dataset" in text and "ferrite matrix" in text
+    assert "mean grey level" in text  # bright iron micrograph vs the darker steels the model learned
+
+
 def test_no_ratio_and_estimate(widget, qtbot):
     _segment(widget, qtbot)
     widget.no_ratio_box.setChecked(True)

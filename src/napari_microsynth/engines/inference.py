@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.domain_check import domain_warnings
 from ..core.fractions import mask_fractions, normalize_fractions
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.ratio_correction import correction_bias, fit_temperature
@@ -188,6 +189,14 @@ def calibrate_temperature(
 def stored_temperature(folder) -> float:
     """The temperature ``microsynth evaluate`` recorded in a model folder (1.0 when none was fitted)."""
     return float(read_model_config(folder).get("training", {}).get("temperature", 1.0))
+
+
+def micrograph_warnings(folder, model_schema, image: np.ndarray, pixel_size_um: float | None = None,
+                        image_schema=None) -> list[str]:
+    """How ``image`` differs from the micrographs the model in ``folder`` was trained on
+    (:func:`~napari_microsynth.core.domain_check.domain_warnings`; empty when nothing stands out)."""
+    statistics = read_model_config(folder).get("training", {}).get("image_statistics")
+    return domain_warnings(image, statistics, pixel_size_um, image_schema, model_schema)
 
 
 class PhaseRatioSession:

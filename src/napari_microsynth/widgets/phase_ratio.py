@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from ..core.fractions import mask_fractions
 from ..core.io import to_unit_float
 from ..core.sample import Provenance, Sample
+from ..core.schema import PhaseSchema
 from ._engine_worker import EngineProgress
 from .fraction_sliders import FractionSliders
 
@@ -262,11 +263,26 @@ class PhaseRatioWidget(QWidget):
         self._show_labels((labels, fractions))
         self._no_ratio_fractions = fractions
         self.sliders.set_fractions(fractions, emit=False)
-        self.message.setText(
-            "drag the sliders to steer the phase map" if session.uses_ratio
-            else "this model has no Phase Learning Module: the sliders steer the map through the ratio "
-                 "correction only (trust > 0)"
-        )
+        hint = ("drag the sliders to steer the phase map" if session.uses_ratio
+                else "this model has no Phase Learning Module: the sliders steer the map through the ratio "
+                     "correction only (trust > 0)")
+        warnings = self._domain_warnings()
+        self.message.setText("\n".join([*(f"warning: {w}" for w in warnings), hint]))
+        if warnings:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{self.model_folder.name} on {self._image_name}: " + "; ".join(warnings))
+
+    def _domain_warnings(self) -> list[str]:
+        """How the segmented micrograph differs from the model's training micrographs (schema from the
+        layer's dataset metadata, when it came from a dataset)."""
+        from ..engines.inference import micrograph_warnings
+        from ..napari_io import META_KEY
+
+        meta = self.viewer.layers[self._image_name].metadata.get(META_KEY, {}) \
+            if self._image_name in self.viewer.layers else {}
+        image_schema = PhaseSchema.from_dict(meta["schema"]) if "schema" in meta else None
+        return micrograph_warnings(self.model_folder, self.session.schema, self._image, None, image_schema)
 
     def _set_session_controls(self, enabled: bool) -> None:
         for control in (self.estimate_button, self.save_button, self.no_ratio_box, self.trust, self.sliders):
