@@ -132,6 +132,17 @@ def test_a_micrograph_of_another_material_is_flagged(widget, qtbot, shared_data)
     assert "mean grey level" in text  # bright iron micrograph vs the darker steels the model learned
 
 
+def test_the_phase_map_sits_on_the_micrographs_micrometre_grid(widget, qtbot):
+    image = widget.viewer.layers["uhcs1648"]
+    image.scale, image.units = (0.194, 0.194), ("um", "um")
+    _segment(widget, qtbot)
+    labels = widget.labels_layer
+    assert tuple(labels.scale) == pytest.approx((0.194, 0.194))
+    assert [str(u) for u in labels.units] == ["micrometer", "micrometer"]
+    assert widget.viewer.canvas.overlays.scale_bar.visible
+    assert "phase" in labels.features.columns  # the status bar names the phase under the cursor
+
+
 def test_no_ratio_and_estimate(widget, qtbot):
     _segment(widget, qtbot)
     widget.no_ratio_box.setChecked(True)

@@ -341,7 +341,7 @@ class PhaseRatioWidget(QWidget):
 
     def _show_labels(self, result: tuple[np.ndarray, np.ndarray]) -> None:
         """Show a phase map and its fractions (the achieved column)."""
-        from ..napari_io import label_colormap
+        from ..napari_io import label_colormap, phase_features
 
         labels, achieved = result
         schema = self.session.schema
@@ -349,10 +349,20 @@ class PhaseRatioWidget(QWidget):
         name = f"{self._image_name} phases"
         if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
             self.labels_layer = self.viewer.add_labels(labels, name=name, opacity=0.55,
-                                                       colormap=label_colormap(schema))
+                                                       colormap=label_colormap(schema), features=phase_features(schema))
+            self._match_image_scale()
         else:
             self.labels_layer.data = labels
         self.sliders.set_achieved(achieved)
+
+    def _match_image_scale(self) -> None:
+        """Put the phase map on the micrograph's physical grid; show the scale bar when that is micrometres."""
+        if self._image_name not in self.viewer.layers:
+            return
+        image = self.viewer.layers[self._image_name]
+        self.labels_layer.scale, self.labels_layer.units = image.scale, image.units
+        if any(str(unit) in ("micrometer", "um") for unit in image.units):
+            self.viewer.canvas.overlays.scale_bar.visible = True
 
     # ------------------------------------------------------------------ saving
 
