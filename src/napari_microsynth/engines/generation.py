@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from ..core.sample import Sample
 from ..core.store import DatasetStore
 from ..generators.base import Generator
 
@@ -67,9 +68,10 @@ class GenerateRun:
         return cls(generator, conditions, n, run_id, first, 0, options, note)
 
     def write(self, store: DatasetStore, split: str = "synthetic", progress: ProgressFn = no_progress,
-              should_stop: StopFn = never_stop) -> int:
+              should_stop: StopFn = never_stop, on_pair: Callable[[int, Sample], None] | None = None) -> int:
         """Generate and append the pairs not yet stored; returns how many were written.
 
+        ``on_pair(index, pair)`` is called with each pair's store index once it is stored (a UI's preview).
         Raises :class:`Cancelled` (pairs stored so far stay; running the same command again continues).
         """
         if self.done >= self.n:
@@ -84,8 +86,11 @@ class GenerateRun:
         try:
             for pair in pairs:
                 provenance = replace(pair.provenance, extra={**pair.provenance.extra, "run": run})
-                store.append(replace(pair, provenance=provenance), split=split)
+                pair = replace(pair, provenance=provenance)
+                index = store.append(pair, split=split)
                 written += 1
+                if on_pair is not None:
+                    on_pair(index, pair)
         except Cancelled as exc:
             stored = self.done + written
             raise Cancelled(f"{exc}; {stored} of {self.n} pairs stored, the same command continues") from None
