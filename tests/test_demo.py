@@ -1,7 +1,9 @@
 """The README's main job on the bundled sample data."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.engines.demo import DEMO_PAIRS, DEMO_TILE, run_demo
@@ -14,6 +16,8 @@ def test_demo_segments_generates_curates_and_exports(tmp_path):
     for name in ("fractions.csv", "tile_fraction_histograms.png", "phases_no_ratio.png", "phases_true_ratio.png",
                  "generated_pairs.png"):
         assert (out / name).is_file(), name
+    phase_map = np.asarray(Image.open(out / "phases_true_ratio.png"))
+    assert phase_map.shape[0] > 484 and phase_map.shape[1] == 645  # the map with its legend below it
     pairs = DatasetStore.open(out / "generated.zarr")
     assert len(pairs) == DEMO_PAIRS
     assert {pairs.provenance(i).generator for i in range(len(pairs))} == {"two-stage-gan"}

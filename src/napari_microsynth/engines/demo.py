@@ -102,7 +102,7 @@ def _generate(sample, path: Path, lines: list[str], should_stop: StopFn):
     from ..core.store import DatasetStore
     from ..generators import load_generator
     from ..resources import resource_path
-    from .generator_evaluation import fraction_targets
+    from ..core.conditions import fraction_targets
 
     generator = load_generator(resource_path("models", DEMO_GENERATOR), device="cpu")
     targets = fraction_targets([sample], DEMO_PAIRS, seed=0, tile=DEMO_TILE)
@@ -130,7 +130,7 @@ def _save_pair_grid(real, pairs, downscale: int, path: Path) -> None:
     the generated images and masks below, each block labelled."""
     from PIL import Image, ImageDraw
 
-    from ..models.diffusion_training import downscale_pair
+    from ..core.tiles import downscale_pair
 
     colors = _palette(pairs[0].schema)
 
@@ -168,13 +168,15 @@ def _segment(sample, out: Path, lines: list[str], should_stop: StopFn) -> None:
     from ..models.segmenter import Segmenter
     from ..resources import resource_path
     from .inference import PhaseRatioSession
+    from .reports import phase_overlay
 
     model = Segmenter.from_pretrained(resource_path("models", DEMO_SEGMENTER))
     session = PhaseRatioSession(model, sample.image, should_stop=should_stop)
-    palette = _palette(sample.schema)
     lines.append(f"segmentation with bundled model {DEMO_SEGMENTER} (mIoU against the hand mask):")
     for label, ratio in (("no ratio", None), ("true ratio", sample.fractions)):
         labels, _ = session.predict(ratio)
         report = segmentation_report(sample.mask, labels, sample.schema)
         lines.append(f"  {label:10s}  mIoU {report['miou']:.3f}  accuracy {report['accuracy']:.3f}")
-        Image.fromarray(palette[labels]).save(out / f"phases_{label.replace(' ', '_')}.png")
+        # the phase colours, with a legend naming each phase and its area share
+        Image.fromarray(phase_overlay(sample.image, labels, sample.schema, alpha=1.0)).save(
+            out / f"phases_{label.replace(' ', '_')}.png")
