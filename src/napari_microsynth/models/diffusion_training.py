@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
@@ -57,22 +58,26 @@ class DiffusionTrainConfig:
         (``checkpoint-<step>`` folders) and whether to continue from the newest one.
     """
 
-    steps: int = 10_000
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    lr_schedule: str = "cosine"
-    lr_warmup_steps: int = 500
-    weight_decay: float = 1e-2
-    l1_weight: float = 1.0
-    condition_dropout: float = 0.1
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    mixed_precision: str = "auto"
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    resume: bool = True
-    seed: int = 0
+    steps: int = option(10_000, "optimisation steps (a resumed run continues up to this number)", low=1)
+    batch_size: int = option(16, "training tiles per step", low=1)
+    learning_rate: float = option(1e-4, "AdamW learning rate (paper 000: 1e-4)", low=0)
+    lr_schedule: str = option("cosine", "learning-rate schedule after the warm-up", choices=("cosine", "constant"))
+    lr_warmup_steps: int = option(500, "steps of linear learning-rate warm-up", low=0)
+    weight_decay: float = option(1e-2, "AdamW weight decay", low=0, advanced=True)
+    l1_weight: float = option(1.0, "lambda of the MSE + lambda * L1 noise loss (paper 000: 1)", low=0)
+    condition_dropout: float = option(0.1, "share of tiles trained without their condition (classifier-free "
+                                           "guidance; 0 = off, as in paper 000)", low=0, high=1)
+    ema_decay: float = option(0.9999, "decay of the weights' moving average used for sampling", low=0, high=1,
+                              advanced=True)
+    grad_clip: float = option(1.0, "gradient norm clipping", low=0, advanced=True)
+    mixed_precision: str = option("auto", "mixed precision (GPU only; auto: bf16/fp16 on CUDA)",
+                                  choices=MIXED_PRECISION_CHOICES, advanced=True)
+    checkpoint_dir: str | None = option(None, "folder of the periodic checkpoints (none: no checkpoints)",
+                                        advanced=True)
+    checkpoint_every: int = option(1000, "steps between checkpoints", low=1)
+    keep_checkpoints: int = option(2, "checkpoints kept (older ones are deleted)", low=1, advanced=True)
+    resume: bool = option(True, "continue from the newest checkpoint in checkpoint_dir", advanced=True)
+    seed: int = option(0, "seed of the training run (tile draws, noise, condition dropout)")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
