@@ -8,7 +8,7 @@ from napari_microsynth.core.datasets import load_dataset
 from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.widgets.export_widget import NO_SPLIT, ExportWidget
 
-from test_training_set import make_synthetic_pairs, write_synthetic_store
+from helpers import make_synthetic_pairs, write_synthetic_store
 
 TIMEOUT_MS = 60_000
 

@@ -20,12 +20,12 @@ from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
 from napari_microsynth.cli import EXIT_BAD_INPUT, main
+from napari_microsynth.core.folder_export import export_folder
 from napari_microsynth.core.store import (
     DatasetStore,
     IncompleteWriteWarning,
     StoreError,
     StoreLockedError,
-    export_folder,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"

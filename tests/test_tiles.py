@@ -7,9 +7,14 @@ from PIL import Image
 
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import PhaseSchema
-from napari_microsynth.core.tiles import WindowAccumulator, sliding_window_boxes, tile_boxes, tile_samples
-from napari_microsynth.engines.training_set import load_split
-from napari_microsynth.models.diffusion_training import downscale_pair
+from napari_microsynth.core.tiles import (
+    WindowAccumulator,
+    downscale_pair,
+    sliding_window_boxes,
+    tile_boxes,
+    tile_samples,
+)
+from napari_microsynth.core.datasets import load_split
 
 
 def test_tile_boxes_are_full_non_overlapping_tiles():

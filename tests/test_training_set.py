@@ -14,67 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_microsynth.core.curation import accepted_pairs
 from napari_microsynth.core.datasets import load_dataset
 from napari_microsynth.core.progress import Cancelled
+from napari_microsynth.core.resample import to_real_scale
 from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.core.tiles import tile_samples
-from napari_microsynth.engines.training_set import (
-    accepted_pairs,
-    class_balance,
-    compose_training_set,
-    export_training_set,
-    real_tiles,
-    to_real_scale,
-)
+from napari_microsynth.core.tiles import labelled_tiles
+from napari_microsynth.engines.reports import class_balance
+from napari_microsynth.engines.training_set import compose_training_set, export_training_set
+
+from helpers import CHECKSUM, make_synthetic_pairs, write_synthetic_store
 
 TILE = 128
-CHECKSUM = "0123456789abcdef"
-
-
-def make_synthetic_pairs(sources: list[Sample], real_pixel_size_um: float, tile: int) -> list[Sample]:
-    """Real ``tile`` tiles of ``sources`` shrunk 2x (image by 2x2 means, mask by taking every 2nd pixel)."""
-    pairs = []
-    for source in sources:
-        for piece in tile_samples(source, tile):
-            h, w = piece.shape
-            image = piece.image.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-            mask = piece.mask[::2, ::2].copy()
-            seed = 100 + len(pairs)
-            fractions = np.bincount(mask.ravel(), minlength=piece.schema.n_classes) / mask.size
-            pairs.append(Sample(
-                image, piece.schema, mask, name=f"fake-{seed}", pixel_size_um=2 * real_pixel_size_um,
-                provenance=Provenance(origin="synthetic", generator="fake-diffusion", generator_version="0.1",
-                                      model_checksum=CHECKSUM, condition={"fractions": fractions.tolist()}, seed=seed),
-            ))
-    return pairs
-
-
-def write_synthetic_store(path: Path, pairs: list[Sample]) -> tuple[DatasetStore, dict[str, list[str]]]:
-    """Accepted pairs in order, with rejected / pending / flagged pairs, a real sample and a corrected
-    real prediction mixed in (all of which the export must leave out); pair 2 gets a corrected mask."""
-    store = DatasetStore.create(path, pairs[0].schema, description="synthetic pairs")
-    left_out = {"rejected": [], "pending": [], "flagged": [], "real": [], "corrected prediction": []}
-    decoy = pairs[0]
-    for i, pair in enumerate(pairs):
-        store.append(pair, split="synthetic", status="accepted")
-        if i in (1, 5):
-            store.append(replace(decoy, name=f"rejected-{i}"), status="rejected")
-            left_out["rejected"].append(f"rejected-{i}")
-        if i == 3:
-            store.append(replace(decoy, name="pending-3"), status="pending")
-            store.append(replace(decoy, name="flagged-3"), status="flagged")
-            store.append(replace(decoy, name="real-3", provenance=Provenance(origin="real")), status="accepted")
-            store.append(replace(decoy, name="prediction-3", provenance=Provenance(origin="corrected", changed_pixels=9)),
-                         status="accepted")
-            left_out["pending"].append("pending-3")
-            left_out["flagged"].append("flagged-3")
-            left_out["real"].append("real-3")
-            left_out["corrected prediction"].append("prediction-3")
-    corrected = store.mask(store.names.index(pairs[2].name)).copy()
-    corrected[:8, :] = 3
-    store.replace_mask(store.names.index(pairs[2].name), corrected)
-    return store, left_out
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +64,8 @@ def exported(real, synthetic_store, tmp_path_factory):
     return out, summary
 
 
-def test_real_tiles_are_the_full_non_overlapping_tiles_of_each_micrograph(real):
-    tiles = real_tiles(real["train"], TILE)
+def test_labelled_tiles_are_the_full_non_overlapping_tiles_of_each_micrograph(real):
+    tiles = labelled_tiles(real["train"], TILE)
     assert len(tiles) == 2 * (484 // TILE) * (645 // TILE) == 30
     assert all(t.shape == (TILE, TILE) for t in tiles)
     first, last = tiles[0], tiles[-1]
@@ -142,7 +94,7 @@ def test_generated_pairs_are_resampled_to_the_real_pixel_size(pairs, real_px):
 
 
 def test_compose_takes_the_first_pairs_at_the_ratio(real, pairs):
-    tiles = real_tiles(real["train"], TILE)
+    tiles = labelled_tiles(real["train"], TILE)
     for ratio, n_synthetic in ((0, 0), (0.5, 15), (1, 30)):
         composed = compose_training_set(tiles, pairs, ratio)
         assert len(composed) == 30 + n_synthetic
@@ -161,7 +113,7 @@ def test_only_accepted_synthetic_pairs_are_used(synthetic_store, pairs):
 
 
 def test_class_balance_reflects_the_added_pairs(real, pairs, real_px, tmp_path):
-    tiles = real_tiles(real["train"], TILE)
+    tiles = labelled_tiles(real["train"], TILE)
     scaled = [to_real_scale(p, real_px, TILE) for p in pairs]
     balance = class_balance(tiles, tiles + scaled, tiles[0].schema, out_dir=tmp_path)
     counts = lambda samples: sum(np.bincount(s.mask.ravel(), minlength=4) for s in samples)  # noqa: E731

@@ -9,11 +9,17 @@ array([0.425, 0.295, 0.28 ])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from .fractions import normalize_fractions
+from .fractions import class_counts, normalize_fractions
+from .sample import Sample
 from .schema import PhaseSchema
+from .tiles import reduced_tiles, tile_boxes_or_whole
+
+if TYPE_CHECKING:
+    from .store import DatasetStore
 
 #: Paper 000, sec. 2.2.2 jitter: noise std sigma * (c + epsilon) per component.
 JITTER_SIGMA = 0.02
@@ -151,6 +157,54 @@ class BoostedFractionSampler:
             rows[where] = rng.choice(self.real.shape[0], size=where.size, p=pick)
         out = jitter_fractions(self.real[rows], rng, self.sigma, self.epsilon)
         return (out, mode_idx) if return_modes else out
+
+
+def fraction_targets(
+    samples: Sequence[Sample],
+    n: int,
+    seed: int = 0,
+    tile: int = 256,
+    downscale: int = 1,
+    shares: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """``n`` target vectors from paper 000's mixture (sec. 2.2.2): jittered phase fractions of the real
+    ``tile`` px tiles reduced by ``downscale`` like a generator's training tiles
+    (:func:`~napari_microsynth.core.tiles.reduced_tiles`), with the schema's rare phases oversampled
+    (``shares`` default: :func:`default_shares`)."""
+    labelled = [s for s in samples if s.mask is not None]
+    if not labelled:
+        raise ValueError("fraction targets need annotated samples")
+    if tile % downscale:
+        raise ValueError(f"tile {tile} px is not a multiple of downscale {downscale}")
+    tiles = reduced_tiles(labelled, tile // downscale, downscale)
+    if not tiles:
+        raise ValueError(f"no labelled {tile} px tile in the given samples")
+    real = np.stack([t.fractions for t in tiles])
+    schema = labelled[0].schema
+    mix = dict(shares) if shares is not None else default_shares(schema, real)
+    sampler = BoostedFractionSampler.from_shares(real, mix, schema)
+    return sampler.sample(int(n), np.random.default_rng(seed))
+
+
+def real_fraction_vectors(store: "DatasetStore", tile: int = 256) -> np.ndarray:
+    """``(N, C)`` phase-fraction vectors of the real annotated masks of a store, one per ``tile`` square.
+
+    Like paper 000 (sec. 2.2.2) the vectors come from non-overlapping tiles of the masks (a mask smaller
+    than a tile gives one vector). Synthetic samples (also hand-corrected ones) and rejected samples are
+    left out, so the distribution is that of real data.
+    """
+    schema = store.schema
+    statuses = store.statuses()
+    rows = []
+    for i in range(len(store)):
+        if statuses[i] == "rejected" or store.provenance(i).is_synthetic:
+            continue
+        mask = store.mask(i)
+        for y0, x0, y1, x1 in tile_boxes_or_whole(mask.shape, tile):
+            counts = class_counts(mask[y0:y1, x0:x1], schema.n_classes, schema.ignore_id)
+            if counts.sum():
+                rows.append(counts / counts.sum())
+    return np.array(rows, dtype=np.float64).reshape(-1, schema.n_classes)
 
 
 def expert_guess(true_fractions, alpha: float) -> np.ndarray:

@@ -23,6 +23,7 @@ accepted, rejected or flagged keeps that decision (pass ``only_pending=False`` t
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -168,3 +169,22 @@ __all__ = [
     "smallest_phase_pixels",
     "target_fractions",
 ]
+
+
+def accepted_indices(store: DatasetStore) -> list[int]:
+    """Store indices of the accepted synthetic pairs (see :func:`accepted_pairs`), read from metadata only."""
+    statuses = store.statuses()
+    return [i for i in range(len(store)) if statuses[i] == "accepted" and store.provenance(i).is_synthetic]
+
+
+def accepted_pairs(store: DatasetStore | str | Path) -> list[Sample]:
+    """The accepted synthetic pairs of a store, in store order.
+
+    A pair counts when its status is ``accepted`` and it is synthetic: origin ``synthetic``, or
+    ``corrected`` with ``provenance.extra["original_origin"] == "synthetic"`` (a hand-corrected
+    generated mask). A corrected *prediction* of a real micrograph (origin ``corrected`` from the
+    Phase ratios widget) is a real image and is left out, as are pending, flagged and rejected pairs.
+    """
+    if not isinstance(store, DatasetStore):
+        store = DatasetStore.open(store)
+    return [store[i] for i in accepted_indices(store)]

@@ -33,6 +33,7 @@ from .io import MASK_SUFFIXES, MICROGRAPH_SUFFIXES, image_shape, read_instance_m
 from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from .sample import Provenance, Sample
 from .schema import PhaseSchema
+from .store import DatasetStore, is_store
 
 LAYOUTS = ("metaldam", "uhcs", "grains", "generic")
 
@@ -522,3 +523,26 @@ def describe_dataset(
         splits=splits,
         problems=problems,
     )
+
+
+def load_split(
+    path: str | Path,
+    split: str | None = None,
+    schema: PhaseSchema | None = None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> list[Sample]:
+    """Samples of a dataset folder (:func:`load_dataset`) or a dataset store, optionally one split."""
+    path = Path(path)
+    if is_store(path):
+        store = DatasetStore.open(path)
+        indices = range(len(store)) if split is None else store.splits.get(split)
+        if indices is None:
+            raise ValueError(f"store {path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'}")
+        samples = []
+        for done, i in enumerate(indices):
+            check_stop(should_stop)
+            samples.append(store[i])
+            progress(done + 1, len(indices), f"read {samples[-1].name}")
+        return samples
+    return load_dataset(path, schema=schema, split=split, progress=progress, should_stop=should_stop)

@@ -44,6 +44,19 @@ def mask_fractions(mask: np.ndarray, schema: PhaseSchema) -> np.ndarray:
     return counts / float(total)
 
 
+def fractions_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Per-class shares of pixel counts ``(..., C)``; a row with no counted pixel gives NaN.
+
+    >>> fractions_from_counts(np.array([[2, 2], [0, 0]]))
+    array([[0.5, 0.5],
+           [nan, nan]])
+    """
+    counts = np.asarray(counts)
+    total = counts.sum(axis=-1, keepdims=True).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, counts / np.where(total > 0, total, 1.0), np.nan)
+
+
 def normalize_fractions(v) -> np.ndarray:
     """Rescale non-negative values so the last axis sums to 1.
 

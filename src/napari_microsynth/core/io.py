@@ -291,11 +291,6 @@ def _grey_from_rgb(values: np.ndarray, band_rows: int) -> np.ndarray:
 # masks
 
 
-def _mask_dtype(schema: PhaseSchema) -> np.dtype:
-    allowed = list(range(schema.n_classes)) + ([schema.ignore_id] if schema.ignore_id is not None else [])
-    return np.dtype(np.uint8) if 0 <= min(allowed) and max(allowed) <= 255 else np.dtype(np.int32)
-
-
 def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if values.dtype in (np.uint8, np.bool_):
         counts = np.bincount(values.ravel().astype(np.intp), minlength=1)
@@ -331,7 +326,7 @@ def _index_mask(data: np.ndarray, schema: PhaseSchema) -> np.ndarray:
     if data.ndim != 2:
         raise ValueError(f"mask has shape {data.shape}; expected a 2-D class map")
     _check_index_values(data, schema)
-    return data.astype(_mask_dtype(schema))
+    return data.astype(schema.mask_dtype)
 
 
 def _legend_table(legend: Legend) -> tuple[np.ndarray, np.ndarray]:
@@ -476,9 +471,9 @@ def read_mask(
         if kind == "overlay":
             if background_id is None:
                 raise ValueError("kind='overlay' needs background_id (the class of unpainted pixels)")
-            return decode_overlay(data, schema, background_id, tolerance=tolerance).astype(_mask_dtype(schema))
+            return decode_overlay(data, schema, background_id, tolerance=tolerance).astype(schema.mask_dtype)
         if kind == "color":
-            return decode_color_mask(data, schema, tolerance=tolerance).astype(_mask_dtype(schema))
+            return decode_color_mask(data, schema, tolerance=tolerance).astype(schema.mask_dtype)
         if data.ndim == 3:
             if data.shape[2] != 3:
                 raise ValueError(f"mask has {data.shape[2]} channels; expected 1 (class ids) or 3 (RGB colours)")
@@ -491,7 +486,7 @@ def read_mask(
             grey_legend = bool(np.all(colours.max(axis=1) == colours.min(axis=1)))
             if equal and not (grey_legend and not _are_class_ids(data[..., 0], schema)):
                 return _index_mask(data[..., 0], schema)
-            return decode_color_mask(data, schema, tolerance=tolerance).astype(_mask_dtype(schema))
+            return decode_color_mask(data, schema, tolerance=tolerance).astype(schema.mask_dtype)
         return _index_mask(data, schema)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

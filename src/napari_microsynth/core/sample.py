@@ -7,14 +7,17 @@ pair's requested condition lives in ``provenance.condition`` and its achieved fr
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .schema import PhaseSchema
 
 ORIGINS = ("real", "synthetic", "corrected", "predicted")
+#: Curation states of a stored sample; new pairs start ``pending``, rejected ones are left out of exports.
+STATUSES = ("pending", "accepted", "rejected", "flagged")
 
 
 @dataclass
@@ -37,6 +40,25 @@ class Provenance:
             raise ValueError(f"provenance origin must be one of {ORIGINS}, got {self.origin!r}")
         if self.crop_box is not None:
             self.crop_box = tuple(int(v) for v in self.crop_box)  # type: ignore[assignment]
+
+    @property
+    def is_synthetic(self) -> bool:
+        """Generated, or generated and then hand-corrected (``extra["original_origin"] == "synthetic"``)."""
+        return self.origin == "synthetic" or (
+            self.origin == "corrected" and self.extra.get("original_origin") == "synthetic"
+        )
+
+    def corrected(self, changed_pixels: int, origin: str = "corrected") -> "Provenance":
+        """This provenance after a hand correction of the mask that changed ``changed_pixels`` pixels.
+
+        The first origin is kept in ``extra["original_origin"]`` (a second correction keeps it too).
+
+        >>> Provenance(origin="synthetic").corrected(12).extra
+        {'original_origin': 'synthetic'}
+        """
+        extra = dict(self.extra)
+        extra.setdefault("original_origin", self.origin)
+        return replace(self, origin=origin, changed_pixels=int(changed_pixels), extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -121,3 +143,35 @@ class Sample:
             provenance=replace(self.provenance, crop_box=abs_box, extra=dict(self.provenance.extra)),
             properties=dict(self.properties),
         )
+
+
+def data_fingerprint(samples: Sequence[Sample]) -> str:
+    """SHA-256 prefix identifying a set of samples by name, shape, pixel size, image and mask (order-independent).
+
+    Recorded in model folders and export plans; the same files read again give the same fingerprint.
+    """
+    digests = []
+    for s in samples:
+        digest = hashlib.sha256(f"{s.name}|{s.shape}|{s.pixel_size_um}|".encode())
+        digest.update(np.ascontiguousarray(s.image).tobytes())
+        if s.mask is not None:
+            digest.update(np.ascontiguousarray(s.mask.astype(np.int64)).tobytes())
+        digests.append(digest.hexdigest())
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()[:16]
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types from numpy scalars/arrays, tuples and nested containers.
+
+    >>> jsonable({"fractions": np.array([0.5, 0.5]), "seed": np.int64(3)})
+    {'fractions': [0.5, 0.5], 'seed': 3}
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

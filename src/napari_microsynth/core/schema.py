@@ -52,6 +52,21 @@ class PhaseSchema:
         """``(n_classes, 3)`` uint8 RGB colours."""
         return np.array([p.color for p in self.phases], dtype=np.uint8)
 
+    @property
+    def mask_dtype(self) -> np.dtype:
+        """Smallest integer type holding every class id and the ignore id (uint8 for up to 256 values).
+
+        >>> PhaseSchema.bundled("uhcs").mask_dtype
+        dtype('uint8')
+        """
+        values = [0, self.n_classes - 1] + ([self.ignore_id] if self.ignore_id is not None else [])
+        lo, hi = min(values), max(values)
+        for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                return np.dtype(dtype)
+        return np.dtype(np.int64)
+
     def index_of(self, name: str) -> int:
         """Class id of a phase by (case-insensitive) name."""
         for p in self.phases:

@@ -1,7 +1,7 @@
 """The dataset store: a zarr v3 folder holding micrograph + mask samples with provenance.
 
 It is the exchange format of the whole tool: the curation widget appends accepted pairs to it, training
-reads it, ``export_folder`` turns it into plain image/mask files plus a CSV.
+reads it, ``core.folder_export.export_folder`` turns it into plain image/mask files plus a CSV.
 
 >>> store = DatasetStore.create("pairs.zarr", PhaseSchema.bundled("uhcs"))   # doctest: +SKIP
 >>> index = store.append(sample, split="train")                                # doctest: +SKIP
@@ -49,11 +49,8 @@ Reading is always allowed.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import re
 import shutil
 import threading
 import warnings
@@ -63,16 +60,15 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .fractions import class_counts, fractions_from_counts
 from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
-from .sample import ORIGINS, Provenance, Sample
+from .sample import ORIGINS, STATUSES, Provenance, Sample, jsonable
 from .schema import PhaseSchema
 
 FORMAT_NAME = "napari-microsynth-dataset"
 FORMAT_VERSION = 1
 FORMAT_KEY = "napari_microsynth"
-STATUSES = ("pending", "accepted", "rejected", "flagged")
 IMAGE_DTYPES = ("float32", "uint8", "uint16")
-EXPORT_IMAGE_FORMATS = ("png", "tiff16", "tiff")
 _CHUNK = 512
 _SAMPLE_KEYS = ("name", "pixel_size_um", "properties", "provenance", "class_counts", "status", "mask_array")
 LOCK_FILE = ".write.lock"
@@ -160,43 +156,10 @@ def is_store(path: str | Path) -> bool:
     return isinstance(fmt, dict) and fmt.get("format") == FORMAT_NAME
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types from numpy scalars/arrays, tuples and nested containers."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _mask_dtype(schema: PhaseSchema) -> np.dtype:
-    """Smallest integer type holding ids 0..n-1 and the ignore id."""
-    values = [0, schema.n_classes - 1] + ([schema.ignore_id] if schema.ignore_id is not None else [])
-    lo, hi = min(values), max(values)
-    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return np.dtype(dtype)
-    return np.dtype(np.int64)
-
-
 def _class_counts(mask: np.ndarray, schema: PhaseSchema) -> np.ndarray:
     """Pixels per class; raises naming any value the schema does not define."""
     schema.validate_mask(mask)
-    values = mask.ravel()
-    if schema.ignore_id is not None:
-        values = values[values != schema.ignore_id]
-    return np.bincount(values.astype(np.int64), minlength=schema.n_classes)
-
-
-def _fractions_from_counts(counts: np.ndarray) -> np.ndarray:
-    total = counts.sum(axis=-1, keepdims=True).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, counts / np.where(total > 0, total, 1.0), np.nan)
+    return class_counts(mask, schema.n_classes, schema.ignore_id)
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -531,7 +494,7 @@ class DatasetStore:
 
         A sample whose mask is entirely the ignore id has a row of NaN.
         """
-        return _fractions_from_counts(self.class_counts())
+        return fractions_from_counts(self.class_counts())
 
     def describe(self) -> str:
         """A short text summary: schema, sample count, origins, curation states, splits, mean fractions."""
@@ -604,7 +567,7 @@ class DatasetStore:
             "name": sample.name or f"sample_{index:06d}",
             "pixel_size_um": None if sample.pixel_size_um is None else float(sample.pixel_size_um),
             "properties": {str(k): float(v) for k, v in sample.properties.items()},
-            "provenance": _jsonable(sample.provenance.to_dict()),
+            "provenance": jsonable(sample.provenance.to_dict()),
             "class_counts": counts.tolist(),
             "status": status,
             "mask_array": "mask",
@@ -612,7 +575,7 @@ class DatasetStore:
         }
         group = self._samples_group.create_group(self._key(index), overwrite=True, attributes=meta)
         self._write_array(group, "image", image)
-        self._write_array(group, "mask", sample.mask.astype(_mask_dtype(self.schema), copy=False))
+        self._write_array(group, "mask", sample.mask.astype(self.schema.mask_dtype, copy=False))
         if sample.instances is not None:
             self._write_array(group, "instances", np.asarray(sample.instances).astype(np.int32, copy=False))
         splits = self.splits
@@ -696,11 +659,8 @@ class DatasetStore:
         array_name = f"mask_v{len(history) + 1}"
         changed = int(np.count_nonzero(self._group(i)["mask"][...] != mask))
         group = self._group(i)
-        self._write_array(group, array_name, mask.astype(_mask_dtype(self.schema), copy=False))
-        provenance = dict(meta["provenance"])
-        extra = dict(provenance.get("extra") or {})
-        extra.setdefault("original_origin", provenance["origin"])
-        provenance.update(origin=origin, changed_pixels=changed, extra=extra)
+        self._write_array(group, array_name, mask.astype(self.schema.mask_dtype, copy=False))
+        provenance = jsonable(Provenance.from_dict(meta["provenance"]).corrected(changed, origin).to_dict())
         history.append({"array": array_name, "origin": origin, "changed_pixels": changed})
         # The new array is written before the attributes point to it, so a crash keeps the old mask current.
         self._write_sample_attrs(
@@ -715,198 +675,10 @@ class DatasetStore:
         )
 
     def export_folder(self, out_dir: str | Path, **kwargs) -> Path:
-        """Same as :func:`export_folder` ``(self, out_dir, ...)``."""
+        """Same as :func:`~napari_microsynth.core.folder_export.export_folder` ``(self, out_dir, ...)``."""
+        from .folder_export import export_folder
+
         return export_folder(self, out_dir, **kwargs)
-
-
-# ---------------------------------------------------------------------- export
-_EXPORT_ENTRIES = {"images", "masks", "splits", "schema.json", "samples.csv"}
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
-    """A CSV row whose text cells a spreadsheet shows as text and never runs as a formula: text starting
-    with ``= + - @``, a tab or a carriage return gets a leading apostrophe (OWASP's advice on CSV
-    injection); numbers and other text are unchanged.
-
-    >>> spreadsheet_safe({"name": "=1+1", "fraction": -0.5})
-    {'name': "'=1+1", 'fraction': -0.5}
-    """
-    return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file and a rename, so it is never seen half-written."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
-    from PIL import Image
-
-    if array.dtype == np.uint8:
-        img = Image.fromarray(array)
-        if palette is not None:  # turns the grey image into a palette image with the same pixel values
-            flat = np.zeros((256, 3), dtype=np.uint8)
-            flat[: len(palette)] = palette
-            img.putpalette(flat.ravel().tolist())
-    else:
-        img = Image.fromarray(array.astype(np.uint16))
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _tiff_bytes(array: np.ndarray) -> bytes:
-    import tifffile
-
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, array)
-    return buffer.getvalue()
-
-
-def _safe_stem(index: int, name: str) -> str:
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80]
-    return f"{index:06d}_{clean}" if clean else f"{index:06d}"
-
-
-def _prepare_export_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    entries = {p.name for p in out_dir.iterdir() if not p.name.endswith(".partial")}
-    foreign = sorted(entries - _EXPORT_ENTRIES)
-    if foreign:
-        raise FileExistsError(
-            f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); "
-            "choose an empty or new folder"
-        )
-    if (out_dir / "samples.csv").exists():
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} already holds a finished export; pass overwrite=True to replace it")
-        # Remove the completion marker first: a crash from here on leaves an unfinished export, which a
-        # re-run completes.
-        (out_dir / "samples.csv").unlink()
-    for sub in ("images", "masks", "splits"):
-        (out_dir / sub).mkdir(exist_ok=True)
-    for tmp in out_dir.rglob("*.partial"):
-        tmp.unlink()
-
-
-def export_folder(
-    store: DatasetStore,
-    out_dir: str | Path,
-    overwrite: bool = False,
-    image_format: str = "png",
-    include_rejected: bool = False,
-    progress: ProgressFn = no_progress,
-    should_stop: StopFn = never_stop,
-) -> Path:
-    """Write the store as plain files: ``images/``, ``masks/``, ``splits/<name>.txt``, ``schema.json`` and
-    ``samples.csv`` (one row per exported sample: index, name, split, status, origin, file names, size,
-    pixel size, ``fraction_<phase>`` per phase, ``property_<name>`` per property, provenance JSON).
-
-    ``image_format``: ``"png"`` (8-bit, ``round(x*255)``), ``"tiff16"`` (16-bit, ``round(x*65535)``) or
-    ``"tiff"`` (float32, exact). Masks are palette PNGs whose pixel values are the class ids (16-bit grey
-    PNG when ids exceed 255, int32 TIFF when the ignore id is negative). Rejected samples are skipped
-    unless ``include_rejected``.
-
-    Every file is written atomically and ``samples.csv`` last, so the CSV's presence marks a finished
-    export. A cancelled or killed export can simply be run again into the same folder: files have
-    fixed names (``<index>_<name>``), so nothing is duplicated, and stale files are removed. A finished
-    export is only replaced with ``overwrite=True``. Raises :class:`Cancelled` on ``should_stop()``.
-    """
-    if image_format not in EXPORT_IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {EXPORT_IMAGE_FORMATS}, got {image_format!r}")
-    out_dir = Path(out_dir)
-    _prepare_export_dir(out_dir, overwrite)
-    schema = store.schema
-    atomic_write_bytes(out_dir / "schema.json", (json.dumps(schema.to_dict(), indent=2) + "\n").encode())
-
-    statuses = store.statuses()
-    indices = [i for i in range(len(store)) if include_rejected or statuses[i] != "rejected"]
-    split_of: dict[int, list[str]] = {}
-    for split_name, members in store.splits.items():
-        for i in members:
-            split_of.setdefault(i, []).append(split_name)
-    property_names = sorted({k for i in indices for k in store.properties(i)})
-    fractions = store.fractions()
-    mask_dtype = _mask_dtype(schema)
-    mask_ext = ".png" if np.iinfo(mask_dtype).min >= 0 and np.iinfo(mask_dtype).max <= 65535 else ".tif"
-    image_ext = ".png" if image_format == "png" else ".tif"
-
-    rows: list[dict[str, Any]] = []
-    written: dict[str, set[str]] = {"images": set(), "masks": set()}
-    for done, i in enumerate(indices):
-        check_stop(should_stop)
-        sample = store[i]
-        stem = _safe_stem(i, sample.name)
-        image_file, mask_file = stem + image_ext, stem + mask_ext
-        if image_format == "png":
-            image_bytes = _png_bytes(np.round(sample.image * 255.0).astype(np.uint8))
-        elif image_format == "tiff16":
-            image_bytes = _tiff_bytes(np.round(sample.image.astype(np.float64) * 65535.0).astype(np.uint16))
-        else:
-            image_bytes = _tiff_bytes(sample.image)
-        mask = sample.mask.astype(mask_dtype, copy=False)  # type: ignore[union-attr]
-        if mask_ext == ".png":
-            mask_bytes = _png_bytes(mask, palette=schema.colors if mask.dtype == np.uint8 else None)
-        else:
-            mask_bytes = _tiff_bytes(mask.astype(np.int32))
-        atomic_write_bytes(out_dir / "images" / image_file, image_bytes)
-        atomic_write_bytes(out_dir / "masks" / mask_file, mask_bytes)
-        written["images"].add(image_file)
-        written["masks"].add(mask_file)
-        row: dict[str, Any] = {
-            "index": i,
-            "name": sample.name,
-            "split": ";".join(split_of.get(i, [])),
-            "status": statuses[i],
-            "origin": sample.provenance.origin,
-            "image": f"images/{image_file}",
-            "mask": f"masks/{mask_file}",
-            "height": sample.shape[0],
-            "width": sample.shape[1],
-            "pixel_size_um": "" if sample.pixel_size_um is None else sample.pixel_size_um,
-        }
-        for c, phase in enumerate(schema.names):
-            row[f"fraction_{phase}"] = f"{fractions[i, c]:.6f}"
-        for prop in property_names:
-            row[f"property_{prop}"] = sample.properties.get(prop, "")
-        row["provenance"] = json.dumps(_jsonable(sample.provenance.to_dict()), sort_keys=True)
-        rows.append(row)
-        progress(done + 1, len(indices), f"exported {sample.name}")
-
-    for sub, keep in written.items():
-        for stale in (out_dir / sub).iterdir():
-            if stale.name not in keep:
-                stale.unlink()
-    split_files = set()
-    for split_name, members in store.splits.items():
-        file_name = re.sub(r"[^A-Za-z0-9._-]+", "_", split_name) + ".txt"
-        member_set = set(members)
-        stems = [r["image"].split("/", 1)[1] for r in rows if r["index"] in member_set]
-        atomic_write_bytes(out_dir / "splits" / file_name, "".join(s + "\n" for s in stems).encode())
-        split_files.add(file_name)
-    for stale in (out_dir / "splits").iterdir():
-        if stale.name not in split_files:
-            stale.unlink()
-
-    columns = (
-        ["index", "name", "split", "status", "origin", "image", "mask", "height", "width", "pixel_size_um"]
-        + [f"fraction_{phase}" for phase in schema.names]
-        + [f"property_{prop}" for prop in property_names]
-        + ["provenance"]
-    )
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(spreadsheet_safe(row) for row in rows)
-    atomic_write_bytes(out_dir / "samples.csv", buffer.getvalue().encode())
-    return out_dir
 
 
 __all__ = [
@@ -916,7 +688,5 @@ __all__ = [
     "IncompleteWriteWarning",
     "STATUSES",
     "IMAGE_DTYPES",
-    "export_folder",
     "is_store",
-    "spreadsheet_safe",
 ]

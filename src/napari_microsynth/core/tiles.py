@@ -1,15 +1,23 @@
 """Tiling of large micrographs: training tiles, sliding inference windows and blending them back.
 
-Boxes are ``(y0, x0, y1, x1)`` with exclusive ends, i.e. ``image[y0:y1, x0:x1]``.
+Boxes are ``(y0, x0, y1, x1)`` with exclusive ends, i.e. ``image[y0:y1, x0:x1]``. Every way the
+program cuts real micrographs into tiles lives here: the grid tiles of a training set
+(:func:`labelled_tiles`), grid tiles reduced to a generator's scale (:func:`reduced_tiles`), random
+training crops (:func:`random_box`, :class:`RandomPairTiles`) and sliding inference windows.
 
 >>> sliding_window_boxes((300, 256), tile=256, overlap=0.5)
 [(0, 0, 256, 256), (44, 0, 300, 256)]
 """
 from __future__ import annotations
 
+import zlib
+from dataclasses import replace
+from typing import Iterable, Sequence
+
 import numpy as np
 
 from .sample import Sample
+from .schema import PhaseSchema
 
 Box = tuple[int, int, int, int]
 
@@ -132,3 +140,161 @@ def tile_samples(sample: Sample, tile=256) -> list[Sample]:
     """Cut ``sample`` into its non-overlapping full tiles (see :func:`tile_boxes`); each tile records its
     ``provenance.crop_box`` in the source image."""
     return [sample.crop(box) for box in tile_boxes(sample.shape, tile)]
+
+
+def tile_boxes_or_whole(shape, tile=256) -> list[Box]:
+    """:func:`tile_boxes`, or the whole image as one box when it is smaller than a tile."""
+    return tile_boxes(shape, tile) or [(0, 0, *_image_size(shape))]
+
+
+def labelled_tiles(samples: Sequence[Sample], tile=256) -> list[Sample]:
+    """Non-overlapping full ``tile`` tiles (row-major) of every annotated micrograph, in input order.
+
+    Each tile keeps its micrograph's provenance with the crop box (:func:`tile_samples`); remainders at
+    the right/bottom edge narrower than a tile are left out. Raises for a micrograph without a mask.
+    """
+    tile_shape(tile)
+    tiles = []
+    for sample in samples:
+        if sample.mask is None:
+            raise ValueError(f"real micrograph {sample.name!r} has no mask; a training set needs labelled samples")
+        tiles.extend(tile_samples(sample, tile))
+    return tiles
+
+
+def reduced_tiles(samples: Iterable[Sample], size: int, downscale: int = 1) -> list[Sample]:
+    """Non-overlapping ``size * downscale`` px tiles reduced to ``size`` px by :func:`downscale_pair`, the way
+    a generator's training tiles are made; tiles without labelled pixels are dropped.
+
+    Use it to compare real data with a generator's pairs at the generator's size and pixel scale.
+    """
+    out = []
+    for sample in samples:
+        for box in tile_boxes(sample.shape, size * downscale):
+            tile = sample.crop(box)
+            image, mask = tile.image.reshape(size, downscale, size, downscale).mean(axis=(1, 3)), None
+            if tile.mask is not None:
+                image, mask = downscale_pair(tile.image, tile.mask, downscale, tile.schema)
+                if tile.schema.ignore_id is not None and np.all(mask == tile.schema.ignore_id):
+                    continue
+            pixel = None if tile.pixel_size_um is None else tile.pixel_size_um * downscale
+            out.append(replace(tile, image=image, mask=mask, instances=None, pixel_size_um=pixel))
+    return out
+
+
+def random_box(shape, size: int, rng: np.random.Generator) -> Box:
+    """A ``size`` square box at a uniformly random position inside an image of ``shape`` (at the top-left
+    corner, reaching past the edge, along a side shorter than ``size``).
+
+    >>> random_box((100, 80), 64, np.random.default_rng(0))
+    (31, 10, 95, 74)
+    """
+    h, w = _image_size(shape)
+    y = int(rng.integers(0, max(1, h - size + 1)))
+    x = int(rng.integers(0, max(1, w - size + 1)))
+    return y, x, y + size, x + size
+
+
+def downscale_pair(
+    image: np.ndarray, mask: np.ndarray, factor: int, schema: PhaseSchema
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce an (image, mask) pair by an integer ``factor``: image by block mean, mask by drawing each
+    block's class with probability equal to its share of the block (``schema.ignore_id`` counts like a
+    class). Class ids stay exact and, unlike a majority vote (which erodes thin or small phases and
+    needs a tie rule), the expected class fractions equal the original ones. The draws are seeded from
+    the mask's content, so the same pair always gives the same result. Sides must be multiples of ``factor``.
+
+    >>> mask = np.kron([[0, 1], [2, 3]], np.ones((2, 2), int))  # pure 2x2 blocks keep their class
+    >>> downscale_pair(np.zeros((4, 4), np.float32), mask, 2, PhaseSchema.bundled("uhcs"))[1]
+    array([[0, 1],
+           [2, 3]])
+    """
+    h, w = image.shape
+    if factor < 1 or h % factor or w % factor:
+        raise ValueError(f"cannot downscale a {h}x{w} pair by {factor}: sides must be multiples of it")
+    if factor == 1:
+        return image.astype(np.float32), mask.astype(np.int64)
+    f = factor
+    small = image.reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    n, ignore = schema.n_classes, schema.ignore_id
+    labels = np.ascontiguousarray(mask if ignore is None else np.where(mask == ignore, n, mask), dtype=np.int64)
+    blocks = labels.reshape(h // f, f, w // f, f).transpose(0, 2, 1, 3).reshape(h // f, w // f, f * f)
+    votes = (blocks[..., None] == np.arange(n + 1)).sum(axis=2)
+    below = np.cumsum(votes, axis=-1) / (f * f)  # share of the block held by classes 0..c
+    draw = np.random.default_rng(zlib.crc32(labels.tobytes())).random((h // f, w // f))
+    reduced = (draw[..., None] >= below).sum(axis=-1)
+    if ignore is not None:
+        reduced = np.where(reduced == n, ignore, reduced)
+    return small.astype(np.float32), reduced.astype(np.int64)
+
+
+class RandomPairTiles:
+    """Random square (image, mask) training tiles cut from whole annotated micrographs.
+
+    A crop of ``tile * downscale`` pixels is taken at a random position (larger micrographs are picked
+    proportionally more often), reduced by ``downscale`` (image: block mean; mask: a class drawn per block
+    in proportion to its share, see :func:`downscale_pair`, so class ids stay exact and fractions unbiased)
+    and, with ``augment``, flipped and rotated by a random multiple of 90 degrees. Paper 000 (sec. 2.1, 2.2.1) cuts 256 px tiles and trains its diffusion model at 128 px,
+    i.e. ``downscale=2``.
+
+    >>> tiles = RandomPairTiles(samples, tile=64, downscale=2)       # doctest: +SKIP
+    >>> images, masks = tiles.draw(np.random.default_rng(0), 8)      # doctest: +SKIP
+    """
+
+    def __init__(self, samples: Sequence[Sample], tile: int, downscale: int = 1, augment: bool = True):
+        if not samples:
+            raise ValueError("no training samples given")
+        if tile < 1 or downscale < 1:
+            raise ValueError(f"tile and downscale must be >= 1, got {tile}, {downscale}")
+        self.tile, self.downscale, self.augment = int(tile), int(downscale), augment
+        self.crop = self.tile * self.downscale
+        self.schema = samples[0].schema
+        unlabelled = [s.name for s in samples if s.mask is None]
+        if unlabelled:
+            raise ValueError(f"training samples need masks; these have none: {unlabelled}")
+        different = [s.name for s in samples if s.schema.n_classes != self.schema.n_classes]
+        if different:
+            raise ValueError(f"samples {different} use a schema other than {self.schema.name!r}")
+        small = [f"{s.name} {s.shape}" for s in samples if min(s.shape) < self.crop]
+        if small:
+            raise ValueError(
+                f"micrographs smaller than the {self.crop} px crop (tile {tile} x downscale {downscale}): {small}"
+            )
+        for s in samples:
+            self.schema.validate_mask(s.mask)
+        self.samples = list(samples)
+        area = np.array([(s.shape[0] - self.crop + 1) * (s.shape[1] - self.crop + 1) for s in samples], float)
+        self._weights = area / area.sum()
+
+    def draw(
+        self, rng: np.random.Generator, n: int, with_sources: bool = False
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` tiles: images ``(n, tile, tile)`` float32 in [0, 1] and masks ``(n, tile, tile)`` int64;
+        with ``with_sources`` also the index into ``samples`` of each tile's micrograph."""
+        images = np.empty((n, self.tile, self.tile), np.float32)
+        masks = np.empty((n, self.tile, self.tile), np.int64)
+        sources = np.empty(n, np.int64)
+        for i in range(n):
+            images[i], masks[i], sources[i] = self._one(rng)
+        return (images, masks, sources) if with_sources else (images, masks)
+
+    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+        ignore = self.schema.ignore_id
+        for _ in range(100):
+            source = int(rng.choice(len(self.samples), p=self._weights))
+            s = self.samples[source]
+            y0, x0, y1, x1 = random_box(s.shape, self.crop, rng)
+            image = s.image[y0:y1, x0:x1]
+            mask = s.mask[y0:y1, x0:x1].astype(np.int64)
+            if self.downscale > 1:
+                image, mask = downscale_pair(image, mask, self.downscale, self.schema)
+            if ignore is None or np.any(mask != ignore):
+                break
+        else:
+            raise ValueError("could not find a training tile with labelled pixels in 100 tries")
+        if self.augment:
+            k = int(rng.integers(0, 4))
+            image, mask = np.rot90(image, k), np.rot90(mask, k)
+            if rng.random() < 0.5:
+                image, mask = image[:, ::-1], mask[:, ::-1]
+        return image, mask, source

@@ -30,19 +30,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.curation import accepted_indices
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
+from ..core.resample import median_pixel_size, to_real_scale
 from ..core.sample import Sample
 from ..core.store import DatasetStore, is_store
+from ..core.tiles import labelled_tiles
 from .evaluation import evaluate
 from .segmentation import SegmentationConfig, train_segmenter
-from .training_set import (
-    accepted_indices,
-    compose_training_set,
-    median_pixel_size,
-    real_tiles,
-    synthetic_needed,
-    to_real_scale,
-)
+from .training_set import compose_training_set, synthetic_needed
 
 POOL_STORE = "synthetic.zarr"
 
@@ -105,7 +101,7 @@ def generate_pool(
 ) -> DatasetStore:
     """``n`` pairs from ``generator`` for paper 000's boosted fraction targets (of the real ``tile`` px
     tiles) in the store at ``path``; pairs already there are kept and generation continues after them."""
-    from .generator_evaluation import fraction_targets
+    from ..core.conditions import fraction_targets
 
     targets = fraction_targets(real_train, n, seed=seed, tile=tile, downscale=generator.downscale)
     store = DatasetStore.open(path, mode="a") if is_store(path) else DatasetStore.create(
@@ -216,7 +212,7 @@ def run_augment_benchmark(
 
     schema = real_train[0].schema
     tile = config.real_tile
-    real = real_tiles(real_train, tile)
+    real = labelled_tiles(real_train, tile)
     if not real:
         raise ValueError(f"the training micrographs hold no full {tile} px tile")
     n_synthetic = {r: synthetic_needed(r, len(real)) for r in config.ratios}

@@ -83,9 +83,10 @@ def run_demo(out: Path, overwrite: bool = False, progress: ProgressFn = no_progr
                  f"{100 * float(np.nanmedian(errors)):.1f} points); the others stay pending for the Curation widget")
 
     progress(4, total, "exporting the training set")
-    from .training_set import export_training_set, real_tiles
+    from ..core.tiles import labelled_tiles
+    from .training_set import export_training_set
 
-    n_real = len(real_tiles([sample], DEMO_TILE))
+    n_real = len(labelled_tiles([sample], DEMO_TILE))
     summary = export_training_set(
         out / "training_set", [sample], synthetic=store, ratio=len(accepted) / n_real, tile=DEMO_TILE,
         description="napari-microsynth demo: the bundled UHCS micrograph and auto-curated generated pairs",

@@ -1,15 +1,22 @@
-"""Tables and pictures that describe samples: phase fractions per sample, their histograms, phase overlays."""
+"""Tables and pictures that describe samples: phase fractions per sample, their histograms, phase overlays, the
+class balance of a training set and its real-vs-synthetic fraction histograms."""
 from __future__ import annotations
 
 import csv
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..core.fractions import mask_fractions
+from ..core.folder_export import atomic_write_bytes, spreadsheet_safe
+from ..core.fractions import class_counts, mask_fractions
+from ..core.sample import Sample
 from ..core.schema import PhaseSchema
-from ..core.store import spreadsheet_safe
+
+BALANCE_CSV = "class_balance.csv"
+BALANCE_PNG = "class_balance.png"
 
 
 def fraction_rows(names: Sequence[str], fractions: np.ndarray, schema: PhaseSchema) -> list[dict]:
@@ -97,3 +104,137 @@ def phase_overlay(image: np.ndarray, mask: np.ndarray, schema: PhaseSchema, alph
         draw.rectangle((6, y, 6 + font.size, y + font.size), fill=colour, outline="black")
         draw.text((12 + font.size, y), f"{name}  {100 * share:.1f} %", fill="black", font=font)
     return np.concatenate([tinted, np.asarray(legend)], axis=0)
+
+
+@dataclass
+class ClassBalance:
+    """Pixel counts per phase of the real training tiles (``before``) and of real + synthetic (``after``)."""
+
+    schema: PhaseSchema
+    before: np.ndarray
+    after: np.ndarray
+
+    @property
+    def share_before(self) -> np.ndarray:
+        return self.before / max(1, int(self.before.sum()))
+
+    @property
+    def share_after(self) -> np.ndarray:
+        return self.after / max(1, int(self.after.sum()))
+
+    def rows(self) -> list[dict]:
+        return [
+            {"phase": name, "share_real": float(b), "share_real_synthetic": float(a), "pixels_real": int(pb),
+             "pixels_real_synthetic": int(pa)}
+            for name, b, a, pb, pa in zip(
+                self.schema.names, self.share_before, self.share_after, self.before, self.after
+            )
+        ]
+
+    def as_text(self) -> str:
+        """Plain-text table: pixel share per phase before/after in percent and the change in points."""
+        width = max(len("phase"), *(len(n) for n in self.schema.names))
+        header = f"{'phase':<{width}}  {'real only':>10}  {'real + synthetic':>16}  {'change':>10}"
+        lines = [header, "-" * len(header)]
+        for row in self.rows():
+            b, a = 100 * row["share_real"], 100 * row["share_real_synthetic"]
+            lines.append(f"{row['phase']:<{width}}  {b:9.2f} %  {a:14.2f} %  {a - b:+7.2f} pt")
+        return "\n".join(lines)
+
+    def as_markdown(self) -> str:
+        lines = ["| phase | real only | real + synthetic | change |", "|---|---:|---:|---:|"]
+        for row in self.rows():
+            b, a = 100 * row["share_real"], 100 * row["share_real_synthetic"]
+            lines.append(f"| {row['phase']} | {b:.2f} % | {a:.2f} % | {a - b:+.2f} pt |")
+        return "\n".join(lines)
+
+    def write_csv(self, path: str | Path) -> Path:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(spreadsheet_safe(row) for row in self.rows())
+        path = Path(path)
+        atomic_write_bytes(path, buffer.getvalue().encode())
+        return path
+
+    def plot(self, path: str | Path) -> Path:
+        """Grouped bar chart: per phase, the pixel share in real only and in real + synthetic."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        x = np.arange(self.schema.n_classes)
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * self.schema.n_classes), 3.6))
+        for offset, share, label, colour in (
+            (-0.2, self.share_before, "real only", "0.65"),
+            (0.2, self.share_after, "real + synthetic", "tab:blue"),
+        ):
+            bars = ax.bar(x + offset, 100 * share, width=0.4, label=label, color=colour, edgecolor="black")
+            ax.bar_label(bars, labels=[f"{100 * s:.1f}" for s in share], fontsize=8, padding=2)
+        ax.set_xticks(x, self.schema.names, rotation=15, fontsize=9)
+        ax.set_ylabel("pixel share (%)")
+        ax.set_ylim(0, 100 * max(self.share_before.max(), self.share_after.max()) * 1.15 + 1)
+        ax.set_title("class balance of the training split")
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _pixel_counts(samples: Sequence[Sample], schema: PhaseSchema) -> np.ndarray:
+    total = np.zeros(schema.n_classes, dtype=np.int64)
+    for sample in samples:
+        if sample.mask is None:
+            raise ValueError(f"sample {sample.name!r} has no mask")
+        total += class_counts(sample.mask, schema.n_classes, schema.ignore_id)
+    return total
+
+
+def class_balance(
+    samples_before: Sequence[Sample],
+    samples_after: Sequence[Sample],
+    schema: PhaseSchema,
+    out_dir: str | Path | None = None,
+) -> ClassBalance:
+    """Pixel share per phase before (real only) and after (real + synthetic) adding synthetic pairs.
+
+    With ``out_dir`` also writes ``class_balance.csv`` and ``class_balance.png`` (grouped bars) there;
+    ``.as_text()`` gives the table.
+    """
+    balance = ClassBalance(schema, _pixel_counts(samples_before, schema), _pixel_counts(samples_after, schema))
+    if out_dir is not None:
+        balance.write_csv(Path(out_dir) / BALANCE_CSV)
+        balance.plot(Path(out_dir) / BALANCE_PNG)
+    return balance
+
+
+def plot_real_vs_synthetic(path: str | Path, real: np.ndarray, synthetic: np.ndarray, schema: PhaseSchema) -> Path:
+    """Per-phase histograms of the tile fractions of real tiles and synthetic pairs, overlaid (share of samples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = schema.n_classes
+    bins = np.linspace(0.0, 100.0, 21)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        for values, label, colour in ((real, "real tiles", "0.55"), (synthetic, "synthetic", "tab:blue")):
+            if len(values):
+                weights = np.full(len(values), 100.0 / len(values))
+                ax.hist(100 * values[:, k], bins=bins, weights=weights, alpha=0.6, color=colour,
+                        edgecolor="black", label=f"{label} ({len(values)})")
+        ax.set_title(schema.names[k], fontsize=10)
+        ax.set_xlabel("area fraction (%)")
+        if k == 0:
+            ax.set_ylabel("samples (%)")
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("phase fractions per training sample")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

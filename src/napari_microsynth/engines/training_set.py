@@ -9,34 +9,36 @@ set, with the real validation and test micrographs kept whole and apart::
     OUT/dataset.zarr              DatasetStore; splits train (real tiles + synthetic), val, test (whole real)
     OUT/class_balance.csv/.png    pixel share per phase, real only vs real + synthetic
     OUT/fraction_histograms.png   per-tile phase fractions, real tiles vs synthetic pairs
-    OUT/folders/                  optional plain PNG + CSV copy (core.store.export_folder)
+    OUT/folders/                  optional plain PNG + CSV copy (core.folder_export.export_folder)
     OUT/README.md                 dataset card, written LAST (its presence marks a finished export)
 
->>> tiles = real_tiles(train_micrographs, tile=256)                                   # doctest: +SKIP
+The pieces live where they belong: tiles in ``core.tiles`` (:func:`labelled_tiles`), the accepted pairs of
+a store in ``core.curation``, resampling to the real pixel size in ``core.resample``, the class balance and
+histograms in ``engines.reports``.
+
+>>> tiles = labelled_tiles(train_micrographs, tile=256)                               # doctest: +SKIP
 >>> scaled = [to_real_scale(p, 0.2, 256) for p in accepted_pairs(store)]            # doctest: +SKIP
 >>> train = compose_training_set(tiles, scaled, ratio=4)                             # doctest: +SKIP
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import math
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
-from ..core.fractions import class_counts
+from ..core.curation import accepted_pairs
+from ..core.folder_export import atomic_write_bytes, export_folder
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
-from ..core.sample import Sample
+from ..core.resample import median_pixel_size, scaled_shape, to_real_scale
+from ..core.sample import Sample, data_fingerprint
 from ..core.schema import PhaseSchema
-from ..core.store import DatasetStore, atomic_write_bytes, export_folder, is_store, spreadsheet_safe
-from ..core.tiles import tile_shape, tile_samples
+from ..core.store import DatasetStore, is_store
+from ..core.tiles import labelled_tiles, tile_shape
+from .reports import BALANCE_CSV, BALANCE_PNG, ClassBalance, plot_real_vs_synthetic
 
 #: Real-to-synthetic ratios of paper 000, sec. 2.3 (1:R = R synthetic pairs per real tile).
 PAPER_RATIOS = (1, 2, 4, 6, 8, 10)
@@ -44,8 +46,6 @@ PLAN_FILE = "export_plan.json"
 CARD_FILE = "README.md"
 STORE_NAME = "dataset.zarr"
 FOLDERS_NAME = "folders"
-BALANCE_CSV = "class_balance.csv"
-BALANCE_PNG = "class_balance.png"
 HISTOGRAM_PNG = "fraction_histograms.png"
 PLAN_FORMAT = "napari-microsynth-training-set-plan"
 PLAN_VERSION = 1
@@ -54,145 +54,7 @@ SYNTHETIC_ORIGINS = ("synthetic", "corrected")
 EXPORT_ENTRIES = (PLAN_FILE, STORE_NAME, BALANCE_CSV, BALANCE_PNG, HISTOGRAM_PNG, FOLDERS_NAME, CARD_FILE)
 
 
-# ---------------------------------------------------------------------------------------- loading
-
-
-def load_split(
-    path: str | Path,
-    split: str | None = None,
-    schema: PhaseSchema | None = None,
-    progress: ProgressFn = no_progress,
-    should_stop: StopFn = never_stop,
-) -> list[Sample]:
-    """Samples of a dataset folder (``core.datasets.load_dataset``) or a dataset store, optionally one split."""
-    path = Path(path)
-    if is_store(path):
-        store = DatasetStore.open(path)
-        indices = range(len(store)) if split is None else store.splits.get(split)
-        if indices is None:
-            raise ValueError(f"store {path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'}")
-        samples = []
-        for done, i in enumerate(indices):
-            check_stop(should_stop)
-            samples.append(store[i])
-            progress(done + 1, len(indices), f"read {samples[-1].name}")
-        return samples
-    from ..core.datasets import load_dataset
-
-    return load_dataset(path, schema=schema, split=split, progress=progress, should_stop=should_stop)
-
-
-def _is_synthetic(provenance) -> bool:
-    """Generated, or generated and then hand-corrected (``extra["original_origin"] == "synthetic"``)."""
-    return provenance.origin == "synthetic" or (
-        provenance.origin == "corrected" and provenance.extra.get("original_origin") == "synthetic"
-    )
-
-
-def accepted_indices(store: DatasetStore) -> list[int]:
-    """Store indices of the accepted synthetic pairs (see :func:`accepted_pairs`), read from metadata only."""
-    statuses = store.statuses()
-    return [i for i in range(len(store)) if statuses[i] == "accepted" and _is_synthetic(store.provenance(i))]
-
-
-def accepted_pairs(store: DatasetStore | str | Path) -> list[Sample]:
-    """The accepted synthetic pairs of a store, in store order.
-
-    A pair counts when its status is ``accepted`` and it is synthetic: origin ``synthetic``, or
-    ``corrected`` with ``provenance.extra["original_origin"] == "synthetic"`` (a hand-corrected
-    generated mask). A corrected *prediction* of a real micrograph (origin ``corrected`` from the
-    Phase ratios widget) is a real image and is left out, as are pending, flagged and rejected pairs.
-    """
-    if not isinstance(store, DatasetStore):
-        store = DatasetStore.open(store)
-    return [store[i] for i in accepted_indices(store)]
-
-
 # ------------------------------------------------------------------------------------ composition
-
-
-def real_tiles(samples: Sequence[Sample], tile=256) -> list[Sample]:
-    """Non-overlapping full ``tile`` tiles (row-major) of every real training micrograph, in input order.
-
-    Each tile keeps its micrograph's provenance with the crop box (``core.tiles.tile_samples``);
-    remainders at the right/bottom edge narrower than a tile are left out.
-    """
-    tile_shape(tile)
-    tiles = []
-    for sample in samples:
-        if sample.mask is None:
-            raise ValueError(f"real micrograph {sample.name!r} has no mask; a training set needs labelled samples")
-        tiles.extend(tile_samples(sample, tile))
-    return tiles
-
-
-def median_pixel_size(samples: Sequence[Sample]) -> float | None:
-    """Median of the known pixel sizes of ``samples`` (um/px), None when none is known."""
-    known = [s.pixel_size_um for s in samples if s.pixel_size_um]
-    return float(np.median(known)) if known else None
-
-
-def scale_factor(pair: Sample, real_pixel_size_um: float | None) -> float:
-    """``pair.pixel_size_um / real_pixel_size_um``; when either pixel size is unknown, the generator's
-    ``provenance.extra["downscale"]`` (its tiles' scale relative to its training micrographs), else 1."""
-    if pair.pixel_size_um and real_pixel_size_um:
-        return float(pair.pixel_size_um) / float(real_pixel_size_um)
-    return float(pair.provenance.extra.get("downscale", 1.0))
-
-
-def _scaled_shape(pair: Sample, real_pixel_size_um: float | None, tile) -> tuple[int, int]:
-    factor = scale_factor(pair, real_pixel_size_um)
-    h, w = pair.shape
-    shape = (max(1, round(h * factor)), max(1, round(w * factor)))
-    th, tw = tile_shape(tile)
-    if shape[0] < th or shape[1] < tw:
-        at = f" (resized x{factor:g})" if factor != 1.0 else ""
-        raise ValueError(
-            f"synthetic pair {pair.name!r} is {shape[0]}x{shape[1]} px at the real pixel size{at}, smaller than "
-            f"the {th}x{tw} training tile; choose a smaller tile or generate larger (super-resolved) pairs"
-        )
-    return shape
-
-
-def to_real_scale(pair: Sample, real_pixel_size_um: float | None, tile=256) -> Sample:
-    """Resample a generated pair to the pixel size of the real micrographs.
-
-    Generators often work on downscaled micrographs (PF-DiffSeg here: 64 px tiles of micrographs
-    shrunk 2x, ``pair.pixel_size_um`` = real pixel size x 2). The pair is resized by
-    ``pair.pixel_size_um / real_pixel_size_um`` (image bilinear, anti-aliased only when shrinking; mask
-    and instances nearest-neighbour). When either pixel size is unknown the factor is the generator's
-    ``provenance.extra["downscale"]`` (1 when absent: the pair is returned as is). A resampled pair gets ``pixel_size_um = real_pixel_size_um`` and
-    ``provenance.extra["resampled_from_px"] = [H, W]`` (its generated size) and
-    ``["resampled_from_pixel_size_um"]``. Raises ``ValueError`` when the result is smaller than ``tile``.
-    """
-    if pair.mask is None:
-        raise ValueError(f"synthetic pair {pair.name!r} has no mask")
-    shape = _scaled_shape(pair, real_pixel_size_um, tile)
-    if shape == pair.shape:
-        return pair
-    from skimage.transform import resize
-
-    factor = scale_factor(pair, real_pixel_size_um)
-    image = resize(pair.image, shape, order=1, mode="edge", anti_aliasing=factor < 1.0, preserve_range=True)
-
-    def nearest(labels: np.ndarray) -> np.ndarray:
-        resized = resize(labels, shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
-        return resized.astype(labels.dtype)
-
-    extra = {
-        **pair.provenance.extra,
-        "resampled_from_px": [int(pair.shape[0]), int(pair.shape[1])],
-        "resampled_from_pixel_size_um": pair.pixel_size_um,
-    }
-    return replace(
-        pair,
-        image=np.clip(image, 0.0, 1.0).astype(np.float32),
-        mask=nearest(pair.mask),
-        instances=None if pair.instances is None else nearest(np.asarray(pair.instances)),
-        pixel_size_um=None if real_pixel_size_um is None else float(real_pixel_size_um),
-        properties=dict(pair.properties),
-        provenance=replace(pair.provenance, extra=extra),
-    )
 
 
 def synthetic_needed(ratio: float, n_real: int) -> int:
@@ -219,143 +81,6 @@ def compose_training_set(real_tiles: Sequence[Sample], synthetic: Sequence[Sampl
             f"but only {len(synthetic)} are available"
         )
     return list(real_tiles) + list(synthetic[:needed])
-
-
-# ---------------------------------------------------------------------------------- class balance
-
-
-@dataclass
-class ClassBalance:
-    """Pixel counts per phase of the real training tiles (``before``) and of real + synthetic (``after``)."""
-
-    schema: PhaseSchema
-    before: np.ndarray
-    after: np.ndarray
-
-    @property
-    def share_before(self) -> np.ndarray:
-        return self.before / max(1, int(self.before.sum()))
-
-    @property
-    def share_after(self) -> np.ndarray:
-        return self.after / max(1, int(self.after.sum()))
-
-    def rows(self) -> list[dict]:
-        return [
-            {"phase": name, "share_real": float(b), "share_real_synthetic": float(a), "pixels_real": int(pb),
-             "pixels_real_synthetic": int(pa)}
-            for name, b, a, pb, pa in zip(
-                self.schema.names, self.share_before, self.share_after, self.before, self.after
-            )
-        ]
-
-    def as_text(self) -> str:
-        """Plain-text table: pixel share per phase before/after in percent and the change in points."""
-        width = max(len("phase"), *(len(n) for n in self.schema.names))
-        header = f"{'phase':<{width}}  {'real only':>10}  {'real + synthetic':>16}  {'change':>10}"
-        lines = [header, "-" * len(header)]
-        for row in self.rows():
-            b, a = 100 * row["share_real"], 100 * row["share_real_synthetic"]
-            lines.append(f"{row['phase']:<{width}}  {b:9.2f} %  {a:14.2f} %  {a - b:+7.2f} pt")
-        return "\n".join(lines)
-
-    def as_markdown(self) -> str:
-        lines = ["| phase | real only | real + synthetic | change |", "|---|---:|---:|---:|"]
-        for row in self.rows():
-            b, a = 100 * row["share_real"], 100 * row["share_real_synthetic"]
-            lines.append(f"| {row['phase']} | {b:.2f} % | {a:.2f} % | {a - b:+.2f} pt |")
-        return "\n".join(lines)
-
-    def write_csv(self, path: str | Path) -> Path:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(spreadsheet_safe(row) for row in self.rows())
-        path = Path(path)
-        atomic_write_bytes(path, buffer.getvalue().encode())
-        return path
-
-    def plot(self, path: str | Path) -> Path:
-        """Grouped bar chart: per phase, the pixel share in real only and in real + synthetic."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        x = np.arange(self.schema.n_classes)
-        fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * self.schema.n_classes), 3.6))
-        for offset, share, label, colour in (
-            (-0.2, self.share_before, "real only", "0.65"),
-            (0.2, self.share_after, "real + synthetic", "tab:blue"),
-        ):
-            bars = ax.bar(x + offset, 100 * share, width=0.4, label=label, color=colour, edgecolor="black")
-            ax.bar_label(bars, labels=[f"{100 * s:.1f}" for s in share], fontsize=8, padding=2)
-        ax.set_xticks(x, self.schema.names, rotation=15, fontsize=9)
-        ax.set_ylabel("pixel share (%)")
-        ax.set_ylim(0, 100 * max(self.share_before.max(), self.share_after.max()) * 1.15 + 1)
-        ax.set_title("class balance of the training split")
-        ax.legend(frameon=False)
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
-
-
-def _pixel_counts(samples: Sequence[Sample], schema: PhaseSchema) -> np.ndarray:
-    total = np.zeros(schema.n_classes, dtype=np.int64)
-    for sample in samples:
-        if sample.mask is None:
-            raise ValueError(f"sample {sample.name!r} has no mask")
-        total += class_counts(sample.mask, schema.n_classes, schema.ignore_id)
-    return total
-
-
-def class_balance(
-    samples_before: Sequence[Sample],
-    samples_after: Sequence[Sample],
-    schema: PhaseSchema,
-    out_dir: str | Path | None = None,
-) -> ClassBalance:
-    """Pixel share per phase before (real only) and after (real + synthetic) adding synthetic pairs.
-
-    With ``out_dir`` also writes ``class_balance.csv`` and ``class_balance.png`` (grouped bars) there;
-    ``.as_text()`` gives the table.
-    """
-    balance = ClassBalance(schema, _pixel_counts(samples_before, schema), _pixel_counts(samples_after, schema))
-    if out_dir is not None:
-        balance.write_csv(Path(out_dir) / BALANCE_CSV)
-        balance.plot(Path(out_dir) / BALANCE_PNG)
-    return balance
-
-
-def plot_real_vs_synthetic(path: str | Path, real: np.ndarray, synthetic: np.ndarray, schema: PhaseSchema) -> Path:
-    """Per-phase histograms of the tile fractions of real tiles and synthetic pairs, overlaid (share of samples)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = schema.n_classes
-    bins = np.linspace(0.0, 100.0, 21)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
-    for k, ax in enumerate(axes[0]):
-        for values, label, colour in ((real, "real tiles", "0.55"), (synthetic, "synthetic", "tab:blue")):
-            if len(values):
-                weights = np.full(len(values), 100.0 / len(values))
-                ax.hist(100 * values[:, k], bins=bins, weights=weights, alpha=0.6, color=colour,
-                        edgecolor="black", label=f"{label} ({len(values)})")
-        ax.set_title(schema.names[k], fontsize=10)
-        ax.set_xlabel("area fraction (%)")
-        if k == 0:
-            ax.set_ylabel("samples (%)")
-            ax.legend(fontsize=7, frameon=False)
-    fig.suptitle("phase fractions per training sample")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -410,20 +135,11 @@ class TrainingSetSummary:
         return "\n".join(lines)
 
 
-def _fingerprint(samples: Sequence[Sample]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for sample in samples:
-        digest.update(f"{sample.name}|{sample.shape}|{sample.pixel_size_um}|".encode())
-        digest.update(np.ascontiguousarray(sample.image).tobytes())
-        digest.update(np.ascontiguousarray(sample.mask).tobytes())  # type: ignore[arg-type]
-    return digest.hexdigest()
-
-
 def _check_real(name: str, samples: Sequence[Sample], schema: PhaseSchema) -> None:
     for sample in samples:
         if sample.mask is None:
             raise ValueError(f"real {name} micrograph {sample.name!r} has no mask")
-        if _is_synthetic(sample.provenance):
+        if sample.provenance.is_synthetic:
             raise ValueError(f"{name} sample {sample.name!r} is synthetic; real_{name} must hold real micrographs only")
         if sample.schema != schema:
             raise ValueError(f"{name} sample {sample.name!r} uses schema {sample.schema.name!r}, not {schema.name!r}")
@@ -576,6 +292,49 @@ def _card(summary: TrainingSetSummary, description: str, source: str, synthetic_
     return "\n".join(lines)
 
 
+def _synthetic_pairs(synthetic: Sequence[Sample] | DatasetStore | str | Path | None) -> tuple[list[Sample], str]:
+    """The synthetic pairs to mix in (a store's accepted pairs) and the store they came from ('' for a list)."""
+    if isinstance(synthetic, (str, Path)):
+        synthetic = DatasetStore.open(synthetic)
+    if isinstance(synthetic, DatasetStore):
+        return accepted_pairs(synthetic), str(synthetic.path)
+    return list(synthetic or []), ""
+
+
+def _check_inputs(real: dict[str, Sequence[Sample]], synthetic: Sequence[Sample], schema: PhaseSchema) -> None:
+    """Real splits hold real annotated micrographs of ``schema``, never one micrograph twice; pairs are synthetic."""
+    for name, samples in real.items():
+        _check_real(name, samples, schema)
+    for pair in synthetic:
+        if pair.schema != schema:
+            raise ValueError(
+                f"synthetic pair {pair.name!r} uses schema {pair.schema.name!r}, the real data {schema.name!r}"
+            )
+        if not pair.provenance.is_synthetic:
+            raise ValueError(f"synthetic pair {pair.name!r} has origin {pair.provenance.origin!r}, not synthetic")
+    names = {split: {s.name for s in samples} for split, samples in real.items()}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(names[a] & names[b])
+        if shared:
+            raise ValueError(f"micrographs in both the {a} and the {b} split: {', '.join(shared[:5])}")
+
+
+def _write_reports(out: Path, store: DatasetStore, plan: dict) -> tuple[ClassBalance, dict[str, Path]]:
+    """Class balance (CSV + PNG) and fraction histograms of the train split, from the store's class counts
+    and fractions (no image reads)."""
+    train = store.splits.get("train", [])
+    real_ix = [i for i in train if plan["samples"][i][2] == "real"]
+    synth_ix = [i for i in train if plan["samples"][i][2] != "real"]
+    counts = store.class_counts()
+    balance = ClassBalance(store.schema, counts[real_ix].sum(axis=0), counts[train].sum(axis=0))
+    files = {"store": store.path, "plan": out / PLAN_FILE,
+             "balance_csv": balance.write_csv(out / BALANCE_CSV), "balance_png": balance.plot(out / BALANCE_PNG)}
+    fractions = store.fractions()
+    files["histograms"] = plot_real_vs_synthetic(out / HISTOGRAM_PNG, fractions[real_ix], fractions[synth_ix],
+                                                 store.schema)
+    return balance, files
+
+
 def export_training_set(
     out: str | Path,
     real_train: Sequence[Sample],
@@ -613,34 +372,14 @@ def export_training_set(
         raise ValueError("real_train is empty: a training set needs real training micrographs")
     schema = real_train[0].schema
     th, tw = tile_shape(tile)
-    synthetic_source = ""
-    if isinstance(synthetic, (str, Path)):
-        synthetic = DatasetStore.open(synthetic)
-    if isinstance(synthetic, DatasetStore):
-        synthetic_source = str(synthetic.path)
-        synthetic = accepted_pairs(synthetic)
-    synthetic = list(synthetic or [])
-    for name, samples in (("train", real_train), ("val", real_val), ("test", real_test)):
-        _check_real(name, samples, schema)
-    for pair in synthetic:
-        if pair.schema != schema:
-            raise ValueError(
-                f"synthetic pair {pair.name!r} uses schema {pair.schema.name!r}, the real data {schema.name!r}"
-            )
-        if not _is_synthetic(pair.provenance):
-            raise ValueError(f"synthetic pair {pair.name!r} has origin {pair.provenance.origin!r}, not synthetic")
-    names = {split: {s.name for s in samples} for split, samples in
-             (("train", real_train), ("val", real_val), ("test", real_test))}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        shared = sorted(names[a] & names[b])
-        if shared:
-            raise ValueError(f"micrographs in both the {a} and the {b} split: {', '.join(shared[:5])}")
+    synthetic, synthetic_source = _synthetic_pairs(synthetic)
+    _check_inputs({"train": real_train, "val": real_val, "test": real_test}, synthetic, schema)
 
-    tiles = real_tiles(real_train, (th, tw))
+    tiles = labelled_tiles(real_train, (th, tw))
     chosen = compose_training_set(tiles, synthetic, ratio)[len(tiles):]
     real_px = median_pixel_size(real_train)
     for pair in chosen:
-        _scaled_shape(pair, real_px, (th, tw))  # refuse too-small pairs before writing anything
+        scaled_shape(pair, real_px, (th, tw))  # refuse too-small pairs before writing anything
 
     items: list[tuple[str, Sample]] = ([("train", t) for t in tiles] + [("train", p) for p in chosen]
                                        + [("val", s) for s in real_val] + [("test", s) for s in real_test])
@@ -649,7 +388,7 @@ def export_training_set(
         "tile": [th, tw],
         "schema": schema.name,
         "real_pixel_size_um": real_px,
-        "fingerprint": _fingerprint([*real_train, *chosen, *real_val, *real_test]),
+        "fingerprint": data_fingerprint([*real_train, *chosen, *real_val, *real_test]),
     }
     plan = {
         "format": PLAN_FORMAT,
@@ -675,17 +414,9 @@ def export_training_set(
         store.append(sample, split=split, status="accepted")
         progress(i + 1, len(items), f"stored {split} {sample.name}")
 
-    # reports: from the store's class counts and fractions (no image reads), the card last
     train = store.splits.get("train", [])
-    real_ix = [i for i in train if plan["samples"][i][2] == "real"]
     synth_ix = [i for i in train if plan["samples"][i][2] != "real"]
-    counts = store.class_counts()
-    balance = ClassBalance(schema, counts[real_ix].sum(axis=0), counts[train].sum(axis=0))
-    files = {"store": store.path, "plan": out / PLAN_FILE,
-             "balance_csv": balance.write_csv(out / BALANCE_CSV), "balance_png": balance.plot(out / BALANCE_PNG)}
-    fractions = store.fractions()
-    files["histograms"] = plot_real_vs_synthetic(out / HISTOGRAM_PNG, fractions[real_ix], fractions[synth_ix],
-                                                 schema)
+    balance, files = _write_reports(out, store, plan)
     if folders:
         files["folders"] = export_folder(store, out / FOLDERS_NAME, overwrite=True, progress=progress,
                                          should_stop=should_stop)

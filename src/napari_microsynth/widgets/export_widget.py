@@ -47,7 +47,8 @@ def export_from_paths(
     should_stop,
 ) -> TrainingSetSummary:
     """Worker: read the real splits (labelled samples only), then export the training set."""
-    from ..engines.training_set import export_training_set, load_split
+    from ..core.datasets import load_split
+    from ..engines.training_set import export_training_set
 
     loaded = {}
     for role, name in splits.items():
@@ -164,7 +165,7 @@ class ExportWidget(QWidget):
     def set_synthetic(self, path: str | Path | None) -> None:
         """Use a store of synthetic pairs (None = real only); shows how many are accepted."""
         from ..core.store import DatasetStore
-        from ..engines.training_set import accepted_indices
+        from ..core.curation import accepted_indices
 
         if path is None:
             self.synthetic_path = None
