@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from napari_microsynth.core.sample import Provenance
-from napari_microsynth.core.store import DatasetStore, export_folder
+from napari_microsynth.core.folder_export import export_folder
+from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.core.tiles import tile_samples
 from napari_microsynth.widgets.curation import IMAGE_LAYER, MASK_LAYER, CurationWidget
 
@@ -144,3 +145,22 @@ def test_pairs_are_shown_in_micrometres_with_a_scale_bar_and_phase_names(make_na
 
     widget.next_pair()
     assert tuple(labels.scale) == (1.0, 1.0) and [str(u) for u in labels.units] == ["pixel", "pixel"]
+
+
+def test_reopening_the_store_lists_new_pairs_keeps_the_pair_on_screen_and_its_edits(widget, pair_store, read_uhcs):
+    """Synthesis's Curate button reopens the store after more pairs were generated into it."""
+    widget.next_pair()
+    labels = widget.viewer.layers[MASK_LAYER]
+    edited = labels.data.copy()
+    edited[:4] = 3
+    labels.data = edited
+    writer = DatasetStore.open(pair_store, mode="a")
+    writer.append(replace(tile_samples(read_uhcs(1)[0], 128)[6], name="new pair"))
+
+    widget.open_store(pair_store)
+
+    assert widget.queue == [0, 1, 2, 3, 4, 5, 6]
+    assert widget.current_index == 1
+    store = DatasetStore.open(pair_store)
+    np.testing.assert_array_equal(store.mask(1), edited)
+    assert store.provenance(1).origin == "corrected"

@@ -36,7 +36,8 @@ from qtpy.QtWidgets import (
 
 from ..core.cleanup import remove_small_regions
 from ..core.curation import accept_within, fraction_errors, reject_small_phases
-from ..core.store import STATUSES, DatasetStore, is_store
+from ..core.sample import STATUSES
+from ..core.store import DatasetStore, is_store
 
 IMAGE_LAYER = "curation image"
 MASK_LAYER = "curation mask"
@@ -145,22 +146,30 @@ class CurationWidget(QWidget):
     # ------------------------------------------------------------------ store and queue
 
     def open_store(self, path: str | Path) -> None:
-        """Open an existing dataset store for curation (pairs are added to it with :meth:`add_selected_layers`)."""
+        """Open an existing dataset store for curation (pairs are added to it with :meth:`add_selected_layers`).
+
+        Edits of the pair on screen are saved first; opening the same store again (e.g. after more pairs
+        were generated into it) reads the new pairs and keeps the pair on screen when it is still queued.
+        """
         path = Path(path)
         if not is_store(path):
             raise ValueError(f"{path} is not a napari-microsynth dataset store")
+        self._save_edits()
+        same = self.store is not None and self.store.path.resolve() == path.resolve()
+        keep = self._shown_index if same else None
         self.store = DatasetStore.open(path, mode="a")
-        self.store_label.setText(f"{path.name}: {len(self.store)} pairs, schema {self.store.schema.name}")
+        self.store_label.setText(f"{path}: {len(self.store)} pairs, schema {self.store.schema.name}")
         self._shown_index = None
-        self.refresh_queue()
+        self.refresh_queue(keep)
 
     def _open_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a dataset store (.zarr)")
         if path:
             self.open_store(path)
 
-    def refresh_queue(self) -> None:
-        """Rebuild the list from the store for the chosen filter and show the first pair in it."""
+    def refresh_queue(self, show: int | None = None) -> None:
+        """Rebuild the list from the store for the chosen filter and show pair ``show`` when it is in the
+        list, else the first pair in it."""
         self._save_edits()
         if self.store is None:
             return
@@ -176,7 +185,7 @@ class CurationWidget(QWidget):
         self._update_counts()
         self.position = -1
         if self.queue:
-            self._go_to(0)
+            self._go_to(self.queue.index(show) if show in self.queue else 0)
         else:
             self.info_label.setText(f"no {wanted} pairs" if wanted != "all" else "the store is empty")
 

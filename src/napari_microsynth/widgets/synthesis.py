@@ -1,26 +1,26 @@
-"""Dock widget "Synthesis": generate micrograph + mask pairs from a generator, preview and curate them.
+"""Dock widget "Synthesis": generate micrograph + mask pairs from a generator into a dataset store.
 
 The user picks a generator (a bundled model or a model folder), sets what it is conditioned on (target
 phase fractions with sum-to-one sliders, fractions drawn from a real data distribution with rare phases
-boosted, named properties, or nothing) and the sampling settings, and presses Generate. Pairs are
-sampled in a worker thread and each finished pair appears at once as an image + labels layer in a
-preview grid and as a row of the curation list, where it can be accepted or rejected (after correcting
-the mask with napari's label tools) and the accepted pairs saved to a dataset store.
+boosted, named properties, or nothing) and the sampling options the generator declares, and presses
+Generate. The pairs are made in a worker thread by :class:`~napari_microsynth.engines.generation.GenerateRun`
+(the engine of ``microsynth generate``): each one is written to the dataset store as "pending" the moment
+it is done, so a crash or a cancel loses nothing, and shown in a preview grid. The store is one the user
+chose or a session store in the user data folder; **Curate** opens the Curation widget on it, the one
+place where pairs are corrected, accepted or rejected.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtGui import QColor
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -29,8 +29,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -38,19 +36,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.fractions import class_counts
 from ..core.sample import Sample
-from ..core.store import DatasetStore
+from ..core.store import DatasetStore, is_store
 from ._engine_worker import EngineProgress
-from .curation_list import CurationList
 from .fraction_sliders import FractionSliders
+from .options_form import OptionsForm
 
 BROWSE = "Model folder..."
-#: Paper 000, sec. 2.2.2 takes the real fraction vectors from 256x256 mask slices.
-REAL_TILE = 256
-SAMPLER_LABELS = {"ddim": "DDIM", "dpm++": "DPM-Solver++"}
+PLUGIN = "napari-microsynth"
 GRID_GAP = 0.125  # gap between preview cells, as a share of the pair size
-STATUS_COLORS = {"pending": None, "accepted": QColor(40, 150, 60), "rejected": QColor(190, 50, 50)}
 MAX_SEED = 2**31 - 1
 
 
@@ -69,118 +63,142 @@ def bundled_generators() -> dict[str, Path]:
     return found
 
 
-def real_fraction_vectors(store: DatasetStore, tile: int = REAL_TILE) -> np.ndarray:
-    """``(N, C)`` phase-fraction vectors of the real annotated masks of a store, one per ``tile`` square.
+def session_store_path(schema_name: str, stamp: str) -> Path:
+    """Where a session's pairs go when the user chose no store: the user data folder, one store per
+    session (``stamp``) and phase schema, so it outlives a crash of napari."""
+    from platformdirs import user_data_dir
 
-    Like paper 000 (sec. 2.2.2) the vectors come from non-overlapping tiles of the masks (a mask smaller
-    than a tile gives one vector). Synthetic samples (also hand-corrected ones) and rejected samples are
-    left out, so the distribution is that of real data.
-    """
-    schema = store.schema
-    rows = []
-    for i in range(len(store)):
-        provenance = store.provenance(i)
-        if store.status(i) == "rejected" or "synthetic" in (provenance.origin, provenance.extra.get("original_origin")):
-            continue
-        mask = store.mask(i)
-        boxes = tile_boxes_or_whole(mask.shape, tile)
-        for y0, x0, y1, x1 in boxes:
-            counts = class_counts(mask[y0:y1, x0:x1], schema.n_classes, schema.ignore_id)
-            if counts.sum():
-                rows.append(counts / counts.sum())
-    return np.array(rows, dtype=np.float64).reshape(-1, schema.n_classes)
+    return Path(user_data_dir(PLUGIN)) / "synthesis" / f"session-{stamp}-{schema_name}.zarr"
 
 
-def tile_boxes_or_whole(shape: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping ``tile`` boxes of ``shape``, or the whole image when it is smaller than a tile."""
-    from ..core.tiles import tile_boxes
-
-    return tile_boxes(shape, tile) or [(0, 0, int(shape[0]), int(shape[1]))]
-
-
-def format_fractions(values: Sequence[float], names: Sequence[str]) -> str:
-    """``"ferrite 70.0 %, cementite 30.0 %"``."""
-    return ", ".join(f"{name} {100 * float(v):.1f} %" for name, v in zip(names, values))
-
-
-def stream_pairs(
+def generate_into_store(
+    path: Path,
     generator,
-    emit: Callable[[Sample], None],
-    progress,
-    should_stop,
     conditions: Any,
     n: int | None,
     seed: int,
     options: dict[str, Any],
+    on_plan: Callable[[Any], None],
+    on_pair: Callable[[int, Sample], None],
+    progress,
+    should_stop,
 ) -> int:
-    """Engine run in the worker: pass every pair of ``generator.sample`` to ``emit`` as soon as it is done."""
-    count = 0
-    for pair in generator.sample(conditions, n=n, seed=seed, progress=progress, should_stop=should_stop, **options):
-        emit(pair)
-        count += 1
-    return count
+    """Engine run in the worker: a :class:`GenerateRun` into the store at ``path`` (created when missing).
+
+    ``on_plan(run)`` once the run is planned, ``on_pair(index, pair)`` after each pair is stored as pending.
+    Returns the number of pairs written; raises ``Cancelled`` with the pairs so far kept in the store.
+    """
+    from ..engines.generation import GenerateRun
+
+    if is_store(path):
+        store = DatasetStore.open(path, mode="a", check_data=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = DatasetStore.create(path, generator.schema, description=f"synthetic pairs from {generator.name}")
+    with store:
+        if store.schema != generator.schema:
+            raise ValueError(f"{path} holds {store.schema.name!r} masks ({', '.join(store.schema.names)}), "
+                             f"the generator makes {generator.schema.name!r} ones; choose another store")
+        run = GenerateRun.plan(generator, store, conditions, n=n, seed=seed, **options)
+        on_plan(run)
+        return run.write(store, progress=progress, should_stop=should_stop, on_pair=on_pair)
 
 
 class _PairRelay(QObject):
-    """Carries finished pairs from the worker thread to the UI thread (queued signal)."""
+    """Carries the plan and the stored pairs from the worker thread to the UI thread (queued signals)."""
 
-    pair_ready = Signal(object)
+    planned = Signal(object)
+    pair_ready = Signal(int, object)
 
 
 @dataclass
 class _Run:
-    """Where the pairs of one Generate click go in the preview grid."""
+    """One Generate click: where its pairs go in the preview grid and what has arrived."""
 
     requested: int
-    seed: int
     columns: int
     origin_y: float
+    plan: Any = None
     cell: tuple[float, float] | None = None
     arrived: int = 0
+    achieved: list[np.ndarray] = field(default_factory=list)
 
 
 class SynthesisWidget(QWidget):
-    """Generate synthetic micrograph + mask pairs, see them arrive in a grid, accept or reject, save."""
+    """Generate synthetic micrograph + mask pairs into a dataset store, preview them, hand over to Curation."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        from ..models.device import DEVICE_CHOICES
-
         self.viewer = napari_viewer
         self.generator = None
         self.generator_folder: Path | None = None
         self._loaded_device = None
-        self.curation = CurationList()
         self.sliders: FractionSliders | None = None
         self.property_boxes: dict[str, QDoubleSpinBox] = {}
-        self.option_widgets: dict[str, QWidget] = {}
+        self.options_form: OptionsForm | None = None
         self.real_fractions: np.ndarray | None = None
         self._fraction_sampler = None
         self._real_source = ""
-        self._layers: list[tuple[Any, Any]] = []
+        self._chosen_store: Path | None = None
+        self._session_stamp = time.strftime("%Y%m%d-%H%M%S")
+        self._written: dict[Path, int] = {}  # pairs this widget wrote, per store
         self._run: _Run | None = None
         self._next_y = 0.0
         self._relay = _PairRelay()
+        self._relay.planned.connect(self._run_planned)
         self._relay.pair_ready.connect(self._add_pair)
+        self.generate_button = QPushButton("Generate")
+        self.progress = EngineProgress()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
 
-        # generator
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._generator_box())
+        layout.addWidget(self._condition_box())
+        layout.addWidget(self._sampling_box())
+        layout.addWidget(self._store_box())
+        layout.addWidget(self.generate_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.curate_button)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self.generate_button.clicked.connect(self.generate)
+
+        self._models = bundled_generators()
+        self.model_combo.addItems(list(self._models))
+        self.model_combo.addItem(BROWSE)
+        self._device_changed(self.device_combo.currentText())
+        if self._models:
+            self._load(self._models[self.model_combo.currentText()])
+        else:
+            self._show_generator_controls()
+            self._show_store()
+            self.message.setText(f"no bundled generator found: choose a generator's model folder ({BROWSE})")
+
+    def _generator_box(self) -> QGroupBox:
+        from ..models.device import DEVICE_CHOICES
+
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICE_CHOICES))
         self.device_label = QLabel("")
         self.generator_info = QLabel("")
         self.generator_info.setWordWrap(True)
-        generator_form = QFormLayout()
-        generator_form.addRow("generator", self.model_combo)
+        form = QFormLayout()
+        form.addRow("generator", self.model_combo)
         device_row = QHBoxLayout()
         device_row.addWidget(self.device_combo)
         device_row.addWidget(self.device_label, 1)
-        generator_form.addRow("device", device_row)
-        generator_form.addRow(self.generator_info)
-        generator_box = QGroupBox("Generator")
-        generator_box.setLayout(generator_form)
+        form.addRow("device", device_row)
+        form.addRow(self.generator_info)
+        self.model_combo.activated.connect(self._model_chosen)
+        self.device_combo.currentTextChanged.connect(self._device_changed)
+        box = QGroupBox("Generator")
+        box.setLayout(form)
+        return box
 
-        # conditions (rebuilt for each generator's condition spec)
+    def _condition_box(self) -> QGroupBox:
+        """The "Target" box; its controls are rebuilt for each generator's condition spec."""
         self.condition_box = QGroupBox("Target")
         self.condition_layout = QVBoxLayout(self.condition_box)
         self.composition_radio = QRadioButton("target composition")
@@ -192,71 +210,47 @@ class SynthesisWidget(QWidget):
             "draw target fractions from the real annotated masks of a dataset store (256 px tiles), "
             "oversampling rare phases as in paper 000, sec. 2.2.2"
         )
+        self.store_fractions_button.clicked.connect(self._store_fractions_dialog)
         self.composition_radio.setChecked(True)
+        return self.condition_box
 
-        # sampling
+    def _sampling_box(self) -> QGroupBox:
+        """Number of pairs and seed; the generator's declared sampling options are added below them."""
         self.pairs_box = QSpinBox()
         self.pairs_box.setRange(1, 10000)
         self.pairs_box.setValue(4)
         self.seed_box = QSpinBox()
         self.seed_box.setRange(0, MAX_SEED)
-        self.seed_box.setToolTip("pair i gets seed + i; after a run the seed moves past the pairs made")
+        self.seed_box.setToolTip("pair i gets seed + i; after a finished run the seed moves past the pairs made, "
+                                 "after a cancel it stays, so Generate continues the run")
+        grid = QGridLayout()
+        for col, (label, box) in enumerate((("pairs", self.pairs_box), ("seed", self.seed_box))):
+            grid.addWidget(QLabel(label), 0, 2 * col)
+            grid.addWidget(box, 0, 2 * col + 1)
+            grid.setColumnStretch(2 * col + 1, 1)
         self.sampling_box = QGroupBox("Sampling")
-        self.sampling_grid = QGridLayout(self.sampling_box)
-        self.generate_button = QPushButton("Generate")
-        self.progress = EngineProgress()
+        self.sampling_layout = QVBoxLayout(self.sampling_box)
+        self.sampling_layout.addLayout(grid)
+        return self.sampling_box
 
-        # curation
-        self.pair_list = QListWidget()
-        self.pair_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.pair_list.setWordWrap(True)
-        self.pair_list.setMinimumHeight(160)
-        self.accept_button = QPushButton("Accept")
-        self.reject_button = QPushButton("Reject")
-        self.save_button = QPushButton("Save accepted to store...")
-        self.counts_label = QLabel("")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.accept_button)
-        buttons.addWidget(self.reject_button)
-        curation_layout = QVBoxLayout()
-        curation_layout.addWidget(self.pair_list, 1)
-        curation_layout.addLayout(buttons)
-        curation_layout.addWidget(self.save_button)
-        curation_layout.addWidget(self.counts_label)
-        curation_box = QGroupBox("Generated pairs (phase fractions: target → achieved)")
-        curation_box.setLayout(curation_layout)
-
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(generator_box)
-        layout.addWidget(self.condition_box)
-        layout.addWidget(self.sampling_box)
-        layout.addWidget(self.generate_button)
-        layout.addWidget(self.progress)
-        layout.addWidget(curation_box, 1)
-        layout.addWidget(self.message)
-
-        self.model_combo.activated.connect(self._model_chosen)
-        self.device_combo.currentTextChanged.connect(self._device_changed)
-        self.store_fractions_button.clicked.connect(self._store_fractions_dialog)
-        self.generate_button.clicked.connect(self.generate)
-        self.pair_list.itemSelectionChanged.connect(self._selection_changed)
-        self.accept_button.clicked.connect(lambda: self.set_selected_status("accepted"))
-        self.reject_button.clicked.connect(lambda: self.set_selected_status("rejected"))
-        self.save_button.clicked.connect(self._save_dialog)
-
-        self._models = bundled_generators()
-        self.model_combo.addItems(list(self._models))
-        self.model_combo.addItem(BROWSE)
-        self._device_changed(self.device_combo.currentText())
-        if self._models:
-            self._load(self._models[self.model_combo.currentText()])
-        else:
-            self._show_generator_controls()
-            self.message.setText(f"no bundled generator found: choose a generator's model folder ({BROWSE})")
-        self._update_curation_controls()
+    def _store_box(self) -> QGroupBox:
+        """Where the pairs go (shown as a path) and the hand-over to the Curation widget."""
+        self.store_label = QLabel("")
+        self.store_label.setWordWrap(True)
+        self.store_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.store_button = QPushButton("Store...")
+        self.store_button.setToolTip("write the pairs into a dataset store of your choice (new or existing)")
+        self.store_button.clicked.connect(self._store_dialog)
+        self.curate_button = QPushButton("Curate")
+        self.curate_button.setToolTip("open the Curation widget on the store: correct, accept or reject the pairs")
+        self.curate_button.clicked.connect(self.curate)
+        self.curate_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.store_label, 1)
+        row.addWidget(self.store_button)
+        self.store_box = QGroupBox("Pairs are stored as pending in")
+        self.store_box.setLayout(row)
+        return self.store_box
 
     # ------------------------------------------------------------------ generator choice
 
@@ -325,6 +319,7 @@ class SynthesisWidget(QWidget):
             f"{generator.description or generator.name}\nphases: {', '.join(generator.schema.names)}"
         )
         self._show_generator_controls()
+        self._show_store()
         self.message.setText(f"loaded {folder.name} on {device}")
 
     def _generator_for_run(self):
@@ -406,7 +401,7 @@ class SynthesisWidget(QWidget):
 
         Returns the number of fraction vectors (one per 256 px tile of each real mask).
         """
-        from ..core.conditions import BoostedFractionSampler, default_shares
+        from ..core.conditions import BoostedFractionSampler, default_shares, real_fraction_vectors
 
         if self.generator is None or self.generator.condition_spec.kind != "fractions":
             raise ValueError("load a generator conditioned on phase fractions first")
@@ -436,82 +431,19 @@ class SynthesisWidget(QWidget):
                 self.message.setText(f"cannot use {folder}: {exc}")
 
     def _build_sampling_controls(self) -> None:
-        from ..models.diffusion import DEFAULT_SAMPLING_STEPS, SAMPLERS
-
-        _clear_layout(self.sampling_grid, keep=(self.pairs_box, self.seed_box))
-        self.option_widgets = {}
-        defaults = {} if self.generator is None else dict(self.generator.sampling_defaults)
-        cells: list[tuple[str, QWidget]] = [("pairs", self.pairs_box), ("seed", self.seed_box)]
-        for key, default in defaults.items():
-            if key == "sampler":
-                widget = QComboBox()
-                for name in SAMPLERS:
-                    widget.addItem(SAMPLER_LABELS.get(name, name), name)
-                widget.setCurrentIndex(max(0, widget.findData(default)))
-                widget.setToolTip("DDIM: 50 steps as in paper 000, sec. 2.2.1; DPM-Solver++: about 20 steps")
-            elif key == "steps":
-                widget = QSpinBox()
-                widget.setRange(1, 1000)
-                widget.setValue(int(default) if default is not None else 50)
-            elif key == "guidance_scale":
-                widget = QDoubleSpinBox()
-                widget.setRange(0.0, 20.0)
-                widget.setSingleStep(0.5)
-                widget.setValue(float(default))
-                widget.setToolTip("classifier-free guidance; 1 = plain conditional sampling")
-            elif key == "fraction_control":
-                widget = QDoubleSpinBox()
-                widget.setRange(0.0, 1.0)
-                widget.setSingleStep(0.25)
-                widget.setValue(float(default))
-                widget.setToolTip("steer every denoising step towards the target fractions: 1 = full "
-                                  "(achieved within about a point), 0 = off (paper 000's plain sampling)")
-            elif key == "control_temperature":
-                widget = QDoubleSpinBox()
-                widget.setRange(0.5, 50.0)
-                widget.setValue(float(default))
-                widget.setToolTip("softmax temperature of the fraction control on the mask channels")
-            elif isinstance(default, bool):
-                widget = QCheckBox()
-                widget.setChecked(default)
-            elif isinstance(default, int):
-                widget = QSpinBox()
-                widget.setRange(1 if key == "batch_size" else 0, 10000)
-                widget.setValue(default)
-            elif isinstance(default, float):
-                widget = QDoubleSpinBox()
-                widget.setRange(-1e6, 1e6)
-                widget.setValue(default)
-            else:
-                continue  # an option without a simple default keeps the generator's default
-            self.option_widgets[key] = widget
-            cells.append((key.replace("_", " "), widget))
-        sampler, steps = self.option_widgets.get("sampler"), self.option_widgets.get("steps")
-        if sampler is not None and steps is not None:
-            def sampler_changed(_index: int) -> None:
-                steps.setValue(DEFAULT_SAMPLING_STEPS.get(sampler.currentData(), steps.value()))
-
-            sampler.currentIndexChanged.connect(sampler_changed)
-            if defaults.get("steps") is None:
-                sampler_changed(sampler.currentIndex())
-        for k, (label, widget) in enumerate(cells):
-            row, col = divmod(k, 2)
-            self.sampling_grid.addWidget(QLabel(label), row, 2 * col)
-            self.sampling_grid.addWidget(widget, row, 2 * col + 1)
-        self.sampling_grid.setColumnStretch(1, 1)
-        self.sampling_grid.setColumnStretch(3, 1)
+        """The form of the loaded generator's declared sampling options (below pairs and seed)."""
+        if self.options_form is not None:
+            self.sampling_layout.removeWidget(self.options_form)
+            self.options_form.setParent(None)
+            self.options_form.deleteLater()
+            self.options_form = None
+        if self.generator is not None:
+            self.options_form = OptionsForm(self.generator.sampling_options())
+            self.sampling_layout.addWidget(self.options_form)
 
     def sampling_options(self) -> dict[str, Any]:
-        """The generator options set in the widget (keys of the generator's ``sampling_defaults``)."""
-        options = {}
-        for key, widget in self.option_widgets.items():
-            if isinstance(widget, QComboBox):
-                options[key] = widget.currentData()
-            elif isinstance(widget, QCheckBox):
-                options[key] = widget.isChecked()
-            else:
-                options[key] = widget.value()
-        return options
+        """The sampling options changed from the generator's declared defaults (keywords for sampling)."""
+        return {} if self.options_form is None else self.options_form.changes()
 
     def conditions(self) -> tuple[Any, int | None]:
         """``(conditions, n)`` for ``Generator.sample`` from the controls and the number of pairs."""
@@ -526,6 +458,62 @@ class SynthesisWidget(QWidget):
             return {name: box.value() for name, box in self.property_boxes.items()}, n
         return None, n
 
+    # ------------------------------------------------------------------ the store
+
+    @property
+    def store_path(self) -> Path | None:
+        """The store the pairs go to: the chosen one, else this session's store for the generator's schema."""
+        if self._chosen_store is not None:
+            return self._chosen_store
+        if self.generator is None:
+            return None
+        return session_store_path(self.generator.schema.name, self._session_stamp)
+
+    def use_store(self, path: str | Path) -> None:
+        """Write the pairs into the dataset store at ``path`` (created on the first Generate when missing)."""
+        path = Path(path)
+        if path.exists() and not is_store(path):
+            raise ValueError(f"{path} exists and is not a napari-microsynth dataset store")
+        if is_store(path) and self.generator is not None:
+            schema = DatasetStore.open(path, check_data=False).schema
+            if schema != self.generator.schema:
+                raise ValueError(f"{path.name} holds {schema.name!r} masks, the generator makes "
+                                 f"{self.generator.schema.name!r} ones")
+        self._chosen_store = path
+        self._show_store()
+
+    def _store_dialog(self) -> None:
+        path = QFileDialog.getSaveFileName(
+            self, "Dataset store for the generated pairs", "synthetic.zarr", "Dataset store (*.zarr)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )[0]
+        if path:
+            try:
+                self.use_store(path)
+            except (ValueError, OSError) as exc:
+                self.message.setText(f"cannot use {path}: {exc}")
+
+    def _show_store(self) -> None:
+        path = self.store_path
+        if path is None:
+            self.store_label.setText("no generator loaded")
+            return
+        kind = "chosen store" if path == self._chosen_store else "session store"
+        state = "" if is_store(path) else ", created on the first Generate"
+        self.store_label.setText(f"{path} ({kind}{state})")
+        written = self._written.get(path, 0)
+        self.curate_button.setEnabled(written > 0 and not self.running)
+        self.curate_button.setText(f"Curate the {written} generated pairs" if written else "Curate")
+
+    def curate(self):
+        """Open (or bring forward) the Curation widget on the store, showing its pending pairs; returns it."""
+        dock, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Curation")
+        dock.show()
+        dock.raise_()
+        widget.open_store(self.store_path)
+        widget.filter_combo.setCurrentText("pending")
+        return widget
+
     # ------------------------------------------------------------------ generation
 
     @property
@@ -534,7 +522,7 @@ class SynthesisWidget(QWidget):
         return self.progress.busy
 
     def generate(self) -> None:
-        """Start sampling in a worker; every finished pair is added to the viewer as it arrives."""
+        """Start a generate run in a worker; every pair is stored as pending and previewed as it arrives."""
         if self.running:
             return
         try:
@@ -545,49 +533,61 @@ class SynthesisWidget(QWidget):
             self.message.setText(f"cannot generate: {exc}")
             return
         requested = n if n is not None else len(conditions)
-        seed = self.seed_box.value()
-        self._run = _Run(requested, seed, columns=max(1, math.ceil(math.sqrt(requested))), origin_y=self._next_y)
-        self._set_running(True)
-        self.message.setText(f"generating {requested} pairs with {self.generator_folder.name}...")
+        self._run = _Run(requested, columns=max(1, math.ceil(math.sqrt(requested))), origin_y=self._next_y)
+        path = self.store_path
+        self.message.setText(f"generating {requested} pairs with {self.generator_folder.name} into {path.name}...")
         self.progress.start(
-            stream_pairs,
-            on_done=lambda count: self._run_finished("done"),
+            generate_into_store,
+            on_done=lambda written: self._run_finished("done"),
             on_error=lambda exc: self._run_finished(f"failed: {exc}"),
             on_cancelled=lambda: self._run_finished("cancelled"),
+            path=path,
             generator=generator,
-            emit=self._relay.pair_ready.emit,
             conditions=conditions,
             n=n,
-            seed=seed,
+            seed=self.seed_box.value(),
             options=options,
+            on_plan=self._relay.planned.emit,
+            on_pair=self._relay.pair_ready.emit,
         )
+        self._set_running(True)
 
     def cancel(self) -> None:
-        """Stop generating before the next denoising step; pairs already shown stay."""
+        """Stop generating before the next denoising step; the pairs stored so far stay in the store."""
         self.progress.cancel()
 
     def _set_running(self, running: bool) -> None:
-        controls = (self.generate_button, self.model_combo, self.device_combo, self.condition_box, self.sampling_box)
-        for widget in controls:
+        for widget in (self.generate_button, self.model_combo, self.device_combo, self.condition_box,
+                       self.sampling_box, self.store_box):
             widget.setEnabled(not running)
+        self._show_store()
+
+    def _run_planned(self, plan) -> None:
+        self._run.plan = plan
+        if plan.note:
+            self.message.setText(f"note: {plan.note}")
 
     def _run_finished(self, how: str) -> None:
-        run = self._run
+        run, plan = self._run, self._run.plan
         self._set_running(False)
         if run.arrived:
-            self.seed_box.setValue(min(MAX_SEED, run.seed + run.arrived))
             self.viewer.reset_view()
-        seeds = ""
-        if run.arrived:
-            seeds = f" (seeds {run.seed}-{run.seed + run.arrived - 1}; next seed {self.seed_box.value()})"
+        where = f"in {self.store_path.name}"
+        if plan is None or how.startswith("failed"):
+            self.message.setText(f"generation {how}" + (f"; {run.arrived} pairs stored {where}" if run.arrived else ""))
+            return
+        stored = plan.done + run.arrived
+        seeds = f"seeds {plan.first_seed}-{plan.first_seed + stored - 1}" if stored else "no pairs"
+        resumed = f", {plan.done} of them from an earlier run" if plan.done else ""
         if how == "done":
-            self.message.setText(f"generated {run.arrived} pairs{seeds}")
-        elif how == "cancelled":
-            self.message.setText(f"cancelled after {run.arrived} of {run.requested} pairs{seeds}")
+            self.seed_box.setValue(min(MAX_SEED, plan.first_seed + plan.n))
+            self.message.setText(f"{stored} pairs pending {where} ({seeds}{resumed}); next seed {self.seed_box.value()}")
         else:
-            self.message.setText(f"generation {how}")
+            self.message.setText(f"cancelled after {stored} of {plan.n} pairs, stored {where} ({seeds}{resumed}); "
+                                 "Generate again continues the run")
 
-    def _add_pair(self, pair: Sample) -> None:
+    def _add_pair(self, index: int, pair: Sample) -> None:
+        """Show a stored pair in the preview grid (read-only: masks are corrected in the Curation widget)."""
         from ..napari_io import layer_pair, physical_scale
 
         run = self._run
@@ -600,157 +600,28 @@ class SynthesisWidget(QWidget):
         translate = (run.origin_y + row * run.cell[0], col * run.cell[1])
         self._next_y = max(self._next_y, translate[0] + run.cell[0])
         run.arrived += 1
-
-        stem = self._free_stem()
-        entry = {
-            "name": pair.name,
-            "pixel_size_um": pair.pixel_size_um,
-            "properties": dict(pair.properties),
-            "provenance": pair.provenance.to_dict(),
-            "status": "pending",
-            "target_fractions": pair.provenance.condition.get("fractions") if pair.provenance.condition else None,
-            "achieved_fractions": pair.fractions.tolist(),
-        }
-        layers = []
-        for data, kwargs, kind in layer_pair(pair.image, pair.mask, pair.schema, [entry], stem):
-            layers.append(getattr(self.viewer, f"add_{kind}")(data, translate=translate, **kwargs))
-        image_layer, labels_layer = layers
-        index = self.curation.add(pair, image_layer.name, labels_layer.name)
-        self._layers.append((image_layer, labels_layer))
-        labels_layer.events.paint.connect(lambda event, i=index: self._refresh_row(i))
-        labels_layer.events.data.connect(lambda event, i=index: self._refresh_row(i))
-        self.pair_list.addItem(QListWidgetItem())
-        self._refresh_row(index)
+        path = self.store_path
+        self._written[path] = self._written.get(path, 0) + 1
+        entry = {"index": index, "name": pair.name, "pixel_size_um": pair.pixel_size_um,
+                 "properties": dict(pair.properties), "provenance": pair.provenance.to_dict(), "status": "pending"}
+        for data, kwargs, kind in layer_pair(pair.image, pair.mask, pair.schema, [entry], f"synth #{index}",
+                                             store=str(path)):
+            layer = getattr(self.viewer, f"add_{kind}")(data, translate=translate, **kwargs)
+            layer.editable = kind == "image"
+        self._show_achieved(run, pair)
         if run.arrived == 1:
             self.viewer.reset_view()
-        self._update_curation_controls()
+        self._show_store()
 
-    def _free_stem(self) -> str:
-        number = len(self.curation) + 1
-        while f"synth {number:03d} image" in self.viewer.layers or f"synth {number:03d} mask" in self.viewer.layers:
-            number += 1
-        return f"synth {number:03d}"
-
-    # ------------------------------------------------------------------ curation
-
-    def current_mask(self, index: int) -> np.ndarray | None:
-        """The labels layer data of pair ``index`` (None when the layer was removed from the viewer)."""
-        labels_layer = self._layers[index][1]
-        return np.asarray(labels_layer.data) if labels_layer in self.viewer.layers else None
-
-    def achieved(self, index: int) -> np.ndarray:
-        """Phase fractions of pair ``index``'s current (possibly edited) mask."""
-        return self.curation[index].curated(self.current_mask(index)).fractions
-
-    def row_text(self, index: int) -> str:
-        """The curation list row of pair ``index``: name, status, seed, then target -> achieved fractions in %."""
-        entry = self.curation[index]
-        names = entry.sample.schema.names
-        condition = entry.sample.provenance.condition or {}
-        head = f"{entry.image_layer.removesuffix(' image')}  [{entry.status}]  seed {entry.sample.provenance.seed}"
-        try:
-            achieved = self.achieved(index)
-        except ValueError as exc:
-            return f"{head}\ninvalid mask: {exc}"
-        if entry.target is not None:
-            return f"{head}\n" + ", ".join(
-                f"{name} {100 * t:.1f} → {100 * a:.1f} %" for name, t, a in zip(names, entry.target, achieved)
-            )
-        if "properties" in condition:
-            target = ", ".join(f"{k} = {v:g}" for k, v in condition["properties"].items())
-        else:
-            target = "unconditional"
-        return f"{head}\n{target} → {format_fractions(achieved, names)}"
-
-    def _refresh_row(self, index: int) -> None:
-        entry = self.curation[index]
-        item = self.pair_list.item(index)
-        item.setText(self.row_text(index))
-        color = STATUS_COLORS[entry.status]
-        item.setForeground(color if color is not None else self.pair_list.palette().text().color())
-        for layer in self._layers[index]:
-            info = layer.metadata.get("microsynth", {})
-            for sample_entry in info.get("samples", []):
-                sample_entry["status"] = entry.status
-                if layer is self._layers[index][1]:
-                    try:
-                        sample_entry["achieved_fractions"] = self.achieved(index).tolist()
-                    except ValueError:
-                        sample_entry["achieved_fractions"] = None
-        if self.sliders is not None and item.isSelected() and entry.sample.schema == self.sliders.schema:
-            self._show_achieved(index)
-
-    def _show_achieved(self, index: int) -> None:
-        try:
-            self.sliders.set_achieved(self.achieved(index))
-        except ValueError:
-            self.sliders.set_achieved(None)
-
-    def selected_rows(self) -> list[int]:
-        return sorted(self.pair_list.row(item) for item in self.pair_list.selectedItems())
-
-    def _selection_changed(self) -> None:
-        rows = self.selected_rows()
-        self._update_curation_controls()
-        if not rows:
+    def _show_achieved(self, run: _Run, pair: Sample) -> None:
+        """The sliders' "achieved" column: the mean fractions of this run's pairs for the slider target."""
+        if self.sliders is None or pair.schema != self.sliders.schema:
             return
-        labels_layer = self._layers[rows[-1]][1]
-        if labels_layer in self.viewer.layers:
-            self.viewer.layers.selection.active = labels_layer
-        if self.sliders is not None and self.curation[rows[-1]].sample.schema == self.sliders.schema:
-            self._show_achieved(rows[-1])
-
-    def set_status(self, index: int, status: str) -> None:
-        """Mark pair ``index`` pending, accepted or rejected."""
-        self.curation.set_status(index, status)
-        self._refresh_row(index)
-        self._update_curation_controls()
-
-    def set_selected_status(self, status: str) -> None:
-        """Accept or reject the pairs selected in the list."""
-        for index in self.selected_rows():
-            self.set_status(index, status)
-
-    def _update_curation_controls(self) -> None:
-        counts = self.curation.counts()
-        self.accept_button.setEnabled(bool(self.pair_list.selectedItems()))
-        self.reject_button.setEnabled(bool(self.pair_list.selectedItems()))
-        self.save_button.setEnabled(counts["accepted"] > 0)
-        self.counts_label.setText(
-            f"{len(self.curation)} pairs: {counts['accepted']} accepted, {counts['rejected']} rejected, "
-            f"{counts['pending']} pending"
-        )
-
-    def save_accepted(self, path: str | Path) -> list[int]:
-        """Append the accepted pairs, with their current labels, to a dataset store; returns their indices.
-
-        A pair whose labels were edited is saved with origin "corrected" and the number of changed pixels.
-        """
-        masks = {}
-        for index in self.curation.indices("accepted"):
-            mask = self.current_mask(index)
-            if mask is not None:
-                masks[index] = mask
-        key = str(Path(path).resolve())
-        corrected = sum(
-            1 for index, mask in masks.items()
-            if key not in self.curation[index].saved_to
-            and self.curation[index].curated(mask).provenance.origin == "corrected"
-        )
-        added = self.curation.save_accepted(path, masks)
-        self.message.setText(
-            f"saved {len(added)} accepted pairs to {path}"
-            + (f" ({corrected} with corrected masks)" if corrected else "")
-        )
-        return added
-
-    def _save_dialog(self) -> None:
-        path = QFileDialog.getSaveFileName(self, "Dataset store", "synthetic.zarr", "Dataset store (*.zarr)")[0]
-        if path:
-            try:
-                self.save_accepted(path)
-            except (ValueError, OSError) as exc:
-                self.message.setText(f"could not save: {exc}")
+        if self.distribution_radio.isChecked():
+            self.sliders.set_achieved(None)
+            return
+        run.achieved.append(pair.fractions)
+        self.sliders.set_achieved(np.mean(run.achieved, axis=0))
 
 
 def _clear_layout(layout, keep: Sequence[QWidget] = ()) -> None:
