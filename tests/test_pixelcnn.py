@@ -55,3 +55,16 @@ def test_the_condition_changes_the_distribution():
     assert (a - b).abs().max() > 1e-3
     with pytest.raises(ValueError, match="condition of shape"):
         prior(codes)
+
+
+def test_the_composition_tilt_hits_a_reachable_goal_and_leaves_an_already_met_one_alone():
+    from napari_microsynth.models.pixelcnn import composition_tilt
+
+    g = torch.Generator().manual_seed(0)
+    composition = torch.distributions.Dirichlet(torch.full((4,), 0.3)).sample((10,))
+    logits = torch.randn(5, 10, generator=g) * 2
+    goal = torch.softmax(torch.randn(5, 10, generator=g), 1) @ composition  # inside what the codes can paint
+    tilted = torch.softmax(composition_tilt(logits, composition, goal), 1)
+    assert (tilted @ composition - goal).abs().max() < 1e-3
+    own = torch.softmax(logits, 1) @ composition
+    assert (composition_tilt(logits, composition, own) - logits).abs().max() < 1e-3

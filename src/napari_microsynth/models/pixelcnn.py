@@ -258,3 +258,39 @@ class PixelCNNPrior(nn.Module):
                 h = layer.horizontal_out(h, v_pre[:, :, :, left: j + 1], h_bias)
             return self.head(h)[:, :, 0, -1]
         return gated
+
+
+def composition_tilt(logits: torch.Tensor, composition: torch.Tensor, goal: torch.Tensor,
+                     iterations: int = 12, max_bias: float = 20.0) -> torch.Tensor:
+    """Logits ``(B, K)`` tilted so that the expected composition of the drawn code is ``goal`` ``(B, C)``.
+
+    ``composition`` ``(K, C)``: what each code paints (e.g. its mean phase fractions). Among all
+    distributions with that expectation, the one closest (in KL) to ``softmax(logits)`` is
+    ``p_k ~ exp(logits_k + b . composition_k)``, where ``b`` minimises the convex
+    ``logsumexp(logits + b . composition) - b . goal``. Newton steps (Hessian: the covariance of the
+    composition under ``p``) with backtracking find it; ``b`` is capped at ``max_bias``, so a goal outside
+    what the codes can paint is approached as far as the codes allow.
+
+    >>> m = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> tilted = composition_tilt(torch.zeros(1, 2), m, torch.tensor([[0.8, 0.2]]))
+    >>> [round(p, 3) for p in torch.softmax(tilted, 1)[0].tolist()]
+    [0.8, 0.2]
+    """
+    m = composition.to(logits)
+    b = torch.zeros(logits.shape[0], m.shape[1], dtype=logits.dtype, device=logits.device)
+    ridge = 1e-6 * torch.eye(m.shape[1], dtype=logits.dtype, device=logits.device)
+
+    def dual(bias: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(logits + bias @ m.T, dim=1) - (bias * goal).sum(1)
+
+    for _ in range(iterations):
+        p = torch.softmax(logits + b @ m.T, dim=1)
+        mean = p @ m
+        covariance = torch.einsum("bk,kc,kd->bcd", p, m, m) - mean[:, :, None] * mean[:, None, :]
+        step = torch.linalg.lstsq(covariance + ridge, (goal - mean)[:, :, None]).solution[:, :, 0]
+        candidates = torch.stack([(b + step / 2 ** t).clamp(-max_bias, max_bias) for t in range(6)])
+        values = torch.stack([dual(c) for c in candidates])  # (6, B): keep the best, or stay
+        best = values.argmin(0)
+        improved = values[best, torch.arange(len(b))] < dual(b)
+        b = torch.where(improved[:, None], candidates[best, torch.arange(len(b))], b)
+    return logits + b @ m.T
