@@ -14,7 +14,6 @@ schema, names and provenance survive a read -> edit labels -> write round trip.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -227,14 +226,6 @@ def _planes(data: np.ndarray) -> list[np.ndarray]:
     raise ValueError(f"expected 2-D layers or stacks of 2-D planes, got shape {data.shape}")
 
 
-def _corrected(provenance: Provenance, original: np.ndarray, new: np.ndarray) -> Provenance:
-    """Provenance of a mask edited in napari, relative to the ``original`` mask it was read from."""
-    extra = dict(provenance.extra)
-    extra.setdefault("original_origin", provenance.origin)
-    changed = int(np.count_nonzero(original != new))
-    return replace(provenance, origin="corrected", changed_pixels=changed, extra=extra)
-
-
 def _open_source(source_path: str | None, target: DatasetStore) -> DatasetStore | None:
     """The store a layer was read from: the target itself, another readable store, or None."""
     if not source_path:
@@ -317,7 +308,7 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
                 else Provenance(origin="real", source=image_name)
             )
             if from_source and not np.array_equal(source.mask(index), mask):
-                provenance = _corrected(provenance, source.mask(index, version="mask"), mask)
+                provenance = provenance.corrected(np.count_nonzero(source.mask(index, version="mask") != mask))
             fallback = _stem(image_name) if len(images) == 1 else f"{_stem(image_name)} [{k}]"
             new_index = store.append(
                 Sample(

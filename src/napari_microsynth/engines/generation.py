@@ -12,20 +12,62 @@ different run whose seeds are already taken in the store moves on to seeds after
 (None, 8)
 >>> run.write(store)                                                               # 8 more pairs  # doctest: +SKIP
 8
+
+Several processes (``accelerate launch --num_processes N ... microsynth generate ...``): the same code runs in
+every process and the pairs land in the one store, each seed once. One writer, not per-rank shard stores:
+the store allows one writing process (its lock), and a shard merge would need a second resume state (the
+shards) next to the store's. Instead the work goes in rounds: in each round process ``r`` makes the ``r``-th
+block of the next seeds (blocks of the generator's sampling batch size), the pairs are gathered to the main
+process, and it appends them in seed order. The store therefore always holds a seed-ordered prefix of the
+run, exactly as a single process would have written it, so a killed run resumes the same way; only the
+main process reports progress, and a cancel is decided by the main process between rounds, so no process
+is left waiting in a gather. Non-main processes open the store read-only (:func:`open_output_store`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
-from ..core.store import DatasetStore
+from ..core.schema import PhaseSchema
+from ..core.store import DatasetStore, is_store
 from ..generators.base import Generator
+
+
+def _processes():
+    """accelerate's process state when this program was started on several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    # on CPU (``ACCELERATE_USE_CPU`` or no GPU) the processes talk through gloo
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def open_output_store(path: str | Path, schema: PhaseSchema, description: str = "") -> DatasetStore:
+    """The store a generate run writes into, created when missing, open for appending.
+
+    Under ``accelerate launch`` only the main process opens it for writing; the others wait until it
+    exists and open it read-only (they hand their pairs to the main process, see the module doc).
+    """
+    path, state = Path(path), _processes()
+    store = None
+    if state is None or state.is_main_process:
+        store = (DatasetStore.open(path, mode="a") if is_store(path)
+                 else DatasetStore.create(path, schema, description=description))
+    if state is not None:
+        state.wait_for_everyone()
+        store = store or DatasetStore.open(path)
+    return store
 
 
 @dataclass
@@ -67,26 +109,32 @@ class GenerateRun:
                     f"this run uses seeds {first}..{first + n - 1}")
         return cls(generator, conditions, n, run_id, first, 0, options, note)
 
+    def _pairs(self, start: int, stop: int, progress: ProgressFn, should_stop: StopFn) -> Iterator[Sample]:
+        """Pairs ``start .. stop - 1`` of the run (seeds ``first_seed + start ..``), the run recorded in each."""
+        many = (np.ndim(self.conditions) == 2 if self.generator.condition_spec.kind == "fractions"
+                else self.conditions is not None and not isinstance(self.conditions, dict))
+        conditions = self.conditions[start:stop] if many else self.conditions
+        run = {"id": self.run_id, "first_seed": self.first_seed}
+        for pair in self.generator.sample(conditions, n=stop - start, seed=self.first_seed + start,
+                                          progress=progress, should_stop=should_stop, **self.options):
+            yield replace(pair, provenance=replace(pair.provenance, extra={**pair.provenance.extra, "run": run}))
+
     def write(self, store: DatasetStore, split: str = "synthetic", progress: ProgressFn = no_progress,
               should_stop: StopFn = never_stop, on_pair: Callable[[int, Sample], None] | None = None) -> int:
         """Generate and append the pairs not yet stored; returns how many were written.
 
         ``on_pair(index, pair)`` is called with each pair's store index once it is stored (a UI's preview).
         Raises :class:`Cancelled` (pairs stored so far stay; running the same command again continues).
+        Under ``accelerate launch`` the processes share the work (module doc); each returns the count.
         """
+        state = _processes()
+        if state is not None:
+            return self._write_shared(store, split, progress, should_stop, on_pair, state)
         if self.done >= self.n:
             return 0
-        many = (np.ndim(self.conditions) == 2 if self.generator.condition_spec.kind == "fractions"
-                else self.conditions is not None and not isinstance(self.conditions, dict))
-        rest = self.conditions[self.done:] if many else self.conditions
-        pairs = self.generator.sample(rest, n=self.n - self.done, seed=self.first_seed + self.done,
-                                      progress=progress, should_stop=should_stop, **self.options)
-        run = {"id": self.run_id, "first_seed": self.first_seed}
         written = 0
         try:
-            for pair in pairs:
-                provenance = replace(pair.provenance, extra={**pair.provenance.extra, "run": run})
-                pair = replace(pair, provenance=provenance)
+            for pair in self._pairs(self.done, self.n, progress, should_stop):
                 index = store.append(pair, split=split)
                 written += 1
                 if on_pair is not None:
@@ -95,3 +143,31 @@ class GenerateRun:
             stored = self.done + written
             raise Cancelled(f"{exc}; {stored} of {self.n} pairs stored, the same command continues") from None
         return written
+
+    def _block(self) -> int:
+        """Pairs one process makes per round: the generator's sampling batch size (1 when it has none)."""
+        return max(1, int(getattr(self.generator.sampling_config(**self.options), "batch_size", 1)))
+
+    def _write_shared(self, store: DatasetStore, split: str, progress: ProgressFn, should_stop: StopFn,
+                      on_pair: Callable[[int, Sample], None] | None, state) -> int:
+        """:meth:`write` on several processes: rounds of one block per process, appended by the main one."""
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        self.first_seed, self.done = broadcast_object_list([self.first_seed, self.done])  # the main's plan rules
+        main, block = state.is_main_process, self._block()
+        written, start = 0, self.done
+        while start < self.n:
+            if broadcast_object_list([main and bool(should_stop())])[0]:
+                stored = self.done + written
+                raise Cancelled(f"cancelled; {stored} of {self.n} pairs stored, the same command continues")
+            lo = min(self.n, start + state.process_index * block)
+            mine = list(self._pairs(lo, min(self.n, lo + block), no_progress, never_stop)) if lo < self.n else []
+            for pairs in gather_object([mine]):  # in process order, which is seed order
+                for pair in pairs if main else ():
+                    index = store.append(pair, split=split)
+                    written += 1
+                    progress(self.done + written, self.n, f"stored {pair.name}")
+                    if on_pair is not None:
+                        on_pair(index, pair)
+            start += state.num_processes * block
+        return broadcast_object_list([written])[0]
