@@ -62,7 +62,7 @@ def test_interrupted_training_resumes_where_it_stopped(uhcs, tmp_path):
     with pytest.raises(Cancelled, match="stopped at step 3"):
         train_segmenter(uhcs[0][:2], config, tmp_path / "stopped", progress=lambda d, t, m: done.append(d),
                         should_stop=lambda: len(done) >= 3)
-    assert latest_checkpoint(tmp_path / "stopped").name == "step_00000003"
+    assert latest_checkpoint(tmp_path / "stopped").name == "checkpoint-3"
 
     done.clear()
     resumed = train_segmenter(uhcs[0][:2], config, tmp_path / "stopped", progress=lambda d, t, m: done.append(d))

@@ -6,11 +6,11 @@ the labels). The loss is Dice + cross-entropy (paper 001, sec. 3.2) plus, for PL
 squared error between the phase fractions of the soft prediction (mean softmax over the tile) and the
 true fractions (paper 001, sec. 2.2 and 3.2; the paper gives no weights for the terms, all default to 1).
 
-The loop is written with ``accelerate`` (mixed precision only on a GPU), checkpoints every
-``checkpoint_every`` steps into ``work_dir/checkpoints`` and resumes from the latest checkpoint when
-called again with the same ``work_dir``. Tile draws are seeded by (seed, step), so an interrupted and
-resumed training follows the same path as an uninterrupted one. A checkpoint holds safetensors weights,
-a ``weights_only`` optimiser state and JSON (``models.checkpoint``): resuming never unpickles code.
+Training runs through the one trainer (``models.trainer``: accelerate, mixed precision only on a GPU,
+batches sharded across processes), checkpoints every ``checkpoint_every`` steps into
+``work_dir/checkpoints`` and resumes from the latest checkpoint when called again with the same
+``work_dir``. Tile draws are seeded by (seed, step, process), so an interrupted and resumed training
+follows the same path as an uninterrupted one; resuming never unpickles code (``models.checkpoint``).
 
 Departures from the paper, all configurable: AdamW at lr 1e-3 with cosine decay instead of Adam at
 1e-5 (the paper fine-tunes; here encoders start from random weights because nothing is downloaded);
@@ -20,10 +20,7 @@ no-ratio prediction, which seeds the ratio sliders, is trained too. Set it to 0 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,15 +31,16 @@ import torch.nn.functional as F
 
 from ..core.fractions import class_counts
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from ..core.sample import Sample
+from ..core.sample import Sample, data_fingerprint
 from ..core.schema import PhaseSchema
-from ..models.checkpoint import read_checkpoint_files, write_checkpoint_files
+from ..core.tiles import random_box
+from ..models import checkpoint
 from ..models.device import resolve_device
 from ..models.plm import PLMFlags
 from ..models.segmenter import PRESETS, Segmenter
+from ..models.trainer import LoopSettings, Recipe, Run, TrainResult, train, write_on_main_process
 
 CHECKPOINT_DIR = "checkpoints"
-TRAINER_STATE = "trainer.json"
 #: Config fields that may differ between an interrupted training and its resumption.
 RESUMABLE_CHANGES = ("steps", "device", "checkpoint_every", "keep_checkpoints")
 
@@ -110,17 +108,16 @@ class SegmentationConfig:
                                plm=self.plm, tile_size=self.tile_size, input_scale=self.input_scale)
 
 
-@dataclass
-class TrainResult:
-    """A finished training: the network (CPU, eval mode), its loss history and where it came from."""
+@dataclass(kw_only=True)
+class SegmentationResult(TrainResult):
+    """A finished training (steps, history, resume point, precision) with the network (CPU, eval mode)
+    and where it came from."""
 
     model: Segmenter
     config: SegmentationConfig
-    history: list[dict[str, float]]
     fingerprint: str
     n_samples: int
     work_dir: Path
-    resumed_from: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def training_info(self) -> dict[str, Any]:
@@ -136,14 +133,10 @@ class TrainResult:
         }
 
     def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
-        """Write the model folder (config, weights, model card with ``metrics``)."""
-        return self.model.save_pretrained(folder, training=self.training_info(), metrics=metrics)
-
-
-def data_fingerprint(samples: Sequence[Sample]) -> str:
-    """Short hash of the training data: sample names and image shapes (order-independent)."""
-    lines = sorted(f"{s.name}:{s.shape[0]}x{s.shape[1]}" for s in samples)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+        """Write the model folder (config, weights, model card with ``metrics``); in a distributed run
+        the main process writes it while the others wait."""
+        write_on_main_process(lambda: self.model.save_pretrained(folder, training=self.training_info(), metrics=metrics))
+        return Path(folder)
 
 
 def check_training_samples(samples: Sequence[Sample]) -> PhaseSchema:
@@ -191,9 +184,7 @@ def random_tile(sample: Sample, size: int, rng: np.random.Generator, scale_range
     """
     scale = float(np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]))))
     crop = max(8, int(round(size * scale)))
-    h, w = sample.shape
-    y = int(rng.integers(0, max(1, h - crop + 1)))
-    x = int(rng.integers(0, max(1, w - crop + 1)))
+    y, x, _, _ = random_box(sample.shape, crop, rng)
     image = _resize(_crop_padded(sample.image, y, x, crop), size, nearest=False)
     mask = _resize(_crop_padded(sample.mask, y, x, crop), size, nearest=True)
     if rng.random() < 0.5:
@@ -287,50 +278,48 @@ def segmentation_loss(
 # checkpoints
 
 
-def _checkpoints(work_dir: Path) -> list[Path]:
-    root = work_dir / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    done = [p for p in root.glob("step_*") if p.is_dir() and (p / TRAINER_STATE).is_file() and p.suffix != ".tmp"]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
-
-
 def latest_checkpoint(work_dir: str | Path) -> Path | None:
     """The newest complete checkpoint folder of a training work dir, or None."""
-    found = _checkpoints(Path(work_dir))
-    return found[-1] if found else None
+    return checkpoint.latest_checkpoint(Path(work_dir) / CHECKPOINT_DIR)
 
 
-def _check_resumable(saved: dict[str, Any], config: SegmentationConfig, fingerprint: str, path: Path) -> None:
-    current = config.to_dict()
-    changed = [k for k in current if k not in RESUMABLE_CHANGES and saved["config"].get(k) != current[k]]
-    if changed:
-        details = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(f"{path} holds a training with a different config ({details}); use another work folder")
-    if saved["data_fingerprint"] != fingerprint:
-        raise ValueError(f"{path} was trained on different samples; use another work folder")
-
-
-def _make_accelerator(device: torch.device):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    mixed = "no"
-    if device.type == "cuda":
-        mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
-    except ValueError:
-        # A long-lived single process (napari) that trained earlier with other device settings:
-        # accelerate keeps its state process-wide, so reset it before switching.
-        if PartialState().num_processes != 1:
-            raise
-        AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
+def _refuse_old_checkpoints(folder: Path) -> None:
+    """Checkpoints of versions before the one trainer (``step_XXXXXXXX`` folders) cannot be resumed."""
+    old = sorted(p.name for p in folder.glob("step_*") if p.is_dir())
+    if old:
+        raise ValueError(
+            f"{folder} holds checkpoints of an older version of napari-microsynth ({', '.join(old)}) that cannot "
+            "be resumed; use another work folder, or delete them to train from the start"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # training
+
+
+def _segmenter_recipe(samples: list[Sample], config: SegmentationConfig, fingerprint: str) -> Recipe:
+    """The segmenter's training for :func:`~napari_microsynth.models.trainer.train`."""
+    schema = samples[0].schema
+    model = config.build_model(schema)
+    with_ratio_loss = config.plm.lower() != "baseline"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    )
+
+    def step(run: Run, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        images, masks, fractions, given = (t.to(run.device) for t in batch)
+        ratio = fractions * given[:, None].float() if run.unwrap("model").uses_ratio else None
+        logits = run.modules["model"](images, ratio)
+        loss, parts = segmentation_loss(logits, masks, fractions, config, schema.ignore_id, with_ratio_loss)
+        run.update("model", loss)
+        return parts
+
+    resumable = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    return Recipe(
+        {"model": model}, {"model": optimizer}, lambda rng: training_batch(samples, config, rng), step,
+        identity={"config": resumable, "data_fingerprint": fingerprint}, schedulers={"lr": scheduler},
+    )
 
 
 def train_segmenter(
@@ -339,89 +328,25 @@ def train_segmenter(
     work_dir: str | Path,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
-) -> TrainResult:
+) -> SegmentationResult:
     """Train (or resume training) a segmenter on annotated whole micrographs.
 
-    ``work_dir`` receives ``checkpoints/step_XXXXXXXX`` folders; an existing checkpoint there is
+    ``work_dir`` receives ``checkpoints/checkpoint-<step>`` folders; an existing checkpoint there is
     resumed (the config may only differ in steps, device and checkpoint settings). When
-    ``should_stop()`` turns true a checkpoint is saved and :class:`Cancelled` is raised; calling again
-    continues from there.
+    ``should_stop()`` turns true a checkpoint is saved and :class:`Cancelled` is raised (its ``.result``
+    the partial :class:`~napari_microsynth.models.trainer.TrainResult`); calling again continues from there.
     """
-    schema = check_training_samples(samples)
+    check_training_samples(samples)
     samples = list(samples)
     fingerprint = data_fingerprint(samples)
     work_dir = Path(work_dir)
-    (work_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-    accelerator = _make_accelerator(device)
-
-    model = config.build_model(schema)
-    with_ratio_loss = config.plm.lower() != "baseline"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
-    )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-
-    step, history, resumed_from = 0, [], None
-    checkpoint = latest_checkpoint(work_dir)
-    if checkpoint is not None:
-        saved = json.loads((checkpoint / TRAINER_STATE).read_text())
-        _check_resumable(saved, config, fingerprint, checkpoint)
-        weights, state = read_checkpoint_files(checkpoint, ["model"], accelerator.device)
-        unwrapped.load_state_dict(weights["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if accelerator.scaler is not None and state["scaler"] is not None:
-            accelerator.scaler.load_state_dict(state["scaler"])
-        step, history, resumed_from = int(saved["step"]), list(saved["history"]), int(saved["step"])
-
-    def save_checkpoint() -> None:
-        final = work_dir / CHECKPOINT_DIR / f"step_{step:08d}"
-        if final.exists():
-            return
-        tmp = final.with_suffix(".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            scaler = accelerator.scaler
-            write_checkpoint_files(tmp, {"model": unwrapped.state_dict()},
-                                   {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "scaler": None if scaler is None else scaler.state_dict()})
-            state = {"step": step, "history": history, "config": config.to_dict(), "data_fingerprint": fingerprint}
-            (tmp / TRAINER_STATE).write_text(json.dumps(state))
-            tmp.rename(final)
-            for old in _checkpoints(work_dir)[: -config.keep_checkpoints]:
-                shutil.rmtree(old)
-        accelerator.wait_for_everyone()
-
-    ignore_id = schema.ignore_id
-    model.train()
-    while step < config.steps:
-        if should_stop():
-            save_checkpoint()
-            raise Cancelled(f"training stopped at step {step}; run it again with work folder {work_dir} to resume")
-        rng = np.random.default_rng([config.seed, step, accelerator.process_index])
-        images, masks, fractions, given = training_batch(samples, config, rng)
-        images, masks, fractions = (t.to(accelerator.device) for t in (images, masks, fractions))
-        ratio = None
-        if accelerator.unwrap_model(model).uses_ratio:
-            ratio = fractions * given.to(accelerator.device)[:, None].float()
-        with accelerator.autocast():
-            logits = model(images, ratio)
-        loss, parts = segmentation_loss(logits, masks, fractions, config, ignore_id, with_ratio_loss)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        history.append({"step": step, **parts})
-        progress(step, config.steps, f"step {step}/{config.steps}: loss {parts['loss']:.4f}")
-        if step % config.checkpoint_every == 0:
-            save_checkpoint()
-    save_checkpoint()
-
-    trained = accelerator.unwrap_model(model).to("cpu").float().eval()
-    return TrainResult(trained, config, history, fingerprint, len(samples), work_dir, resumed_from)
+    folder = work_dir / CHECKPOINT_DIR
+    _refuse_old_checkpoints(folder)
+    recipe = _segmenter_recipe(samples, config, fingerprint)
+    settings = LoopSettings(config.steps, config.seed, resolve_device(config.device), "auto", folder,
+                            config.checkpoint_every, config.keep_checkpoints)
+    done = train(recipe, settings, progress, should_stop)
+    model = recipe.modules["model"].to("cpu").float().eval()
+    return SegmentationResult(steps=done.steps, history=done.history, resumed_from=done.resumed_from,
+                              mixed_precision=done.mixed_precision, model=model, config=config,
+                              fingerprint=fingerprint, n_samples=len(samples), work_dir=work_dir)

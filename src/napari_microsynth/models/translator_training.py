@@ -1,4 +1,4 @@
-"""Training loop of the mask-to-micrograph translator (a conditional GAN), with checkpoints and exact resume.
+"""Training of the mask-to-micrograph translator (a conditional GAN): its losses, through the one trainer.
 
 Losses (per step, on a batch of real (image, mask) tiles):
 
@@ -11,25 +11,20 @@ Losses (per step, on a batch of real (image, mask) tiles):
   the mask); a plain pixel L1 (pix2pix) would average the texture away.
 
 Adam with the two-time-scale rule (critic lr 4x the generator's, betas (0, 0.999), as SPADE), an EMA of the
-generator weights for sampling. Checkpoints are written like the denoisers' (:mod:`.checkpoint`: safetensors
-weights, optimiser states read with ``torch.load(weights_only=True)``, a JSON trainer state written last), so
-opening one never executes code. Randomness
-is derived from ``(seed, step)``, so a resumed run draws the same batches and noise as an uninterrupted one.
+generator weights for sampling. The loop (checkpoints with exact resume, sharded batches, progress, cancel)
+is the one trainer's (:mod:`.trainer`); randomness derives from ``(seed, step, process)``.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
-from .checkpoint import read_checkpoint_files, write_checkpoint_files
-from .diffusion_training import TrainResult, commit_checkpoint, latest_checkpoint, resume_point
+from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
+from .trainer import LoopSettings, Recipe, Run, TrainResult, train
 from .translator import MaskTranslator, MultiScaleCritic
 
 
@@ -69,45 +64,6 @@ def _feature_matching(real: list[list[torch.Tensor]], fake: list[list[torch.Tens
     return sum(F.l1_loss(f, r.detach()) for r, f in pairs) / len(pairs)
 
 
-class _Run:
-    """The modules, optimisers and EMA of one training run, with checkpoint save/load."""
-
-    def __init__(self, generator: MaskTranslator, critic: MultiScaleCritic, config: TranslatorTrainConfig,
-                 device: torch.device):
-        self.generator, self.critic = generator.to(device).train(), critic.to(device).train()
-        self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
-        self.opt_g = torch.optim.Adam(generator.parameters(), lr=config.generator_lr, betas=(0.0, 0.999))
-        self.opt_d = torch.optim.Adam(critic.parameters(), lr=config.critic_lr, betas=(0.0, 0.999))
-        self.config = config
-
-    @torch.no_grad()
-    def update_ema(self, step: int) -> None:
-        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
-        for e, p in zip(self.ema.parameters(), self.generator.parameters()):
-            e.lerp_(p, 1 - decay)
-        for e, b in zip(self.ema.buffers(), self.generator.buffers()):
-            e.copy_(b)
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "critic": self.critic, "generator_ema": self.ema}
-
-    def save(self, folder: Path, step: int, losses: list[float]) -> None:
-        path = folder / f"checkpoint-{step}"
-        write_checkpoint_files(path, {name: m.state_dict() for name, m in self.modules().items()},
-                               {"generator": self.opt_g.state_dict(), "critic": self.opt_d.state_dict()})
-        state = {"step": step, "losses": losses, "translator": self.generator.config.to_dict()}
-        commit_checkpoint(path, state, self.config.keep_checkpoints)
-
-    def load(self, path: Path, device: torch.device) -> tuple[int, list[float]]:
-        step, losses = resume_point(path, "translator", self.generator.config.to_dict())
-        weights, optimizers = read_checkpoint_files(path, self.modules(), device)
-        for name, module in self.modules().items():
-            module.load_state_dict(weights[name])
-        self.opt_g.load_state_dict(optimizers["generator"])
-        self.opt_d.load_state_dict(optimizers["critic"])
-        return step, losses
-
-
 def train_translator(
     generator: MaskTranslator,
     critic: MultiScaleCritic,
@@ -120,65 +76,51 @@ def train_translator(
     """Train ``generator`` against ``critic`` in place; on return ``generator`` holds the EMA weights.
 
     ``next_batch(rng, batch_size)`` returns real images ``(B, 1, H, W)`` in [-1, 1] and their one-hot masks
-    ``(B, n_classes, H, W)``. ``losses`` in the result are the generator's total loss per step. When
-    ``should_stop()`` turns true a checkpoint is written (with ``checkpoint_dir``), the EMA weights are put
-    in ``generator`` and :class:`Cancelled` is raised carrying the partial result as ``.result``.
+    ``(B, n_classes, H, W)``. ``losses`` in the result are the generator's total loss per step (the
+    history also holds the critic's). When ``should_stop()`` turns true a checkpoint is written (with
+    ``checkpoint_dir``), the EMA weights are put in ``generator`` and
+    :class:`~napari_microsynth.core.progress.Cancelled` is raised carrying the partial result as ``.result``.
     """
-    device = torch.device(device)
-    run = _Run(generator, critic, config, device)
-    step, losses, resumed_from = 0, [], None
-    folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    if folder is not None and config.resume and (last := latest_checkpoint(folder)) is not None:
-        step, losses = run.load(last, device)
-        resumed_from = step
+    optimizers = {
+        "generator": torch.optim.Adam(generator.parameters(), lr=config.generator_lr, betas=(0.0, 0.999)),
+        "critic": torch.optim.Adam(critic.parameters(), lr=config.critic_lr, betas=(0.0, 0.999)),
+    }
 
-    def finish() -> None:
-        generator.load_state_dict(run.ema.state_dict())
-        generator.eval()
-        critic.eval()
+    def draw(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+        images, masks = next_batch(rng, config.batch_size)
+        return images, masks, int(rng.integers(0, 2**63 - 1))
 
-    progress(step, config.steps, f"resumed at step {step}" if resumed_from is not None else "training")
-    while step < config.steps:
-        if should_stop():
-            if folder is not None:
-                run.save(folder, step, losses)
-            finish()
-            stopped = Cancelled(f"training stopped at step {step} of {config.steps}")
-            stopped.result = TrainResult(step, losses, resumed_from)  # type: ignore[attr-defined]
-            raise stopped
-        rng = np.random.default_rng([config.seed, step])
-        images, masks = (t.to(device) for t in next_batch(rng, config.batch_size))
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        noise = [torch.randn(images.shape[0], *shape, generator=gen).to(device)
-                 for shape in generator.noise_shapes(*images.shape[-2:])]
-        losses.append(_step(run, images, masks, noise))
-        run.update_ema(step)
-        step += 1
-        progress(step, config.steps, f"step {step}/{config.steps}  generator loss {losses[-1]:.3f}")
-        if folder is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-            run.save(folder, step, losses)
-    finish()
-    return TrainResult(steps=step, losses=losses, resumed_from=resumed_from)
+    def step(run: Run, item: tuple[torch.Tensor, torch.Tensor, int]) -> dict[str, float]:
+        images, masks, noise_seed = item
+        images, masks = images.to(run.device), masks.to(run.device)
+        gen = torch.Generator().manual_seed(noise_seed)
+        noise = [torch.randn(images.shape[0], *shape, generator=gen).to(run.device)
+                 for shape in run.unwrap("generator").noise_shapes(*images.shape[-2:])]
+        return _gan_step(run, images, masks, noise, config)
+
+    recipe = Recipe({"generator": generator, "critic": critic}, optimizers, draw, step,
+                    identity={"translator": generator.config.to_dict()}, ema=("generator",),
+                    ema_decay=config.ema_decay)
+    settings = LoopSettings(config.steps, config.seed, device, "auto", config.checkpoint_dir,
+                            config.checkpoint_every, config.keep_checkpoints, config.resume)
+    return train(recipe, settings, progress, should_stop)
 
 
-def _step(run: _Run, images: torch.Tensor, masks: torch.Tensor, noise: list[torch.Tensor]) -> float:
-    """One critic update and one generator update; returns the generator's loss."""
-    cfg = run.config
-    fake = run.generator(masks, noise)
-    loss_d = _hinge_critic(run.critic(images, masks), run.critic(fake.detach(), masks))
-    run.opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    run.opt_d.step()
+def _gan_step(run: Run, images: torch.Tensor, masks: torch.Tensor, noise: list[torch.Tensor],
+              config: TranslatorTrainConfig) -> dict[str, float]:
+    """One critic update and one generator update; the logged loss is the generator's."""
+    generator, critic = run.modules["generator"], run.modules["critic"]
+    fake = generator(masks, noise)
+    loss_d = _hinge_critic(critic(images, masks), critic(fake.detach(), masks))
+    run.update("critic", loss_d)
 
     with torch.no_grad():
-        real_features = run.critic(images, masks)
-    fake_features = run.critic(fake, masks)
+        real_features = critic(images, masks)
+    fake_features = critic(fake, masks)
     adversarial = -sum(f[-1].mean() for f in fake_features)
-    f = cfg.lowpass_factor
+    f = config.lowpass_factor
     lowpass = F.l1_loss(F.avg_pool2d(fake, f), F.avg_pool2d(images, f))
-    loss_g = adversarial + cfg.feature_matching_weight * _feature_matching(real_features, fake_features) \
-        + cfg.lowpass_weight * lowpass
-    run.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    run.opt_g.step()
-    return float(loss_g.detach())
+    loss_g = adversarial + config.feature_matching_weight * _feature_matching(real_features, fake_features) \
+        + config.lowpass_weight * lowpass
+    run.update("generator", loss_g)
+    return {"loss": float(loss_g.detach()), "critic_loss": float(loss_d.detach())}
