@@ -17,6 +17,7 @@ from napari_microsynth.core.metrics import (
     mask_boundaries,
     mean_iou,
     missing_class_iou,
+    phase_boundary_f1,
     per_class_iou,
     pixel_accuracy,
     segmentation_report,
@@ -78,7 +79,7 @@ def test_missing_class_iou_paper_002_example():
     pred[2, 3] = 3
     pred[4, 1] = 2
     expected = (1 + 1 / 2 + 32 / 34) / 3
-    assert missing_class_iou(truth, pred, 4) == pytest.approx(expected)
+    assert missing_class_iou(confusion_matrix(truth, pred, 4)) == pytest.approx(expected)
     # plain mIoU counts green's IoU of 0 as a fourth class
     assert mean_iou(confusion_matrix(truth, pred, 4)) == pytest.approx((1 + 1 / 2 + 32 / 34 + 0) / 4)
 
@@ -208,3 +209,15 @@ def test_ssim_hand_case_and_real_image(uhcs_image):
     strongly = np.clip(image + rng.normal(0, 0.2, image.shape), 0, 1)
     assert 1.0 > ssim(image, slightly) > ssim(image, strongly)
     assert ssim(uhcs_image, uhcs_image, data_range=255) == pytest.approx(1.0)
+
+
+def test_phase_boundary_f1_scores_interfaces_and_skips_unlabelled_areas(uhcs_mask):
+    """A phase map one pixel off keeps boundary F1 at 1 within 2 px; an unlabelled band in the truth adds
+    no boundaries, whatever the prediction holds there."""
+    assert phase_boundary_f1(uhcs_mask, np.roll(uhcs_mask, 1, axis=1)) > 0.99  # the wrapped edge column is off
+    truth = uhcs_mask.astype(np.int64)
+    truth[:, :40] = 255
+    noisy = uhcs_mask.astype(np.int64).copy()
+    noisy[:, :40] = np.random.default_rng(0).integers(0, 4, (noisy.shape[0], 40))
+    assert phase_boundary_f1(truth, noisy, ignore_id=255) == 1.0
+    assert phase_boundary_f1(truth, noisy) < 0.9

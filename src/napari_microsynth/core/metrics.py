@@ -79,19 +79,16 @@ def pixel_accuracy(cm: np.ndarray) -> float:
     return float(np.trace(cm) / total) if total > 0 else float("nan")
 
 
-def _missing_class_iou_from_cm(cm: np.ndarray) -> float:
-    present = np.asarray(cm).sum(axis=1) > 0
-    return _nanmean(per_class_iou(cm)[present]) if present.any() else float("nan")
-
-
-def missing_class_iou(y_true, y_pred, n_classes: int, ignore_id: int | None = None) -> float:
-    """Mean IoU over the classes that occur in the ground truth only (paper 002, sec. 4.3.1).
+def missing_class_iou(cm: np.ndarray) -> float:
+    """Mean IoU over the classes that occur in the ground truth only (paper 002, sec. 4.3.1), from a
+    :func:`confusion_matrix` (rows = truth).
 
     A class that is predicted but absent from the truth is left out of the average; its wrongly
     predicted pixels still lower the IoU of the true classes they belong to (as false negatives).
-    Computed over all pixels passed; for the per-image variant call it once per image.
+    For the per-image variant pass one image's confusion matrix.
     """
-    return _missing_class_iou_from_cm(confusion_matrix(y_true, y_pred, n_classes, ignore_id))
+    present = np.asarray(cm).sum(axis=1) > 0
+    return _nanmean(per_class_iou(cm)[present]) if present.any() else float("nan")
 
 
 def mask_boundaries(label_map: np.ndarray) -> np.ndarray:
@@ -153,6 +150,20 @@ def boundary_scores(true_boundary, pred_boundary, tolerance: float = 2) -> tuple
 def boundary_f1(true_boundary, pred_boundary, tolerance: float = 2) -> float:
     """Boundary F1 score: harmonic mean of :func:`boundary_scores` precision and recall."""
     return boundary_scores(true_boundary, pred_boundary, tolerance)[2]
+
+
+def phase_boundary_f1(y_true, y_pred, ignore_id: int | None = None, tolerance: float = 2) -> float:
+    """:func:`boundary_f1` of the phase interfaces of two 2-D class maps; pixels the truth marks
+    ``ignore_id`` take the truth's value in the prediction too, so unlabelled areas add no boundaries.
+
+    >>> truth = np.zeros((6, 6), int); truth[:, 3:] = 1
+    >>> phase_boundary_f1(truth, np.roll(truth, 1, axis=1), tolerance=1)
+    1.0
+    """
+    truth, pred = np.asarray(y_true), np.asarray(y_pred)
+    if ignore_id is not None:
+        pred = np.where(truth == ignore_id, truth, pred)
+    return boundary_f1(mask_boundaries(truth), mask_boundaries(pred), tolerance)
 
 
 def _fraction_pair(target, achieved) -> tuple[np.ndarray, np.ndarray]:
@@ -266,5 +277,5 @@ def segmentation_report(y_true, y_pred, schema: PhaseSchema) -> dict:
         "miou": mean_iou(cm),
         "dice": {name: float(v) for name, v in zip(schema.names, dice)},
         "accuracy": pixel_accuracy(cm),
-        "mciou": _missing_class_iou_from_cm(cm),
+        "mciou": missing_class_iou(cm),
     }

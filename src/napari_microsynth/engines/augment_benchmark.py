@@ -132,8 +132,8 @@ def _aggregate(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[st
         group = [r for r in rows if r["ratio"] == ratio]
         row: dict[str, Any] = {"ratio": ratio, "synthetic_pairs": group[0]["synthetic_pairs"],
                                "real_tiles": group[0]["real_tiles"], "seeds": len(group)}
-        for key in ["miou", "accuracy", "mciou"] + [f"iou {n}" for n in names]:
-            values = np.array([g[key] for g in group], dtype=float)
+        for key in ["miou", "accuracy", "mciou", "boundary_f1"] + [f"iou {n}" for n in names]:
+            values = np.array([g.get(key, math.nan) for g in group], dtype=float)  # older runs: no boundary F1
             values = values[np.isfinite(values)]
             row[key] = float(values.mean()) if values.size else math.nan
             row[f"{key} sd"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
@@ -146,11 +146,13 @@ def _markdown(table: list[dict[str, Any]], names: Sequence[str]) -> str:
         mean, sd = row[key], row[f"{key} sd"]
         return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
-    head = ["real:synthetic", "synthetic pairs", "mIoU %", "accuracy %"] + [f"IoU {n} %" for n in names]
+    head = (["real:synthetic", "synthetic pairs", "mIoU %", "accuracy %", "missing-class IoU %", "boundary F1 %"]
+            + [f"IoU {n} %" for n in names])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
         label = "real only" if row["ratio"] == 0 else f"1:{row['ratio']:g}"
-        cells = [label, str(row["synthetic_pairs"]), cell(row, "miou"), cell(row, "accuracy")]
+        scores = [cell(row, k) for k in ("miou", "accuracy", "mciou", "boundary_f1")]
+        cells = [label, str(row["synthetic_pairs"]), *scores]
         cells += [cell(row, f"iou {n}") for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -250,6 +252,7 @@ def run_augment_benchmark(
                 report = evaluate(result.model, real_test, progress=sub, should_stop=should_stop)
                 row = {"ratio": ratio, "seed": seed, "real_tiles": len(real), "synthetic_pairs": n_synthetic[ratio],
                        "miou": report["miou"], "accuracy": report["accuracy"], "mciou": report["mciou"],
+                       "boundary_f1": report["boundary_f1"],
                        **{f"iou {k}": v for k, v in report["per_class_iou"].items()}}
                 metrics_file.write_text(json.dumps(row, indent=2))
             rows.append(json.loads(metrics_file.read_text()))

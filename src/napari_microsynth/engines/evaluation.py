@@ -23,14 +23,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.conditions import expert_guess
-from ..core.metrics import segmentation_report
+from ..core.metrics import phase_boundary_f1, segmentation_report
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from .inference import PhaseRatioSession, calibrate_temperature, predict_image
 
 #: Guess accuracies of the sweep; None = no ratio (zeros). Paper 001 infers at 0.9 (sec. 3.2).
 ALPHAS: tuple[float | None, ...] = (None, 0.3, 0.5, 0.66, 0.9, 1.0)
-METRICS = ("miou", "mean_dice", "accuracy", "mciou")
+METRICS = ("miou", "mean_dice", "accuracy", "mciou", "boundary_f1")
 
 
 def _check_test_samples(samples: Sequence[Sample], schema) -> None:
@@ -49,6 +49,8 @@ def _report(truths: list[np.ndarray], predictions: list[np.ndarray], schema) -> 
     )
     dice = np.array(list(report["dice"].values()), dtype=float)
     report["mean_dice"] = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
+    report["boundary_f1"] = float(np.mean([phase_boundary_f1(t, p, schema.ignore_id)
+                                           for t, p in zip(truths, predictions)]))
     report["n_samples"] = len(truths)
     return report
 
@@ -65,7 +67,8 @@ def evaluate(
 
     ``ratios``: None (no ratio), ``"true"`` (each micrograph's true fractions) or an ``(N, C)`` array.
     Returns ``per_class_iou`` and ``dice`` (by phase name), ``miou``, ``mean_dice``, ``accuracy``,
-    ``mciou`` (paper 002's missing-class IoU) and ``n_samples``.
+    ``mciou`` (paper 002's missing-class IoU), ``boundary_f1`` (phase interfaces within 2 px, mean over
+    micrographs) and ``n_samples``.
     """
     _check_test_samples(samples, model.schema)
     if isinstance(ratios, str):
@@ -207,7 +210,8 @@ def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the sweep, mean ± std over seeds per (model, ratio input)."""
     phase_cols = [k for k in rows[0] if k.startswith("iou ")]
     seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
-    header = ["model", "ratio input", "mIoU", "mean Dice", "accuracy", "missing-class IoU", *phase_cols]
+    header = ["model", "ratio input", "mIoU", "mean Dice", "accuracy", "missing-class IoU", "boundary F1",
+              *phase_cols]
     lines = [
         f"Scores on {len(seeds) or 1} training seed(s) (mean ± std where more than one).",
         "",
