@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from helpers import FakeGenerator
 
-from napari_microsynth.core.sample import Provenance, Sample
+from napari_microsynth.core.options import option
+from napari_microsynth.core.sample import Sample
 from napari_microsynth.core.schema import Phase, PhaseSchema
 from napari_microsynth.engines.generator_evaluation import (
     REAL_BASELINE,
@@ -19,24 +20,21 @@ from napari_microsynth.engines.generator_evaluation import (
     evaluate_distribution,
     evaluate_fraction_control,
     evaluate_generator,
-    fraction_targets,
     frechet_distance,
     kernel_distance,
     manifold_precision_recall,
-    real_tiles,
     sampling_settings,
     time_generation,
 )
-from napari_microsynth.engines.training_set import load_split
-from napari_microsynth.generators.base import ConditionSpec, Generator
+from napari_microsynth.core.conditions import fraction_targets
+from napari_microsynth.core.datasets import load_split
+from napari_microsynth.core.tiles import reduced_tiles
+from napari_microsynth.generators.base import NoSampling
 from napari_microsynth.generators.pf_diffseg import PFDiffSeg
 from napari_microsynth.generators.two_stage import TwoStage
-from napari_microsynth.models.feature_encoder import (
-    DomainFeatureExtractor,
-    FeatureTrainConfig,
-    InceptionFeatureExtractor,
-    train_domain_extractor,
-)
+from napari_microsynth.models.feature_extractors import DomainFeatureExtractor
+from napari_microsynth.models.feature_training import FeatureTrainConfig, train_domain_extractor
+from napari_microsynth.models.inception import InceptionFeatureExtractor
 from napari_microsynth.resources import resources_dir
 
 UHCS = PhaseSchema.bundled("uhcs")
@@ -115,7 +113,7 @@ def test_inception_loads_a_local_state_dict_and_names_its_checksum(tmp_path):
 
 
 def test_domain_extractor_saves_loads_and_keeps_its_checksum(extractor, uhcs_samples, tmp_path):
-    tiles = real_tiles(uhcs_samples[:1], 32, 2)[:6]
+    tiles = reduced_tiles(uhcs_samples[:1], 32, 2)[:6]
     images = np.stack([t.image for t in tiles])
     features = extractor.image_features(images)
     assert features.shape == (6, 32)
@@ -130,8 +128,8 @@ def test_domain_extractor_saves_loads_and_keeps_its_checksum(extractor, uhcs_sam
                                extractor.mask_features(np.stack([t.mask for t in tiles]), UHCS), rtol=1e-5, atol=1e-6)
 
 
-def test_real_tiles_match_the_generators_training_tiles(uhcs_samples):
-    tiles = real_tiles(uhcs_samples[:1], 32, 2)
+def test_reduced_tiles_match_the_generators_training_tiles(uhcs_samples):
+    tiles = reduced_tiles(uhcs_samples[:1], 32, 2)
     h, w = uhcs_samples[0].shape
     assert len(tiles) == (h // 64) * (w // 64)
     first = tiles[0]
@@ -141,7 +139,7 @@ def test_real_tiles_match_the_generators_training_tiles(uhcs_samples):
 
 
 def test_distribution_scores_separate_real_from_scrambled_tiles(extractor, uhcs_samples):
-    tiles = real_tiles(uhcs_samples, 32, 2)
+    tiles = reduced_tiles(uhcs_samples, 32, 2)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(tiles))
     half_a = [tiles[i] for i in order[:100]]
@@ -158,45 +156,27 @@ def test_distribution_scores_separate_real_from_scrambled_tiles(extractor, uhcs_
         same, other = getattr(like, modality), getattr(unlike, modality)
         assert other.fd > 2 * same.fd and other.kid > same.kid and other.recall < same.recall, modality
     with pytest.raises(ValueError, match="one size"):
-        evaluate_distribution(half_a, real_tiles(uhcs_samples[:1], 16, 2), extractor)
+        evaluate_distribution(half_a, reduced_tiles(uhcs_samples[:1], 16, 2), extractor)
 
 
 # ---------------------------------------------------------------- fraction control
 
 
-class FixedMasks(Generator):
-    """Returns 10 x 10 masks with 30, 40, 50 pixels of class "a", whatever was asked."""
-
-    name = "test-fixed"
-    version = "0"
-    TrainConfig = dict
-
-    @property
-    def condition_spec(self) -> ConditionSpec:
-        return ConditionSpec.fractions(self.schema)
-
-    def train(self, samples, config=None, progress=None, should_stop=None) -> dict[str, Any]:
-        return {}
-
-    def save(self, folder):
-        return Path(folder)
-
-    @classmethod
-    def load(cls, folder, device="auto"):
-        return cls(TWO)
-
-    def _generate(self, conditions, seeds, progress, should_stop) -> Iterator[Sample]:
-        for i, _ in enumerate(conditions):
-            mask = np.ones(100, int)
-            mask[: (30, 40, 50)[i]] = 0
-            yield Sample(np.zeros((10, 10), np.float32), self.schema, mask.reshape(10, 10),
-                         provenance=Provenance(origin="synthetic"))
+def fixed_masks() -> FakeGenerator:
+    """A fake that answers the targets with 10 x 10 masks holding 30, 40, 50 pixels of class "a"."""
+    masks = [np.ones(100, int) for _ in range(3)]
+    for mask, k in zip(masks, (30, 40, 50)):
+        mask[:k] = 0
+    gen = FakeGenerator(TWO, "tiny")
+    gen.train([Sample(np.zeros((10, 10), np.float32), TWO, m.reshape(10, 10), name=f"m{i}") for i, m in enumerate(masks)])
+    return gen
 
 
 def test_fraction_control_on_a_hand_computed_case():
     targets = [[0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]  # achieved a: 0.3, 0.4, 0.5
     seen = []
-    (result,) = evaluate_fraction_control(FixedMasks(TWO), targets, progress=lambda d, t, m: seen.append((d, t)))
+    (result,) = evaluate_fraction_control(fixed_masks(), targets, [SamplingSetting("replay", {"mode": "replay"})],
+                                          progress=lambda d, t, m: seen.append((d, t)))
     np.testing.assert_allclose(result.achieved[:, 0], [0.3, 0.4, 0.5])
     # MAE = (0.1 + 0 + 0.1) / 3; R^2 = 1 - (0.01 + 0 + 0.01) / (0.04 + 0 + 0.04) = 0.75; the achieved fractions
     # move half as much as asked (slope 0.5) on a perfect line (r^2 = 1)
@@ -206,22 +186,29 @@ def test_fraction_control_on_a_hand_computed_case():
     np.testing.assert_allclose(result.pearson_r2, [1.0, 1.0])
     rows = result.rows()
     assert [r["class"] for r in rows] == ["a", "b", "mean"] and rows[-1]["slope"] == pytest.approx(0.5)
-    assert result.setting == "defaults" and seen == [(1, 3), (2, 3), (3, 3)]
+    assert result.setting == "replay" and seen == [(1, 3), (2, 3), (3, 3)]
     # an option the generator does not declare is left out, and the row says so
-    (guided,) = evaluate_fraction_control(FixedMasks(TWO), targets, [SamplingSetting("g3", {"guidance_scale": 3.0})])
-    assert guided.options == {} and guided.setting == "g3"
+    (guided,) = evaluate_fraction_control(fixed_masks(), targets, [SamplingSetting("s3", {"steps": 3, "mode": "replay"})])
+    assert guided.options == {"mode": "replay"} and guided.setting == "s3"
 
 
-class Options(FixedMasks):
-    """FixedMasks with the sampling options given to the constructor."""
+@dataclass
+class GuidanceOnly:
+    guidance_scale: float = option(1.0, "classifier-free guidance scale", low=0)
 
-    def __init__(self, schema, **options):
-        super().__init__(schema)
-        self.sampling_defaults = options
+
+class FakeWithGuidance(FakeGenerator):
+    """A family with a guidance scale and no fraction control."""
+
+    SamplingConfig = GuidanceOnly
+
+
+class FakeWithoutOptions(FakeGenerator):
+    SamplingConfig = NoSampling
 
 
 def test_default_rows_compare_plain_sampling_with_fraction_control():
-    controlled = Options(TWO, guidance_scale=1.0, fraction_control=1.0)
+    controlled = FakeGenerator(TWO, "tiny")
     rows = sampling_settings(controlled)
     assert [(r.name, dict(r.options)) for r in rows] == [
         ("guidance 1, control off", {"guidance_scale": 1.0, "fraction_control": 0.0}),
@@ -230,15 +217,15 @@ def test_default_rows_compare_plain_sampling_with_fraction_control():
     ]
     assert [r.name for r in sampling_settings(controlled, (2.0,), (0.0, 0.5))] == [
         "guidance 2, control off", "control 0.5"]
-    assert [r.name for r in sampling_settings(Options(TWO, guidance_scale=1.0))] == ["guidance 1", "guidance 3"]
-    assert [r.name for r in sampling_settings(FixedMasks(TWO))] == ["defaults"]
+    assert [r.name for r in sampling_settings(FakeWithGuidance(TWO, "tiny"))] == ["guidance 1", "guidance 3"]
+    assert [r.name for r in sampling_settings(FakeWithoutOptions(TWO, "tiny"))] == ["defaults"]
 
 
 def test_fraction_targets_follow_the_boosted_mixture_of_real_tiles(uhcs_samples):
     targets = fraction_targets(uhcs_samples, 200, seed=0, tile=64)
     assert targets.shape == (200, 4)
     np.testing.assert_allclose(targets.sum(axis=1), 1)
-    real = np.stack([t.fractions for t in real_tiles(uhcs_samples, 64)])
+    real = np.stack([t.fractions for t in reduced_tiles(uhcs_samples, 64)])
     rarest = int(np.argmin(real.mean(axis=0)))
     assert targets[:, rarest].mean() > real[:, rarest].mean()  # the rarest phase is oversampled
     np.testing.assert_array_equal(fraction_targets(uhcs_samples, 200, seed=0, tile=64), targets)
@@ -268,51 +255,18 @@ def segmenter() -> AgreementSegmenter:
     return AgreementSegmenter.from_folder(resources_dir() / "models" / "plm-uhcs-demo", device="cpu")
 
 
-class StandIn(Generator):
-    """32 px pairs at downscale 4, by sampling option ``mode``: "replay" answers target i with real tile i of
-    ``tiles``, "exact" with a mask holding exactly the target fractions, "noise" with noise."""
-
-    name = "test-stand-in"
-    version = "0"
-    TrainConfig = dict
-    sampling_defaults = {"mode": "replay", "guidance_scale": 1.0, "fraction_control": 1.0}
-    resolution, downscale = 32, 4
-
-    def __init__(self, schema, tiles):
-        super().__init__(schema)
-        self.tiles = tiles
-
-    @property
-    def condition_spec(self) -> ConditionSpec:
-        return ConditionSpec.fractions(self.schema)
-
-    def train(self, samples, config=None, progress=None, should_stop=None) -> dict[str, Any]:
-        return {}
-
-    def save(self, folder):
-        return Path(folder)
-
-    @classmethod
-    def load(cls, folder, device="auto"):
-        raise NotImplementedError
-
-    def _generate(self, conditions, seeds, progress, should_stop, mode, **options) -> Iterator[Sample]:
-        for i, (condition, seed) in enumerate(zip(conditions, seeds)):
-            rng = np.random.default_rng(seed)
-            if mode == "replay":
-                image, mask = self.tiles[i].image, self.tiles[i].mask
-            elif mode == "exact":
-                edges = np.round(np.cumsum(condition["fractions"]) * 32 * 32)
-                image, mask = np.zeros((32, 32), np.float32), np.searchsorted(edges, np.arange(32 * 32), "right")
-            else:
-                image, mask = rng.random((32, 32), dtype=np.float32), rng.integers(0, 4, 32 * 32)
-            yield Sample(image, self.schema, mask.reshape(32, 32), provenance=Provenance(origin="synthetic"))
+def stand_in(held_out: list[Sample]) -> FakeGenerator:
+    """32 px pairs at downscale 4: "replay" answers target i with real tile i of ``held_out``, "exact" with a
+    mask holding exactly the target fractions, "noise" with noise."""
+    gen = FakeGenerator(UHCS, "small")
+    gen.train(held_out, FakeGenerator.TrainConfig(downscale=4))
+    return gen
 
 
 def test_evaluation_rows_against_the_real_baseline_and_the_segmenter_ceiling(extractor, held_out, segmenter,
                                                                               tmp_path):
-    tiles = real_tiles(held_out, 32, 4)
-    generator = StandIn(UHCS, tiles)
+    tiles = reduced_tiles(held_out, 32, 4)
+    generator = stand_in(held_out)
     rows = [SamplingSetting(mode, {"mode": mode}) for mode in ("replay", "exact", "noise")]
     progress = []
     result = evaluate_generator(generator, held_out, extractor=extractor, segmenter=segmenter, n=len(tiles),
@@ -347,7 +301,7 @@ def test_evaluation_rows_against_the_real_baseline_and_the_segmenter_ceiling(ext
 
 
 def test_the_feature_encoder_never_scores_its_own_training_micrographs(extractor, uhcs_samples, held_out):
-    generator = StandIn(UHCS, real_tiles(held_out, 32, 4))
+    generator = stand_in(held_out)
     with pytest.raises(ValueError, match="trained on"):
         evaluate_generator(generator, uhcs_samples, extractor=extractor, n=4, timing_n=0)
     with pytest.raises(ValueError, match="trained on"):

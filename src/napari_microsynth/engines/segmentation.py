@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.fractions import class_counts
-from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample, data_fingerprint
 from ..core.schema import PhaseSchema
 from ..core.tiles import random_box
@@ -333,7 +333,7 @@ def train_segmenter(
 
     ``work_dir`` receives ``checkpoints/checkpoint-<step>`` folders; an existing checkpoint there is
     resumed (the config may only differ in steps, device and checkpoint settings). When
-    ``should_stop()`` turns true a checkpoint is saved and :class:`Cancelled` is raised (its ``.result``
+    ``should_stop()`` turns true a checkpoint is saved and :class:`~napari_microsynth.core.progress.Cancelled` is raised (its ``.result``
     the partial :class:`~napari_microsynth.models.trainer.TrainResult`); calling again continues from there.
     """
     check_training_samples(samples)
