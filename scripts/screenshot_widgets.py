@@ -36,11 +36,15 @@ def phase_ratio(viewer, app) -> None:
 
 
 def synthesis(viewer, app) -> None:
+    import tempfile
+    from pathlib import Path
+
     from napari_microsynth.widgets.synthesis import SynthesisWidget
 
     widget = SynthesisWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Synthesis", area="right")
     widget.device_combo.setCurrentText("cpu")
+    widget.use_store(Path(tempfile.mkdtemp()) / "synthetic.zarr")  # not the user's session store
     widget.sliders.set_fractions([0.6, 0.2, 0.12, 0.08])
     widget.pairs_box.setValue(8)
     widget.generate()

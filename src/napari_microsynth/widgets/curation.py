@@ -1,8 +1,8 @@
 """Dock widget "Curation": go through candidate pairs of a dataset store, correct masks, accept or reject.
 
 The queue is a dataset store (the zarr store of :mod:`napari_microsynth.core.store`): generated pairs
-saved by the Synthesis widget, predicted phase maps saved by the Phase ratios widget, or any image +
-labels layers added here. The current pair is shown as an image layer and an editable labels layer
+the Synthesis widget wrote into it as pending (its Curate button opens this widget on them), predicted
+phase maps saved by the Phase ratios widget, or any image + labels layers added here. The current pair is shown as an image layer and an editable labels layer
 ("curation image" / "curation mask"); paint, fill and erase with napari's label tools.
 
 Every decision is written to the store at once: accept, reject and flag set the sample's status, and a
@@ -70,8 +70,8 @@ class CurationWidget(QWidget):
         open_button.clicked.connect(self._open_dialog)
         self.add_layers_button = QPushButton("Add selected image + labels layers")
         self.add_layers_button.setToolTip(
-            "Append the selected image and labels layers (e.g. generated pairs, or a micrograph with its "
-            "predicted phase map) to the store as pending pairs"
+            "Append the selected image and labels layers (e.g. a micrograph with its predicted phase map) "
+            "to the store as pending pairs"
         )
         self.add_layers_button.clicked.connect(self.add_selected_layers)
 
@@ -83,6 +83,25 @@ class CurationWidget(QWidget):
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
 
+        self.counts_label = QLabel("")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.store_label)
+        layout.addWidget(open_button)
+        layout.addWidget(self.add_layers_button)
+        show = QHBoxLayout()
+        show.addWidget(QLabel("Show"))
+        show.addWidget(self.filter_combo, 1)
+        layout.addLayout(show)
+        layout.addWidget(self.queue_list, 1)
+        layout.addWidget(self.info_label)
+        layout.addLayout(self._decision_buttons())
+        layout.addLayout(self._cleanup_row())
+        layout.addWidget(self._rules_box())
+        layout.addWidget(self.counts_label)
+        for key, method in SHORTCUTS.items():
+            self.viewer.bind_key(key, lambda _viewer, m=method: getattr(self, m)(), overwrite=True)
+
+    def _decision_buttons(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
         for text, slot, tip in (
             ("< Previous", self.previous_pair, "Alt+Left"),
@@ -95,7 +114,9 @@ class CurationWidget(QWidget):
             button.setToolTip(tip)
             button.clicked.connect(lambda _checked=False, s=slot: s())
             buttons.addWidget(button)
+        return buttons
 
+    def _cleanup_row(self) -> QHBoxLayout:
         self.cleanup_size = QSpinBox()
         self.cleanup_size.setRange(1, 100_000)
         self.cleanup_size.setValue(200)  # paper 002, sec. 4.2: objects < 200 px^2 removed
@@ -103,10 +124,12 @@ class CurationWidget(QWidget):
         cleanup_button = QPushButton("Remove smaller regions")
         cleanup_button.setToolTip("Fill regions smaller than this from the neighbouring phase (paper 002)")
         cleanup_button.clicked.connect(self.clean_up_mask)
-        cleanup_row = QHBoxLayout()
-        cleanup_row.addWidget(self.cleanup_size)
-        cleanup_row.addWidget(cleanup_button)
+        row = QHBoxLayout()
+        row.addWidget(self.cleanup_size)
+        row.addWidget(cleanup_button)
+        return row
 
+    def _rules_box(self) -> QGroupBox:
         self.max_error = QDoubleSpinBox()
         self.max_error.setRange(0.0, 100.0)
         self.max_error.setValue(5.0)
@@ -122,26 +145,9 @@ class CurationWidget(QWidget):
         rules = QFormLayout()
         rules.addRow(accept_rule, self.max_error)
         rules.addRow(reject_rule, self.min_pixels)
-        rules_box = QGroupBox("Batch rules (pending pairs only)")
-        rules_box.setLayout(rules)
-
-        self.counts_label = QLabel("")
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.store_label)
-        layout.addWidget(open_button)
-        layout.addWidget(self.add_layers_button)
-        show = QHBoxLayout()
-        show.addWidget(QLabel("Show"))
-        show.addWidget(self.filter_combo, 1)
-        layout.addLayout(show)
-        layout.addWidget(self.queue_list, 1)
-        layout.addWidget(self.info_label)
-        layout.addLayout(buttons)
-        layout.addLayout(cleanup_row)
-        layout.addWidget(rules_box)
-        layout.addWidget(self.counts_label)
-        for key, method in SHORTCUTS.items():
-            self.viewer.bind_key(key, lambda _viewer, m=method: getattr(self, m)(), overwrite=True)
+        box = QGroupBox("Batch rules (pending pairs only)")
+        box.setLayout(rules)
+        return box
 
     # ------------------------------------------------------------------ store and queue
 

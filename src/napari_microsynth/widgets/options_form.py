@@ -116,7 +116,7 @@ class OptionsForm(QWidget):
         layout.addLayout(self._grid(basic, columns))
         self.advanced: QCollapsible | None = None
         if advanced:
-            self.advanced = QCollapsible("Advanced")
+            self.advanced = QCollapsible("Advanced", collapsedIcon="▶")
             inner = QWidget()
             inner.setLayout(self._grid(advanced, columns))
             self.advanced.addWidget(inner)

@@ -115,7 +115,6 @@ class _PairRelay(QObject):
 class _Run:
     """One Generate click: where its pairs go in the preview grid and what has arrived."""
 
-    requested: int
     columns: int
     origin_y: float
     plan: Any = None
@@ -533,7 +532,7 @@ class SynthesisWidget(QWidget):
             self.message.setText(f"cannot generate: {exc}")
             return
         requested = n if n is not None else len(conditions)
-        self._run = _Run(requested, columns=max(1, math.ceil(math.sqrt(requested))), origin_y=self._next_y)
+        self._run = _Run(columns=max(1, math.ceil(math.sqrt(requested))), origin_y=self._next_y)
         path = self.store_path
         self.message.setText(f"generating {requested} pairs with {self.generator_folder.name} into {path.name}...")
         self.progress.start(
