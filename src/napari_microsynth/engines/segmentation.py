@@ -333,8 +333,9 @@ def train_segmenter(
 
     ``work_dir`` receives ``checkpoints/checkpoint-<step>`` folders; an existing checkpoint there is
     resumed (the config may only differ in steps, device and checkpoint settings). When
-    ``should_stop()`` turns true a checkpoint is saved and :class:`~napari_microsynth.core.progress.Cancelled` is raised (its ``.result``
-    the partial :class:`~napari_microsynth.models.trainer.TrainResult`); calling again continues from there.
+    ``should_stop()`` turns true a checkpoint is saved and
+    :class:`~napari_microsynth.core.progress.Cancelled` is raised (its ``.result`` the partial
+    :class:`~napari_microsynth.models.trainer.TrainResult`); calling again continues from there.
     """
     check_training_samples(samples)
     samples = list(samples)

@@ -165,13 +165,17 @@ def process_accelerator(device: torch.device, precision: str):
 
     accelerate keeps one device and precision per process (set by ``accelerate launch`` or the first
     accelerator), so a training that asks for another device type or precision raises ``ValueError``.
+    Distributed modules allow parameters a step leaves unused (a condition branch fed nothing, a PLM
+    ratio input that was dropped).
     """
     global _process_accelerator
     if _process_accelerator is None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
+        unused = DistributedDataParallelKwargs(find_unused_parameters=True)
         try:
-            _process_accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision)
+            _process_accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=precision,
+                                               kwargs_handlers=[unused])
         except ValueError as exc:  # accelerate was set up in this process before, with other settings
             raise ValueError(f"cannot train on {device.type} with mixed precision {precision!r}: {exc}") from exc
     acc = _process_accelerator
