@@ -2,14 +2,21 @@
 ``tests/`` on the import path)."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
+import torch
 
-from napari_microsynth.core.sample import Provenance, Sample
+from napari_microsynth.core.options import option
+from napari_microsynth.core.progress import check_stop, never_stop, no_progress
+from napari_microsynth.core.sample import Provenance, Sample, data_fingerprint
+from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.core.tiles import tile_samples
+from napari_microsynth.core.tiles import reduced_tiles, tile_samples
+from napari_microsynth.generators.base import ConditionSpec, Generator, TrainingRecord
+from napari_microsynth.models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
 
 CHECKSUM = "0123456789abcdef"
 
@@ -57,3 +64,117 @@ def write_synthetic_store(path: Path, pairs: list[Sample]) -> tuple[DatasetStore
     corrected[:8, :] = 3
     store.replace_mask(store.names.index(pairs[2].name), corrected)
     return store, left_out
+
+
+# ---------------------------------------------------------------- a generator family without a network
+
+#: tile size of each preset of the fake family
+FAKE_PRESETS = {"tiny": 10, "small": 32}
+
+
+@dataclass
+class FakeTrainConfig:
+    """Training options of :class:`FakeGenerator`."""
+
+    downscale: int = option(1, "real crops of tile x downscale px are reduced to the tile size", low=1)
+    steps: int = option(1, "training steps to report", low=1)
+
+
+@dataclass
+class FakeSampling:
+    """Sampling options of :class:`FakeGenerator` (``guidance_scale`` and ``fraction_control`` are only recorded)."""
+
+    mode: str = option("exact", "exact: a mask holding the asked fractions under a noise image; replay: the "
+                                "training tile numbered seed modulo the tile count; noise: random mask and image",
+                       choices=("exact", "replay", "noise"))
+    guidance_scale: float = option(1.0, "recorded, no effect", low=0)
+    fraction_control: float = option(1.0, "recorded, no effect", low=0, high=1)
+
+
+class FakeGenerator(Generator):
+    """A generator family that passes the contract without a network, for tests of what uses generators.
+
+    Training memorises the reduced tiles of the samples (:func:`reduced_tiles`); sampling makes, by
+    ``mode``, masks holding exactly the asked fractions (filled row by row), the memorised tiles in turn,
+    or noise. Its model folder holds the tiles as weights.
+    """
+
+    name = "test-fake"
+    version = "0"
+    presets = tuple(FAKE_PRESETS)
+    TrainConfig = FakeTrainConfig
+    SamplingConfig = FakeSampling
+
+    def __init__(self, schema: PhaseSchema, preset: str = "small", device: str = "auto", seed: int = 0):
+        super().__init__(schema, preset, "cpu" if device == "auto" else device, seed)
+        self.tiles: list[Sample] = []
+        self._downscale = 1
+
+    @property
+    def condition_spec(self) -> ConditionSpec:
+        return ConditionSpec.fractions(self.schema)
+
+    @property
+    def resolution(self) -> int:
+        return FAKE_PRESETS[self.preset]
+
+    @property
+    def downscale(self) -> int:
+        return self._downscale
+
+    def train(self, samples, config=None, progress=no_progress, should_stop=never_stop) -> dict[str, Any]:
+        config = self.TrainConfig() if config is None else config
+        check_stop(should_stop)
+        self.tiles = reduced_tiles(samples, self.resolution, config.downscale)
+        self._downscale = config.downscale
+        known = [s.pixel_size_um for s in samples if s.pixel_size_um]
+        self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
+        self.training = TrainingRecord(data_fingerprint(samples), [s.name for s in samples], config.steps, 0.0,
+                                       asdict(config))
+        progress(config.steps, config.steps, f"{len(self.tiles)} tiles memorised")
+        return {"steps": config.steps, "final_loss": 0.0}
+
+    def save(self, folder) -> Path:
+        r = self.resolution
+        images = np.stack([t.image for t in self.tiles]) if self.tiles else np.zeros((0, r, r), np.float32)
+        masks = np.stack([t.mask for t in self.tiles]) if self.tiles else np.zeros((0, r, r))
+        config = {"kind": "generator", "generator": self.name, "generator_version": self.version,
+                  "preset": self.preset, "schema": self.schema.to_dict(), "downscale": self._downscale,
+                  "pixel_size_um": self.pixel_size_um, "training": asdict(self.training)}
+        weights = {"tiles": {"images": torch.from_numpy(images.astype(np.float32)),
+                             "masks": torch.from_numpy(masks.astype(np.float32))}}
+        folder = save_model_folder(folder, config, weights, "# Fake generator (tests)\n")
+        self.model_checksum = folder_checksum(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder, device: str = "auto") -> "FakeGenerator":
+        config = read_model_config(folder)
+        if config.get("generator") != cls.name:
+            raise ValueError(f"{folder} holds no {cls.name} model")
+        gen = cls(PhaseSchema.from_dict(config["schema"]), config["preset"], device)
+        weights = load_weights(folder, "tiles")
+        gen.tiles = [Sample(image, gen.schema, mask.astype(np.int64)) for image, mask in
+                     zip(weights["images"].numpy(), weights["masks"].numpy())]
+        gen._downscale, gen.pixel_size_um = config["downscale"], config["pixel_size_um"]
+        gen.training = TrainingRecord(**config["training"])
+        gen.model_checksum = folder_checksum(folder)
+        return gen
+
+    def _generate(self, conditions, seeds, progress, should_stop, sampling: FakeSampling) -> Iterator[Sample]:
+        r = self.resolution
+        for i, (condition, seed) in enumerate(zip(conditions, seeds)):
+            check_stop(should_stop)
+            rng = np.random.default_rng(seed)
+            if sampling.mode == "replay":
+                tile = self.tiles[seed % len(self.tiles)]
+                image, mask = tile.image, tile.mask
+            elif sampling.mode == "exact":
+                edges = np.round(np.cumsum(condition["fractions"]) * r * r)
+                image = rng.random((r, r), dtype=np.float32)
+                mask = np.searchsorted(edges, np.arange(r * r), side="right").reshape(r, r)
+            else:
+                image, mask = rng.random((r, r), dtype=np.float32), rng.integers(0, self.schema.n_classes, (r, r))
+            progress(i + 1, len(conditions), f"fake pair {i + 1}")
+            yield Sample(image, self.schema, mask, pixel_size_um=self.pixel_size_um,
+                         provenance=Provenance(origin="synthetic", extra={"downscale": self.downscale}))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_microsynth.cli import _COMMANDS, EXIT_BAD_INPUT, main
+from napari_microsynth.cli import COMMANDS, EXIT_BAD_INPUT, main
 from napari_microsynth.core.datasets import load_dataset, read_split
 from napari_microsynth.core.io import read_mask
 from napari_microsynth.core.schema import PhaseSchema
@@ -49,7 +49,7 @@ def test_import_fractions_tile_export_on_uhcs(shared_data, tmp_path, capsys):
 
 
 def test_export_builds_a_training_set_from_the_uhcs_folder_and_a_synthetic_store(shared_data, tmp_path, capsys):
-    from test_training_set import make_synthetic_pairs, write_synthetic_store
+    from helpers import make_synthetic_pairs, write_synthetic_store
 
     folder = shared_data / "uhcs"
     sources = load_dataset(folder, split="train")[:2]  # what a generator trained on them would make
@@ -129,7 +129,7 @@ def test_describe_gives_image_sizes_as_width_x_height(shared_data, capsys):
 
 
 def test_help_texts_print_plain_percent_signs(capsys):
-    for command in _COMMANDS:
+    for command in COMMANDS:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "%%" not in capsys.readouterr().out, command

@@ -1,58 +1,16 @@
 """The generator contract: condition specs, conditions from CSV, the registry and Generator.sample's bookkeeping."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
-
 import numpy as np
 import pytest
+from helpers import FakeGenerator
 
-from napari_microsynth.core.progress import check_stop
-from napari_microsynth.core.sample import Provenance, Sample
-from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth import generators
+from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.generators import available_generators, get_generator, register_generator
-from napari_microsynth.generators.base import ConditionSpec, Generator, PropertyRange, conditions_from_csv
+from napari_microsynth.generators.base import ConditionSpec, PropertyRange, conditions_from_csv
 
 UHCS = PhaseSchema.bundled("uhcs")
-
-
-class StripeGenerator(Generator):
-    """A minimal generator: the mask is vertical stripes whose widths follow the requested fractions,
-    the image a seeded noise field. Enough to exercise everything the base class does."""
-
-    name = "test-stripes"
-    version = "0"
-    TrainConfig = dict
-    sampling_defaults = {"width": 20}
-
-    @property
-    def condition_spec(self) -> ConditionSpec:
-        return ConditionSpec.fractions(self.schema)
-
-    def train(self, samples, config=None, progress=None, should_stop=None) -> dict[str, Any]:
-        return {}
-
-    def save(self, folder):
-        return Path(folder)
-
-    @classmethod
-    def load(cls, folder, device="auto"):
-        return cls(UHCS)
-
-    def check_sampling_options(self, options):
-        if options["width"] < 1:
-            raise ValueError("width must be >= 1")
-        return options
-
-    def _generate(self, conditions, seeds, progress, should_stop, width) -> Iterator[Sample]:
-        for i, (condition, seed) in enumerate(zip(conditions, seeds)):
-            check_stop(should_stop)
-            edges = np.round(np.cumsum(condition["fractions"]) * width).astype(int)
-            mask = np.searchsorted(edges, np.arange(width), side="right")[None, :].repeat(width, 0)
-            image = np.random.default_rng(seed).random((width, width), dtype=np.float32)
-            progress(i + 1, len(conditions), "stripe")
-            yield Sample(image, self.schema, mask, provenance=Provenance(origin="synthetic", extra={"kind": "stripes"}))
 
 
 def test_fraction_spec_validates_and_renormalises():
@@ -116,7 +74,7 @@ def test_properties_from_csv(tmp_path):
 
 
 def test_sample_fills_provenance_and_streams_one_by_one():
-    gen = StripeGenerator(UHCS)
+    gen = FakeGenerator(UHCS, "tiny")
     gen.model_checksum = "abc123"
     seen = []
     stream = gen.sample([2, 1, 1, 0], n=3, seed=10, progress=lambda d, t, m: seen.append(d))
@@ -125,10 +83,10 @@ def test_sample_fills_provenance_and_streams_one_by_one():
     pairs = [first, *stream]
     assert [p.provenance.seed for p in pairs] == [10, 11, 12]
     p = pairs[0].provenance
-    assert (p.origin, p.generator, p.generator_version, p.model_checksum) == ("synthetic", "test-stripes", "0", "abc123")
+    assert (p.origin, p.generator, p.generator_version, p.model_checksum) == ("synthetic", "test-fake", "0", "abc123")
     assert p.condition == {"fractions": [0.5, 0.25, 0.25, 0.0]}
-    assert p.extra == {"kind": "stripes", "sampling": {"width": 20}}
-    assert pairs[0].name == "test-stripes-10"
+    assert p.extra == {"downscale": 1, "sampling": {"mode": "exact", "guidance_scale": 1.0, "fraction_control": 1.0}}
+    assert pairs[0].name == "test-fake-10"
     np.testing.assert_allclose(pairs[0].fractions, [0.5, 0.25, 0.25, 0.0])
     # the same seed regenerates the same pair alone
     again = next(gen.sample([2, 1, 1, 0], n=1, seed=11))
@@ -136,25 +94,25 @@ def test_sample_fills_provenance_and_streams_one_by_one():
 
 
 def test_sample_rejects_bad_input_before_any_work():
-    gen = StripeGenerator(UHCS)
-    with pytest.raises(TypeError, match="no sampling option"):
+    gen = FakeGenerator(UHCS, "tiny")
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['steps'\]; known: fraction_control, guidance_scale, mode"):
         gen.sample([1, 1, 1, 1], steps=3)
-    with pytest.raises(ValueError, match="width"):
-        gen.sample([1, 1, 1, 1], width=0)
+    with pytest.raises(ValueError, match="mode must be one of exact, replay, noise"):
+        gen.sample([1, 1, 1, 1], mode="stripes")
     with pytest.raises(ValueError, match="needs 4 values"):
         gen.sample([1, 1], n=2)
 
 
 def test_registry_finds_builtin_and_registered_generators(monkeypatch):
+    assert get_generator("pf-diffseg").name == "pf-diffseg"  # registered on first use, in the real registry
     monkeypatch.setattr(generators, "_REGISTRY", dict(generators._REGISTRY))  # leave no test entry behind
     assert "pf-diffseg" in available_generators()
-    assert get_generator("pf-diffseg").name == "pf-diffseg"
-    register_generator(StripeGenerator)
-    assert get_generator("test-stripes") is StripeGenerator
+    register_generator(FakeGenerator)
+    assert get_generator("test-fake") is FakeGenerator
     with pytest.raises(KeyError, match="available: .*pf-diffseg"):
         get_generator("no-such-generator")
 
-    class Impostor(StripeGenerator):
+    class Impostor(FakeGenerator):
         pass
 
     with pytest.raises(ValueError, match="already registered"):

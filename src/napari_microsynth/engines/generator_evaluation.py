@@ -320,13 +320,8 @@ class SamplingSetting:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _declared(generator: Generator, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options the generator declares (others are left out)."""
-    return {k: v for k, v in options.items() if k in generator.sampling_defaults}
-
-
 def _guidance_rows(generator: Generator, scales: Sequence[float], label: str = "", **options: Any) -> list[SamplingSetting]:
-    if "guidance_scale" not in generator.sampling_defaults or not scales:
+    if "guidance_scale" not in {o.name for o in generator.sampling_options()} or not scales:
         return [SamplingSetting(label or "defaults", options)]
     suffix = f", {label}" if label else ""
     return [SamplingSetting(f"guidance {g:g}{suffix}", {"guidance_scale": float(g), **options}) for g in scales]
@@ -344,7 +339,7 @@ def sampling_settings(
     >>> [s.name for s in sampling_settings(get_generator("pf-diffseg")(schema, "tiny"))]   # doctest: +SKIP
     ['guidance 1, control off', 'guidance 3, control off', 'control on (defaults)']
     """
-    default = generator.sampling_defaults.get("fraction_control")
+    default = {o.name: o.default for o in generator.sampling_options()}.get("fraction_control")
     if default is None:
         return _guidance_rows(generator, guidance_scales)
     rows = []
@@ -466,7 +461,7 @@ def evaluate_fraction_control(
         raise ValueError(f"sampling settings need distinct names, got {[s.name for s in settings]}")
     results = []
     for k, setting in enumerate(settings):
-        options = _declared(generator, {**sampling, **setting.options})
+        options = generator.declared_sampling({**sampling, **setting.options})
         pairs, achieved, wanted = [], [], []
         for pair in generator.sample(targets, seed=seed, should_stop=should_stop, **options):
             achieved.append(pair.fractions)
@@ -475,7 +470,7 @@ def evaluate_fraction_control(
                 pairs.append(pair)
             progress(k * len(targets) + len(achieved), len(settings) * len(targets),
                      f"fraction control ({setting.name}): {len(achieved)}/{len(targets)} pairs")
-        results.append(FractionControl(setting.name, _declared(generator, setting.options),
+        results.append(FractionControl(setting.name, generator.declared_sampling(setting.options),
                                        tuple(generator.schema.names), np.array(wanted), np.array(achieved), pairs))
     return results
 
@@ -620,13 +615,13 @@ def time_generation(
     without a ``batch_size`` option is timed once."""
     import torch
 
-    sizes = {label: list(batch_sizes) if "batch_size" in gen.sampling_defaults else [None]
+    sizes = {label: list(batch_sizes) if "batch_size" in {o.name for o in gen.sampling_options()} else [None]
              for label, gen in generators.items()}
     total = sum(len(s) for s in sizes.values()) * (n + int(warmup))
     done = 0
     rows = []
     for label, gen in generators.items():
-        options = {k: v for k, v in sampling.items() if k in gen.sampling_defaults and k != "batch_size"}
+        options = gen.declared_sampling({k: v for k, v in sampling.items() if k != "batch_size"})
         cond = default_condition(gen) if condition is None else condition
         for size in sizes[label]:
             opts = options if size is None else {**options, "batch_size": int(size)}
@@ -635,7 +630,7 @@ def time_generation(
                     pass
                 done += 1
                 progress(done, total, f"{label}: warm-up")
-            device = str(getattr(gen, "device", "cpu"))
+            device = str(gen.device)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -645,7 +640,7 @@ def time_generation(
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
-            settings = gen.check_sampling_options({**gen.sampling_defaults, **opts})
+            settings = gen.sampling_settings(**opts)
             rows.append(GenerationTime(label, int(size or 1), n, elapsed / n, device, settings))
     return rows
 
@@ -850,14 +845,14 @@ def evaluate_generator(
         raise ValueError("evaluating a generator needs annotated real micrographs")
     halves = split_by_micrograph(labelled)
     encoder_names = _encoder_names(extractor, encoder_samples, labelled)
-    downscale = getattr(generator, "downscale", 1) if downscale is None else downscale
-    size = getattr(generator, "resolution", None)  # known up front for the diffusion generators
-    if targets is None:  # at the generator's training crop; paper 000's 256 px tiles when it does not say
-        targets = fraction_targets(labelled, n, seed=seed, tile=size * downscale if size else 256, downscale=downscale)
+    downscale = generator.downscale if downscale is None else downscale
+    size = generator.resolution
+    if targets is None:  # at the generator's training crop
+        targets = fraction_targets(labelled, n, seed=seed, tile=size * downscale, downscale=downscale)
     targets = np.asarray(targets, dtype=np.float64)
     settings = sampling_settings(generator) if settings is None else list(settings)
     timed = {generator.name: generator, **(compare or {})} if timing_n > 0 else {}
-    n_real = sum(len(tile_boxes(s.shape, size * downscale)) for s in labelled) if size else len(targets)
+    n_real = sum(len(tile_boxes(s.shape, size * downscale)) for s in labelled)
     parts = _Parts(progress, {
         "control": len(settings) * len(targets),
         "encoder": 0 if extractor is not None else _encoder_steps(),
@@ -868,7 +863,6 @@ def evaluate_generator(
 
     control = evaluate_fraction_control(generator, targets, settings, seed=seed, progress=parts.part("control"),
                                         should_stop=should_stop, **sampling)
-    size = control[0].pairs[0].shape[0]
     reference, held_out = (real_tiles(half, size, downscale) for half in halves)
     if extractor is None:
         extractor = _train_extractor(encoder_samples, size, downscale, seed, generator, parts.part("encoder"),
@@ -917,7 +911,7 @@ def _train_extractor(samples, size, downscale, seed, generator, progress, should
 
     return train_domain_extractor(
         [s for s in samples if s.mask is not None], FeatureTrainConfig(tile=size, downscale=downscale, seed=seed),
-        device=str(getattr(generator, "device", "auto")), progress=progress, should_stop=should_stop,
+        device=str(generator.device), progress=progress, should_stop=should_stop,
     )
 
 
@@ -945,6 +939,6 @@ def _generator_info(generator: Generator, sampling: Mapping[str, Any]) -> dict[s
         "name": generator.name,
         "version": generator.version,
         "checksum": generator.model_checksum,
-        "preset": getattr(generator, "preset", None),
-        "sampling": generator.check_sampling_options({**generator.sampling_defaults, **_declared(generator, sampling)}),
+        "preset": generator.preset,
+        "sampling": generator.sampling_settings(**generator.declared_sampling(sampling)),
     }

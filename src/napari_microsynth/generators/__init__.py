@@ -53,15 +53,19 @@ def get_generator(name: str) -> type["Generator"]:
         raise KeyError(f"no generator {name!r}; available: {', '.join(available_generators())}") from None
 
 
-def load_generator(folder: str | Path, device: str = "auto") -> "Generator":
-    """Load any generator's model folder, dispatching on the name stored in its ``config.json``."""
+def generator_class(folder: str | Path) -> type["Generator"]:
+    """The family of a generator's model folder, from the name in its ``config.json`` (no weights read)."""
     from ..models.folder import read_model_config
 
-    config = read_model_config(folder)
-    name = config.get("generator")
+    name = read_model_config(folder).get("generator")
     if not name:
         raise ValueError(f"{folder} is a model folder but not a generator's (config.json has no 'generator')")
-    return get_generator(name).load(folder, device=device)
+    return get_generator(name)
 
 
-__all__: list[str] = ["register_generator", "available_generators", "get_generator", "load_generator"]
+def load_generator(folder: str | Path, device: str = "auto") -> "Generator":
+    """Load any generator's model folder, dispatching on the name stored in its ``config.json``."""
+    return generator_class(folder).load(folder, device=device)
+
+
+__all__: list[str] = ["register_generator", "available_generators", "get_generator", "generator_class", "load_generator"]

@@ -1,10 +1,11 @@
-"""What the diffusion models (PF-DiffSeg, two-stage, super-resolution) share: set-up, training
-bookkeeping, model folders and, for the fraction-conditioned generators, conditions and sampling options.
+"""What the diffusion models (PF-DiffSeg, two-stage, super-resolution) share: construction from a preset
+or from saved configs, training bookkeeping, model folders and, for the fraction-conditioned generators,
+conditions and the declared sampling options.
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Self, Sequence
 
@@ -13,22 +14,24 @@ import torch
 
 from ..core.cleanup import remove_small_regions
 from ..core.fractions import mask_fractions
+from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop
-from ..core.sample import Provenance, Sample
+from ..core.sample import Provenance, Sample, data_fingerprint
 from ..core.schema import PhaseSchema
+from ..core.tiles import RandomPairTiles
 from ..models.device import resolve_device
 from ..models.diffusion import (
+    DEFAULT_SAMPLING_STEPS,
+    SAMPLERS,
     Denoiser,
     DenoiserConfig,
     FractionControl,
-    control_settings,
     encode_image,
     encode_mask,
-    sampling_settings,
 )
-from ..models.diffusion_training import DenoiserBatch, RandomPairTiles, TrainResult, train_denoiser
+from ..models.diffusion_training import DenoiserBatch, TrainResult, train_denoiser
 from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
-from .base import ConditionSpec, Generator, TrainingRecord, data_fingerprint
+from .base import ConditionSpec, Generator, TrainingRecord
 
 
 def preset_settings(label: str, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]) -> dict:
@@ -66,27 +69,89 @@ def architecture_text(config: DenoiserConfig) -> str:
     return f"stages {list(config.block_out_channels)}, {config.layers_per_block} ResNet blocks per stage"
 
 
-class DiffusionModel(abc.ABC):
-    """Base of the diffusion models: device and preset set-up, training bookkeeping, model folders.
+@dataclass
+class DenoiserSampling:
+    """How a denoiser is sampled; ``steps`` None resolves to the sampler's own default here, in one place."""
 
-    Subclasses set ``label`` (the model's name in messages), ``TrainConfig`` and ``denoiser_names`` (the
-    attributes holding their networks, also their config keys and weight files in the model folder), and
-    implement :meth:`_folder_header`, :meth:`_check_folder` and :meth:`_model_card`. Their constructor
-    takes ``(schema, model, device)`` where ``model`` is a preset name, the one denoiser's config or, for
-    several denoisers, a tuple of configs in the order of ``denoiser_names``.
+    sampler: str = option("ddim", "reverse-diffusion sampler: DDIM (paper 000, 50 steps) or DPM-Solver++ "
+                                  "(about 20 steps)", choices=SAMPLERS)
+    steps: int | None = option(None, "denoising steps (auto: the sampler's default, 50 DDIM, 20 DPM-Solver++)",
+                               low=1)
+    batch_size: int = option(4, "pairs denoised together (changes speed and memory, not the pairs)", low=1)
+
+    def __post_init__(self) -> None:
+        if self.steps is None:
+            self.steps = DEFAULT_SAMPLING_STEPS[self.sampler]
+
+
+@dataclass
+class DiffusionSampling(DenoiserSampling):
+    """Sampling options of the fraction-conditioned diffusion generators.
+
+    ``min_region_px`` is paper 002's mask clean-up (sec. 4.2); ``fraction_control`` the strength of the
+    sampling-time fraction control (:class:`~napari_microsynth.models.diffusion.FractionControl`; 0 =
+    paper 000's plain sampling) and ``control_temperature`` its softmax temperature.
+    """
+
+    guidance_scale: float = option(1.0, "classifier-free guidance scale (1 = plain conditional sampling)", low=0)
+    min_region_px: int = option(0, "mask clean-up after sampling: phase regions under this many pixels are "
+                                   "filled from their neighbours (0 = off)", low=0)
+    fraction_control: float = option(1.0, "strength of the sampling-time fraction control, 0 (off, paper 000) "
+                                          "to 1 (achieved within about a point)", low=0, high=1)
+    control_temperature: float = option(4.0, "softmax temperature of the fraction control on the mask channels",
+                                        low=0, advanced=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.control_temperature <= 0:
+            raise ValueError(f"control_temperature must be a positive number, got {self.control_temperature}")
+
+
+class DiffusionModel(abc.ABC):
+    """Base of the diffusion models: construction, training bookkeeping, model folders.
+
+    Subclasses set ``label`` (the model's name in messages), ``TrainConfig``, ``presets`` and
+    ``denoiser_names`` (the attributes holding their denoisers, also their config keys and weight files in
+    the model folder), and implement :meth:`_preset_configs` and :meth:`_make_networks` (the network
+    configs of a preset, and the networks built from configs), :meth:`_folder_header`,
+    :meth:`_check_folder` and :meth:`_model_card`.
     """
 
     label: ClassVar[str]
     TrainConfig: ClassVar[type]
+    presets: ClassVar[tuple[str, ...]]
     denoiser_names: ClassVar[tuple[str, ...]] = ("denoiser",)
     schema: PhaseSchema
     model_checksum: str
 
-    def _set_up(self, model: Any, device: str) -> None:
-        """Record the preset name (``"custom"`` for explicit configs), pick the device, clear the training record."""
-        self.preset = model if isinstance(model, str) else "custom"
+    def __init__(self, schema: PhaseSchema, preset: str = "small", device: str = "auto", seed: int = 0):
+        """An untrained model of network size ``preset`` on ``device``; ``seed`` fixes the initial weights."""
+        self._build(schema, preset, self._preset_configs(schema.n_classes, preset), device, seed)
+
+    @classmethod
+    def from_configs(cls, schema: PhaseSchema, configs: Sequence[Any], device: str = "auto", seed: int = 0) -> Self:
+        """A model with explicit network configs (in the order of :meth:`_preset_configs`) instead of a
+        preset; its preset reads ``"custom"``."""
+        model = cls.__new__(cls)
+        model._build(schema, "custom", tuple(configs), device, seed)
+        return model
+
+    def _build(self, schema: PhaseSchema, preset: str, configs: tuple[Any, ...], device: str, seed: int) -> None:
+        self.schema = schema
+        self.preset = preset
         self.device = resolve_device(device)
         self.training = TrainingRecord()
+        self.model_checksum = ""
+        self._make_networks(configs, seed)
+
+    @classmethod
+    @abc.abstractmethod
+    def _preset_configs(cls, n_classes: int, preset: str) -> tuple[Any, ...]:
+        """The network configs of ``preset`` for ``n_classes`` phases (a ValueError for an unknown preset)."""
+
+    @abc.abstractmethod
+    def _make_networks(self, configs: tuple[Any, ...], seed: int) -> None:
+        """Check ``configs`` against the schema and build the networks, initial weights from ``seed``."""
 
     def _denoisers(self) -> dict[str, Denoiser]:
         return {name: getattr(self, name) for name in self.denoiser_names}
@@ -209,10 +274,14 @@ class DiffusionModel(abc.ABC):
         """Rebuild a model saved by :meth:`save` (CPU float32 weights, moved to ``device``)."""
         config = read_model_config(folder)
         cls._check_folder(folder, config)
-        configs = tuple(DenoiserConfig.from_dict(config[name]) for name in cls.denoiser_names)
-        model = cls(PhaseSchema.from_dict(config["schema"]), configs[0] if len(configs) == 1 else configs, device=device)
+        model = cls.from_configs(PhaseSchema.from_dict(config["schema"]), cls._folder_configs(config), device=device)
         model._restore(folder, config)
         return model
+
+    @classmethod
+    def _folder_configs(cls, config: dict[str, Any]) -> tuple[Any, ...]:
+        """The network configs saved in a folder's ``config.json`` (default: the denoisers')."""
+        return tuple(DenoiserConfig.from_dict(config[name]) for name in cls.denoiser_names)
 
     def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
         """Load the weights and records of a model folder into this freshly built model."""
@@ -233,23 +302,11 @@ class DiffusionGenerator(DiffusionModel, Generator):
     pixel size is not), so they can be brought back to the scale of the real micrographs.
     """
 
-    #: ``min_region_px``: paper 002's mask clean-up (sec. 4.2) after sampling: regions of a phase smaller
-    #: than this many pixels are filled from the neighbouring phases (0 = off, the raw diffusion output).
-    #: ``fraction_control``: strength in [0, 1] of the sampling-time fraction control
-    #: (:class:`~napari_microsynth.models.diffusion.FractionControl`; 0 = paper 000's plain sampling) and
-    #: ``control_temperature`` its softmax temperature.
-    sampling_defaults = {
-        "sampler": "ddim", "steps": None, "guidance_scale": 1.0, "batch_size": 4, "min_region_px": 0,
-        "fraction_control": 1.0, "control_temperature": 4.0,
-    }
+    SamplingConfig = DiffusionSampling
     #: the denoising passes made for each batch, as progress messages name them ("" for a single pass)
     sampling_stages: ClassVar[tuple[str, ...]] = ("",)
     #: index of the first mask channel in the diffused tensor (the fraction control acts from there on)
     mask_channel_offset: ClassVar[int] = 0
-
-    def _set_up(self, model: Any, device: str) -> None:
-        super()._set_up(model, device)
-        self.pixel_size_um: float | None = None
 
     @property
     def downscale(self) -> int:
@@ -259,15 +316,6 @@ class DiffusionGenerator(DiffusionModel, Generator):
     @property
     def condition_spec(self) -> ConditionSpec:
         return ConditionSpec.fractions(self.schema)
-
-    def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        settings = sampling_settings(options["sampler"], options["steps"], options["batch_size"],
-                                     options["guidance_scale"])
-        min_region = int(options["min_region_px"])
-        if min_region < 0:
-            raise ValueError(f"min_region_px must be >= 0 (0 = no clean-up), got {options['min_region_px']}")
-        control = control_settings(options["fraction_control"], options["control_temperature"])
-        return {**settings, "min_region_px": min_region, **control}
 
     def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
         config, tiles = super()._training_tiles(samples, config)
@@ -305,16 +353,10 @@ class DiffusionGenerator(DiffusionModel, Generator):
         seeds: list[int],
         progress: ProgressFn,
         should_stop: StopFn,
-        sampler: str = "ddim",
-        steps: int = 50,
-        guidance_scale: float = 1.0,
-        batch_size: int = 4,
-        min_region_px: int = 0,
-        fraction_control: float = 1.0,
-        control_temperature: float = 4.0,
+        sampling: DiffusionSampling,
     ) -> Iterator[Sample]:
-        n = len(conditions)
-        batches = batch_ranges(n, batch_size)
+        n, steps = len(conditions), sampling.steps
+        batches = batch_ranges(n, sampling.batch_size)
         stages = self.sampling_stages
         total = len(batches) * len(stages) * steps
         for b, index in enumerate(batches):
@@ -333,11 +375,12 @@ class DiffusionGenerator(DiffusionModel, Generator):
                 [conditions[i]["fractions"] for i in index], dtype=torch.float32, device=self.device
             )
             control = None
-            if fraction_control > 0:
-                control = FractionControl(condition, self.mask_channel_offset, fraction_control, control_temperature)
+            if sampling.fraction_control > 0:
+                control = FractionControl(condition, self.mask_channel_offset, sampling.fraction_control,
+                                          sampling.control_temperature)
             images, masks = self._denoise(
-                [seeds[i] for i in index], condition, sampler, steps, guidance_scale, on_step, control,
-                lambda masks: self._clean(masks, min_region_px),
+                [seeds[i] for i in index], condition, sampling.sampler, steps, sampling.guidance_scale, on_step,
+                control, lambda masks: self._clean(masks, sampling.min_region_px),
             )
             for j in range(len(index)):
                 yield Sample(

@@ -10,21 +10,26 @@ and streams synthetic pairs as Samples with their provenance filled in:
 ...     print(pair.provenance.seed, pair.fractions)
 
 Conditions are phase-fraction vectors over the schema's classes, dictionaries of named continuous
-properties, or ``None``, depending on ``condition_spec.kind``.
+properties, or ``None``, depending on ``condition_spec.kind``. Each family declares its training and
+sampling options (:meth:`Generator.training_options`, :meth:`Generator.sampling_options`); the CLI and the
+widgets build their flags and forms from them:
+
+>>> [o.name for o in get_generator("two-stage-gan").sampling_options()][:3]      # doctest: +SKIP
+['sampler', 'steps', 'batch_size']
 """
 from __future__ import annotations
 
 import abc
 import csv
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..core.options import Option, apply_options, declared_options
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
@@ -209,23 +214,42 @@ def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> 
     return [row["properties"] for row in rows]
 
 
-class Generator(abc.ABC):
-    """Base class of all generators.
+@dataclass
+class NoSampling:
+    """The sampling options of a family that has none."""
 
-    Subclasses set ``name`` (registry key), ``version`` (bumped when the model-folder format changes),
-    ``TrainConfig`` (their training-settings dataclass) and ``sampling_defaults`` (the keyword options
-    :meth:`sample` accepts), and implement :attr:`condition_spec`, :meth:`train`, :meth:`save`,
-    :meth:`load` and :meth:`_generate`.
+
+class Generator(abc.ABC):
+    """Base class of all generators: what every family has, so CLI, widgets and engines treat them alike.
+
+    A family sets ``name`` (registry key), ``version`` (bumped when its model-folder format changes),
+    ``presets`` (network sizes, for :meth:`__init__`), ``TrainConfig`` and ``SamplingConfig`` (dataclasses
+    whose :func:`~napari_microsynth.core.options.option` fields declare its training and sampling options),
+    and implements :attr:`condition_spec`, :attr:`resolution`, :meth:`train`, :meth:`save`, :meth:`load`
+    and :meth:`_generate`. Every family is built the same way, ``cls(schema, preset, device, seed)``, and
+    has a :attr:`device`, a tile size (:attr:`resolution`) and a scale (:attr:`downscale`,
+    :attr:`pixel_size_um`).
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
     description: ClassVar[str] = ""
+    presets: ClassVar[tuple[str, ...]] = ("small",)
     TrainConfig: ClassVar[type]
-    sampling_defaults: ClassVar[dict[str, Any]] = {}
+    SamplingConfig: ClassVar[type] = NoSampling
+    #: micrometres per pixel of the generated tiles, when the training micrographs said
+    pixel_size_um: float | None = None
 
-    def __init__(self, schema: PhaseSchema):
+    def __init__(self, schema: PhaseSchema, preset: str = "small", device: str = "auto", seed: int = 0):
+        """An untrained generator for ``schema``: network size ``preset`` (one of :attr:`presets`), on
+        ``device`` ("auto", "cpu", "cuda", "mps"), initial weights from ``seed``."""
+        if preset not in self.presets:
+            raise ValueError(f"unknown {self.name} preset {preset!r}; choose one of {', '.join(self.presets)}")
         self.schema = schema
+        self.preset = preset
+        self.device = device
+        #: what the model folder records about the training data and run
+        self.training = TrainingRecord()
         #: SHA-256 prefix of the saved weights; empty until the model is saved or loaded
         self.model_checksum = ""
 
@@ -233,6 +257,48 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def condition_spec(self) -> ConditionSpec:
         """What :meth:`sample` is conditioned on."""
+
+    @property
+    @abc.abstractmethod
+    def resolution(self) -> int:
+        """Side in pixels of the square tiles it generates (and was trained on)."""
+
+    @property
+    def downscale(self) -> int:
+        """How much the training micrographs were reduced to make its tiles (1: not at all)."""
+        return 1
+
+    @classmethod
+    def training_options(cls) -> tuple[Option, ...]:
+        """The training options the family declares (fields of ``TrainConfig``)."""
+        return declared_options(cls.TrainConfig)
+
+    @classmethod
+    def sampling_options(cls) -> tuple[Option, ...]:
+        """The sampling options :meth:`sample` takes as keywords (fields of ``SamplingConfig``)."""
+        return declared_options(cls.SamplingConfig)
+
+    @classmethod
+    def training_config(cls, **values: Any) -> Any:
+        """A ``TrainConfig`` with ``values`` over the defaults, checked; unknown names raise a ValueError."""
+        return apply_options(cls.TrainConfig, values)
+
+    @classmethod
+    def sampling_config(cls, **values: Any) -> Any:
+        """A ``SamplingConfig`` with ``values`` over the defaults, checked and resolved (e.g. the sampler's
+        own step count for ``steps=None``); unknown names raise a ValueError listing the known ones."""
+        return apply_options(cls.SamplingConfig, values)
+
+    @classmethod
+    def sampling_settings(cls, **values: Any) -> dict[str, Any]:
+        """Every sampling setting for these option values, as recorded in ``provenance.extra["sampling"]``."""
+        return dataclasses.asdict(cls.sampling_config(**values))
+
+    @classmethod
+    def declared_sampling(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``values`` that are sampling options of this family (the others left out)."""
+        names = {o.name for o in cls.sampling_options()}
+        return {k: v for k, v in values.items() if k in names}
 
     @abc.abstractmethod
     def train(
@@ -242,7 +308,8 @@ class Generator(abc.ABC):
         progress: ProgressFn = no_progress,
         should_stop: StopFn = never_stop,
     ) -> dict[str, Any]:
-        """Train on real samples (``config`` None = ``TrainConfig()``); returns a summary for the model card.
+        """Train on real samples (``config`` None = ``TrainConfig()``); returns a summary with at least
+        ``steps`` and ``final_loss``, for the model card.
 
         Raises :class:`~napari_microsynth.core.progress.Cancelled` when ``should_stop()`` turns true.
         """
@@ -263,17 +330,13 @@ class Generator(abc.ABC):
         seeds: list[int],
         progress: ProgressFn,
         should_stop: StopFn,
-        **options: Any,
+        sampling: Any,
     ) -> Iterator[Sample]:
         """Yield one Sample (image, mask, optional instances, provenance.extra) per condition, in order.
 
-        Sample ``i`` must depend only on ``conditions[i]``, ``seeds[i]`` and the options, so that a single
-        pair can be regenerated from its recorded seed.
+        ``sampling`` is a checked ``SamplingConfig``. Sample ``i`` must depend only on ``conditions[i]``,
+        ``seeds[i]`` and ``sampling``, so that a single pair can be regenerated from its recorded seed.
         """
-
-    def check_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Validate the sampling options (all keys of ``sampling_defaults``); return them, possibly resolved."""
-        return options
 
     def sample(
         self,
@@ -286,19 +349,14 @@ class Generator(abc.ABC):
     ) -> Iterator[Sample]:
         """An iterator of synthetic pairs, provenance filled in (sample ``i`` gets seed ``seed + i``).
 
-        ``conditions`` as :meth:`ConditionSpec.expand` takes them; ``options`` are generator-specific
-        (see ``sampling_defaults``). Bad conditions or options raise here, before any work; iterating
-        raises ``Cancelled`` between denoising steps once ``should_stop()`` turns true.
+        ``conditions`` as :meth:`ConditionSpec.expand` takes them; ``options`` are the family's sampling
+        options (:meth:`sampling_options`). Bad conditions or options raise a ValueError here, before any
+        work; iterating raises ``Cancelled`` between denoising steps once ``should_stop()`` turns true.
         """
-        unknown = sorted(set(options) - set(self.sampling_defaults))
-        if unknown:
-            raise TypeError(
-                f"{self.name} has no sampling option(s) {unknown}; options: {sorted(self.sampling_defaults)}"
-            )
-        settings = self.check_sampling_options({**self.sampling_defaults, **options})
+        sampling = self.sampling_config(**options)
         expanded = self.condition_spec.expand(conditions, n)
         seeds = [int(seed) + i for i in range(len(expanded))]
-        return self._stream(expanded, seeds, progress, should_stop, settings)
+        return self._stream(expanded, seeds, progress, should_stop, sampling)
 
     def _stream(
         self,
@@ -306,11 +364,12 @@ class Generator(abc.ABC):
         seeds: list[int],
         progress: ProgressFn,
         should_stop: StopFn,
-        settings: dict[str, Any],
+        sampling: Any,
     ) -> Iterator[Sample]:
         if not expanded:
             return
-        for i, pair in enumerate(self._generate(expanded, seeds, progress, should_stop, **settings)):
+        settings = dataclasses.asdict(sampling)
+        for i, pair in enumerate(self._generate(expanded, seeds, progress, should_stop, sampling)):
             condition = expanded[i]
             properties = dict(pair.properties)
             if condition is not None and "properties" in condition:
@@ -344,12 +403,3 @@ class TrainingRecord:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def data_fingerprint(samples: Sequence[Sample]) -> str:
-    """SHA-256 prefix over the names, images and masks of training samples (identifies the training set)."""
-    digest = hashlib.sha256()
-    for s in samples:
-        digest.update(s.name.encode())
-        digest.update(np.ascontiguousarray(s.image).tobytes())
-        if s.mask is not None:
-            digest.update(np.ascontiguousarray(s.mask.astype(np.int64)).tobytes())
-    return digest.hexdigest()[:16]

@@ -13,7 +13,7 @@ What the paper specifies (Nguyen et al., "Phase-fraction guided denoising diffus
   to ``condition_tokens`` tokens;
 - loss MSE + lambda * L1 on the predicted noise with lambda = 1 (eq. 3, Table A1); AdamW, lr 1e-4,
   cosine schedule (Table A2); 128 x 128 model trained on 256 px tiles (sec. 2.1; we downscale the
-  crops by 2, see :class:`~napari_microsynth.models.diffusion_training.RandomPairTiles`);
+  crops by 2, see :class:`~napari_microsynth.core.tiles.RandomPairTiles`);
 - sampling with DDIM in 50 steps (sec. 2.2.1).
 
 Our additions: classifier-free guidance (condition dropout in training, ``guidance_scale`` when
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.options import option
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
@@ -79,15 +80,11 @@ def pf_diffseg_config(n_classes: int, preset: str = "small", **overrides: Any) -
 
 @dataclass
 class PFDiffSegTrainConfig(DiffusionTrainConfig):
-    """Training settings: the denoiser loop's settings plus how tiles are cut.
+    """Training settings: the denoiser loop's settings plus how tiles are cut."""
 
-    downscale: crops of ``resolution * downscale`` pixels are reduced to the model resolution
-        (2 = the paper's 256 px tiles for a 128 px model).
-    augment: random flips and 90-degree rotations of the tiles.
-    """
-
-    downscale: int = 2
-    augment: bool = True
+    downscale: int = option(2, "crops of resolution x downscale px are reduced to the model resolution (2 = the "
+                               "paper's 256 px tiles for a 128 px model)", low=1)
+    augment: bool = option(True, "random flips and 90-degree rotations of the training tiles")
 
 
 @register_generator
@@ -104,26 +101,20 @@ class PFDiffSeg(DiffusionGenerator):
     description = "PF-DiffSeg: micrograph and phase mask generated together, conditioned on phase fractions"
     label = "PF-DiffSeg"
     TrainConfig = PFDiffSegTrainConfig
+    presets = tuple(PRESETS)  # "paper" (paper 000's U-Net), "small" (CPU), "tiny" (tests)
     mask_channel_offset = 1  # channel 0 is the image
 
-    def __init__(
-        self,
-        schema: PhaseSchema,
-        model: DenoiserConfig | str = "small",
-        device: str = "auto",
-        seed: int = 0,
-    ):
-        """``model`` is a preset name (``"paper"``, ``"small"``, ``"tiny"``) or a full denoiser config;
-        ``seed`` fixes the initial weights."""
-        super().__init__(schema)
-        n = schema.n_classes
-        config = pf_diffseg_config(n, model) if isinstance(model, str) else model
+    @classmethod
+    def _preset_configs(cls, n_classes: int, preset: str) -> tuple[DenoiserConfig]:
+        return (pf_diffseg_config(n_classes, preset),)
+
+    def _make_networks(self, configs: tuple[DenoiserConfig], seed: int) -> None:
+        (config,), n = configs, self.schema.n_classes
         if (config.target_channels, config.condition_dim, config.context_channels) != (1 + n, n, 0):
             raise ValueError(
                 f"a PF-DiffSeg denoiser for {n} phases needs {1 + n} target channels, condition_dim {n} "
                 f"and no context; got {config.target_channels}, {config.condition_dim}, {config.context_channels}"
             )
-        self._set_up(model, device)
         self.denoiser = build_denoiser(config, seed=seed).to(self.device).eval()
 
     # ------------------------------------------------------------ training

@@ -21,7 +21,7 @@ class drawn in proportion to its share of the block), so a generator's output lo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.fractions import mask_fractions
+from ..core.options import apply_options, option
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
@@ -41,12 +42,12 @@ from ..models.diffusion import (
     encode_image,
     encode_mask,
     reverse_diffusion,
-    sampling_settings,
     seeded_noise,
     snap_to_fractions,
 )
-from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, downscale_pair
-from ._diffusion import DiffusionModel, architecture_text, encode_pair, preset_settings
+from ..core.tiles import downscale_pair
+from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig
+from ._diffusion import DenoiserSampling, DiffusionModel, architecture_text, encode_pair, preset_settings
 
 FACTOR = 2
 KIND = "super-resolution"
@@ -83,19 +84,16 @@ def low_resolution_context(images: torch.Tensor, masks: torch.Tensor, schema: Ph
 
 @dataclass
 class SuperResolutionTrainConfig(DiffusionTrainConfig):
-    """Training settings of the 2x model.
+    """Training settings of the 2x model (``downscale`` 1 = full resolution, as in the paper, whose 256 px
+    targets are the real tiles and whose 128 px generator was trained on those tiles reduced 2x)."""
 
-    l1_weight: 0 = plain MSE noise loss (paper 000, Table A3).
-    downscale: high-resolution tiles are crops of ``resolution * downscale`` px reduced by ``downscale``
-        (1 = full resolution, as in the paper, whose 256 px targets are the real tiles and whose 128 px
-        generator was trained on those tiles reduced 2x).
-    augment: random flips and 90-degree rotations.
-    """
-
-    l1_weight: float = 0.0
-    condition_dropout: float = 0.0
-    downscale: int = 1
-    augment: bool = True
+    l1_weight: float = option(0.0, "lambda of the MSE + lambda * L1 noise loss (0 = plain MSE, paper 000, "
+                                   "Table A3)", low=0)
+    condition_dropout: float = option(0.0, "share of tiles trained without their condition (0: the 2x model "
+                                           "is always conditioned on the low-resolution pair)", low=0, high=1)
+    downscale: int = option(1, "high-resolution tiles are crops of resolution x downscale px reduced by "
+                               "downscale", low=1)
+    augment: bool = option(True, "random flips and 90-degree rotations of the training tiles")
 
 
 class SuperResolution(DiffusionModel):
@@ -111,21 +109,21 @@ class SuperResolution(DiffusionModel):
     factor = FACTOR
     label = "super-resolution"
     TrainConfig = SuperResolutionTrainConfig
+    presets = tuple(SR_PRESETS)
 
-    def __init__(self, schema: PhaseSchema, model: DenoiserConfig | str = "small", device: str = "auto", seed: int = 0):
-        self.schema = schema
-        n = schema.n_classes
-        config = super_resolution_config(n, model) if isinstance(model, str) else model
+    @classmethod
+    def _preset_configs(cls, n_classes: int, preset: str) -> tuple[DenoiserConfig]:
+        return (super_resolution_config(n_classes, preset),)
+
+    def _make_networks(self, configs: tuple[DenoiserConfig], seed: int) -> None:
+        (config,), n = configs, self.schema.n_classes
         if (config.target_channels, config.context_channels, config.condition_dim) != (1 + n, 1 + n, 0):
             raise ValueError(
                 f"a super-resolution denoiser for {n} phases needs {1 + n} target and {1 + n} context channels "
                 f"and no condition vector; got {config.target_channels}, {config.context_channels}, "
                 f"{config.condition_dim}"
             )
-        self._set_up(model, device)
         self.denoiser = build_denoiser(config, seed=seed).to(self.device).eval()
-        #: SHA-256 prefix of the saved weights; empty until the model is saved or loaded
-        self.model_checksum = ""
 
     # ------------------------------------------------------------ training
 
@@ -211,7 +209,7 @@ class SuperResolution(DiffusionModel):
         ``seed + i``, or its own recorded seed when ``seed`` is None. ``progress`` counts the denoising
         steps of the current batch.
         """
-        settings = sampling_settings(sampler, steps, batch_size)
+        settings = asdict(apply_options(DenoiserSampling, {"sampler": sampler, "steps": steps, "batch_size": batch_size}))
         return self._upscale_stream(iter(samples), seed, settings, progress, should_stop)
 
     def _check(self, sample: Sample) -> None:

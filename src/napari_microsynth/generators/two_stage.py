@@ -20,13 +20,14 @@ compared. The image model sees the clean one-channel-per-class mask as extra inp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..core.options import apply_options, option
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
@@ -38,13 +39,19 @@ from ..models.diffusion import (
     encode_image,
     encode_mask,
     reverse_diffusion,
-    sampling_settings,
     seeded_noise,
     snap_to_fractions,
 )
 from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, TrainResult, train_denoiser
 from . import register_generator
-from ._diffusion import DiffusionGenerator, architecture_text, batch_ranges, preset_settings, run_summary
+from ._diffusion import (
+    DenoiserSampling,
+    DiffusionGenerator,
+    architecture_text,
+    batch_ranges,
+    preset_settings,
+    run_summary,
+)
 from .pf_diffseg import PRESETS
 
 STAGES = ("mask", "image")
@@ -67,16 +74,14 @@ def two_stage_configs(n_classes: int, preset: str = "small", **overrides: Any) -
 class TwoStageTrainConfig(DiffusionTrainConfig):
     """Training settings, used for each of the two stages in turn (``steps`` per stage).
 
-    l1_weight: 0 = plain MSE noise loss, as paper 000 trains SegGuidedDiff (Table A2).
-    downscale / augment: as for PF-DiffSeg (crops of ``resolution * downscale`` px reduced to the model
-        resolution; random flips and 90-degree rotations).
     checkpoint_dir: each stage writes its checkpoints to a ``mask`` / ``image`` subfolder; a resumed
-        run skips a finished mask stage.
+    run skips a finished mask stage.
     """
 
-    l1_weight: float = 0.0
-    downscale: int = 2
-    augment: bool = True
+    l1_weight: float = option(0.0, "lambda of the MSE + lambda * L1 noise loss (0 = plain MSE, as paper 000 "
+                                   "trains SegGuidedDiff, Table A2)", low=0)
+    downscale: int = option(2, "crops of resolution x downscale px are reduced to the model resolution", low=1)
+    augment: bool = option(True, "random flips and 90-degree rotations of the training tiles")
 
 
 @register_generator
@@ -88,21 +93,16 @@ class TwoStage(DiffusionGenerator):
     description = "Two-stage baseline (SegGuidedDiff-style): phase mask first, then a micrograph for the mask"
     label = "the two-stage generator"
     TrainConfig = TwoStageTrainConfig
+    presets = tuple(PRESETS)  # PF-DiffSeg's sizes, so both methods compare at equal network size
     denoiser_names = ("mask_denoiser", "image_denoiser")
     sampling_stages = STAGES
 
-    def __init__(
-        self,
-        schema: PhaseSchema,
-        model: str | tuple[DenoiserConfig, DenoiserConfig] = "small",
-        device: str = "auto",
-        seed: int = 0,
-    ):
-        """``model`` is a preset name (``"paper"``, ``"small"``, ``"tiny"``) or the (mask, image)
-        denoiser configs; ``seed`` fixes the initial weights."""
-        super().__init__(schema)
-        n = schema.n_classes
-        mask_config, image_config = two_stage_configs(n, model) if isinstance(model, str) else model
+    @classmethod
+    def _preset_configs(cls, n_classes: int, preset: str) -> tuple[DenoiserConfig, DenoiserConfig]:
+        return two_stage_configs(n_classes, preset)
+
+    def _make_networks(self, configs: tuple[DenoiserConfig, DenoiserConfig], seed: int) -> None:
+        (mask_config, image_config), n = configs, self.schema.n_classes
         if (mask_config.target_channels, mask_config.condition_dim, mask_config.context_channels) != (n, n, 0):
             raise ValueError(
                 f"the mask stage for {n} phases needs {n} target channels, condition_dim {n} and no context"
@@ -115,7 +115,6 @@ class TwoStage(DiffusionGenerator):
             raise ValueError(
                 f"both stages need the same resolution, got {mask_config.resolution} and {image_config.resolution}"
             )
-        self._set_up(model, device)
         self.mask_denoiser = build_denoiser(mask_config, seed=seed).to(self.device).eval()
         self.image_denoiser = build_denoiser(image_config, seed=seed + 1).to(self.device).eval()
 
@@ -246,7 +245,7 @@ class TwoStage(DiffusionGenerator):
         class"). A pair from :meth:`sample` with seed ``s`` is reproduced exactly by passing its mask with
         ``seed=s``. The yielded Samples keep the given mask; ``provenance.extra["stage"]`` is ``"image"``.
         """
-        settings = sampling_settings(sampler, steps, batch_size)
+        settings = asdict(apply_options(DenoiserSampling, {"sampler": sampler, "steps": steps, "batch_size": batch_size}))
         arrays = [np.asarray(m) for m in masks]
         wrong = [i for i, m in enumerate(arrays) if m.shape != (self.resolution, self.resolution)]
         if wrong:

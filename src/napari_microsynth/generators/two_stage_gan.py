@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
 from ..models.diffusion import (
+    SAMPLERS,
     DenoiserConfig,
-    FractionControl,
     build_denoiser,
     encode_mask,
     reverse_diffusion,
@@ -46,11 +47,11 @@ from ..models.diffusion import (
     snap_to_fractions,
 )
 from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig, TrainResult, train_denoiser
-from ..models.folder import load_weights, read_model_config
+from ..models.folder import load_weights
 from ..models.translator import TranslatorConfig, build_translator, one_hot_mask
 from ..models.translator_training import TranslatorTrainConfig, train_translator
 from . import register_generator
-from ._diffusion import DiffusionGenerator, architecture_text, preset_settings, run_summary
+from ._diffusion import DiffusionGenerator, DiffusionSampling, architecture_text, preset_settings, run_summary
 from .pf_diffseg import PRESETS as DENOISER_PRESETS
 
 MASK_NOISE, IMAGE_NOISE = 0, 1  # noise streams of one seed
@@ -84,18 +85,17 @@ class TwoStageGANTrainConfig(DiffusionTrainConfig):
     """Training settings: the mask denoiser's (``steps``, ``batch_size``, ``learning_rate`` ...) and the
     translator's (``translator_*``, critic learning rate 4x ``translator_lr``; see :class:`~napari_microsynth.models.translator_training.TranslatorTrainConfig`).
 
-    downscale / augment: crops of ``resolution * downscale`` px reduced to the model resolution, random
-    flips and 90-degree rotations (as for PF-DiffSeg). checkpoint_dir: the mask stage writes to ``mask/``,
-    the translator to ``translator/``; a resumed run skips a finished stage.
+    checkpoint_dir: the mask stage writes to ``mask/``, the translator to ``translator/``; a resumed run
+    skips a finished stage.
     """
 
-    downscale: int = 2
-    augment: bool = True
-    translator_steps: int = 5000
-    translator_batch_size: int = 8
-    translator_lr: float = 1e-4
-    feature_matching_weight: float = 10.0
-    lowpass_weight: float = 10.0
+    downscale: int = option(2, "crops of resolution x downscale px are reduced to the model resolution", low=1)
+    augment: bool = option(True, "random flips and 90-degree rotations of the training tiles")
+    translator_steps: int = option(5000, "GAN steps of the image stage (after the mask stage's steps)", low=1)
+    translator_batch_size: int = option(8, "training tiles per translator step", low=1)
+    translator_lr: float = option(1e-4, "translator learning rate (the critic's is 4x)", low=0)
+    feature_matching_weight: float = option(10.0, "weight of the critic feature-matching loss", low=0)
+    lowpass_weight: float = option(10.0, "weight of the low-pass image loss against the real tile", low=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,6 +113,14 @@ class TwoStageGANTrainConfig(DiffusionTrainConfig):
         )
 
 
+@dataclass
+class TwoStageGANSampling(DiffusionSampling):
+    """Sampling options: DPM-Solver++ in 20 steps by default (the measured setting of the README)."""
+
+    sampler: str = option("dpm++", "reverse-diffusion sampler of the mask stage: DPM-Solver++ (about 20 steps) "
+                                   "or DDIM (paper 000, 50 steps)", choices=SAMPLERS)
+
+
 @register_generator
 class TwoStageGAN(DiffusionGenerator):
     """Fraction-conditioned mask diffusion, then a GAN that paints the micrograph for the mask."""
@@ -122,28 +130,25 @@ class TwoStageGAN(DiffusionGenerator):
     description = "Phase mask by fraction-controlled diffusion, micrograph painted for it by a SPADE GAN"
     label = "the two-stage-gan generator"
     TrainConfig = TwoStageGANTrainConfig
+    SamplingConfig = TwoStageGANSampling
+    presets = tuple(TRANSLATOR_PRESETS)  # "large" (GPU), "small" (CPU), "tiny" (tests)
     denoiser_names = ("mask_denoiser",)
     sampling_stages = ("mask",)
-    #: DPM-Solver++ in 20 steps by default (the measured setting of the README); DDIM 50 as paper 000 remains
-    sampling_defaults = {**DiffusionGenerator.sampling_defaults, "sampler": "dpm++"}
 
-    def __init__(
-        self,
-        schema: PhaseSchema,
-        model: str | tuple[DenoiserConfig, TranslatorConfig] = "small",
-        device: str = "auto",
-        seed: int = 0,
-    ):
-        """``model`` is a preset name (``"large"``, ``"small"``, ``"tiny"``) or the (mask denoiser,
-        translator) configs; ``seed`` fixes the initial weights."""
-        super().__init__(schema)
-        n = schema.n_classes
-        mask_config, translator_config = two_stage_gan_configs(n, model) if isinstance(model, str) else model
+    @classmethod
+    def _preset_configs(cls, n_classes: int, preset: str) -> tuple[DenoiserConfig, TranslatorConfig]:
+        return two_stage_gan_configs(n_classes, preset)
+
+    @classmethod
+    def _folder_configs(cls, config: dict[str, Any]) -> tuple[DenoiserConfig, TranslatorConfig]:
+        return DenoiserConfig.from_dict(config["mask_denoiser"]), TranslatorConfig.from_dict(config["translator"])
+
+    def _make_networks(self, configs: tuple[DenoiserConfig, TranslatorConfig], seed: int) -> None:
+        (mask_config, translator_config), n = configs, self.schema.n_classes
         if (mask_config.target_channels, mask_config.condition_dim, mask_config.context_channels) != (n, n, 0):
             raise ValueError(f"the mask stage for {n} phases needs {n} target channels, condition_dim {n}, no context")
         if translator_config.n_classes != n:
             raise ValueError(f"the translator must take {n} mask channels, got {translator_config.n_classes}")
-        self._set_up(model, device)
         self.mask_denoiser = build_denoiser(mask_config, seed=seed).to(self.device).eval()
         self.translator, self.critic = build_translator(translator_config, seed=seed + 1)
         self.translator.to(self.device).eval()
@@ -217,17 +222,10 @@ class TwoStageGAN(DiffusionGenerator):
     def _folder_extra(self) -> dict[str, Any]:
         return {**super()._folder_extra(), "translator": self.translator.config.to_dict()}
 
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> "TwoStageGAN":
-        """Rebuild a model saved by :meth:`save` (CPU float32 weights, moved to ``device``)."""
-        config = read_model_config(folder)
-        cls._check_folder(folder, config)
-        configs = (DenoiserConfig.from_dict(config["mask_denoiser"]), TranslatorConfig.from_dict(config["translator"]))
-        model = cls(PhaseSchema.from_dict(config["schema"]), configs, device=device)
-        model._restore(folder, config)
-        model.translator.load_state_dict(load_weights(folder, "translator"))
-        model.translator.to(model.device).eval()
-        return model
+    def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
+        super()._restore(folder, config)
+        self.translator.load_state_dict(load_weights(folder, "translator"))
+        self.translator.to(self.device).eval()
 
     def _model_card(self) -> str:
         cfg, tcfg = self.mask_denoiser.config, self.translator.config

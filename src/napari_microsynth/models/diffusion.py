@@ -248,30 +248,6 @@ def sampling_scheduler(config: DenoiserConfig, sampler: str, steps: int):
     return scheduler
 
 
-def sampling_settings(
-    sampler: str, steps: int | None, batch_size: int, guidance_scale: float | None = None
-) -> dict[str, Any]:
-    """Validated sampling options (``steps`` None = the sampler's default); ``guidance_scale`` only for
-    models with a condition vector.
-
-    >>> sampling_settings("ddim", None, 4)
-    {'sampler': 'ddim', 'steps': 50, 'batch_size': 4}
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    steps = DEFAULT_SAMPLING_STEPS[sampler] if steps is None else int(steps)
-    if steps < 1:
-        raise ValueError(f"sampling steps must be >= 1, got {steps}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    settings: dict[str, Any] = {"sampler": sampler, "steps": steps, "batch_size": int(batch_size)}
-    if guidance_scale is not None:
-        if float(guidance_scale) < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        settings["guidance_scale"] = float(guidance_scale)
-    return settings
-
-
 def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
     """Standard normal noise ``(len(seeds), *shape)`` on the CPU, one tensor per seed.
 
@@ -448,17 +424,3 @@ def _smooth(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
     x = F.conv2d(x, taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(x, taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def control_settings(strength: float, temperature: float) -> dict[str, float]:
-    """Validated fraction-control options.
-
-    >>> control_settings(1, 4)
-    {'fraction_control': 1.0, 'control_temperature': 4.0}
-    """
-    strength, temperature = float(strength), float(temperature)
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"fraction_control (strength) must be in [0, 1] (0 = off), got {strength}")
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"control_temperature must be a positive number, got {temperature}")
-    return {"fraction_control": strength, "control_temperature": temperature}

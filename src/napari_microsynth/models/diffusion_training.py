@@ -68,7 +68,7 @@ class DiffusionTrainConfig:
     checkpoint_every: int = option(1000, "steps between checkpoints", low=1)
     keep_checkpoints: int = option(2, "checkpoints kept (older ones are deleted)", low=1, advanced=True)
     resume: bool = option(True, "continue from the newest checkpoint in checkpoint_dir", advanced=True)
-    seed: int = option(0, "seed of the training run (tile draws, noise, condition dropout)")
+    seed: int = option(0, "seed of the training run (tile draws, noise, condition dropout)", low=0)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

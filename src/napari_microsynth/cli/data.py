@@ -1,0 +1,248 @@
+"""Data commands: check, import, tile, describe fractions, export; and the whole-pipeline demo."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import EXIT_CANCELLED, command, labelled, schema_arg, terminal
+
+
+def _describe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="dataset folder or .zarr store")
+    p.add_argument("--schema", help="schema name or JSON file (generic folders without schema.json)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
+
+
+@command("describe", "check a dataset folder or store and summarise it",
+         ("Check a dataset folder (images/ + masks/) or a dataset store and print what it holds and any problem "
+          "found (with --strict, problems give exit status 1)."),
+         _describe_arguments)
+def _describe(args: argparse.Namespace) -> int:
+    from ..core.store import DatasetStore, is_store
+
+    path = Path(args.path)
+    if is_store(path):
+        store = DatasetStore.open(path)
+        print(store.describe())
+        return 0
+    from ..core.datasets import describe_dataset
+
+    progress, stop = terminal(args, "reading")
+    with stop.installed():
+        report = describe_dataset(path, schema=schema_arg(args.schema), progress=progress, should_stop=stop)
+    progress.close()
+    print(report.as_text())
+    return 1 if (args.strict and report.problems) else 0
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="dataset folder")
+    p.add_argument("store", help="store to create (e.g. metaldam.zarr)")
+    p.add_argument("--schema", help="bundled schema name (metaldam, uhcs, grains) or schema JSON file; "
+                                    "default: recognised from the folder")
+    p.add_argument("--tile", type=int, default=0, metavar="PX", help="store non-overlapping PXxPX tiles instead of "
+                                                                     "whole micrographs (papers use 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+
+
+@command("import", "import a dataset folder into a dataset store",
+         ("Read every image/mask pair of a folder (MetalDAM, UHCS, grain-map or generic images/ + masks/ layout) "
+          "and write them, with their splits, into a new store."),
+         _import_arguments)
+def _import(args: argparse.Namespace) -> int:
+    from ..core.datasets import available_splits, load_dataset, read_split
+    from ..core.store import DatasetStore
+    from ..core.tiles import tile_samples
+
+    folder, out = Path(args.folder), Path(args.store)
+    schema = schema_arg(args.schema)
+    progress, stop = terminal(args, "reading")
+    with stop.installed():
+        samples = load_dataset(folder, schema=schema, progress=progress, should_stop=stop)
+    progress.close()
+    if not samples:
+        raise ValueError(f"no image/mask pairs found in {folder}")
+    split_of: dict[str, str] = {}
+    for split in sorted({"train", "val", "test"} & set(available_splits(folder))):
+        for name in read_split(folder, split):
+            split_of[name] = split
+    store = DatasetStore.create(out, samples[0].schema, description=f"imported from {folder}", overwrite=args.overwrite)
+    progress, stop = terminal(args, "writing")
+    n_written = 0
+    with stop.installed():
+        for i, sample in enumerate(samples):
+            if stop():
+                break
+            pieces = tile_samples(sample, args.tile) if args.tile else [sample]
+            for piece in pieces:
+                store.append(piece, split=split_of.get(sample.name))
+                n_written += 1
+            progress(i + 1, len(samples), sample.name)
+    progress.close()
+    print(f"wrote {n_written} samples from {len(samples)} micrographs to {out}")
+    for split, indices in store.splits.items():
+        print(f"  split {split}: {len(indices)} samples")
+    return EXIT_CANCELLED if stop() else 0
+
+
+def _tile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("out")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--overwrite", action="store_true")
+
+
+@command("tile", "cut the samples of a store into non-overlapping tiles",
+         ("Cut every sample of a store into non-overlapping square tiles (the papers train on 256x256) and write "
+          "them to a new store, keeping splits and provenance."),
+         _tile_arguments)
+def _tile(args: argparse.Namespace) -> int:
+    from ..core.store import DatasetStore
+    from ..core.tiles import tile_samples
+
+    source = DatasetStore.open(Path(args.store))
+    out = DatasetStore.create(Path(args.out), source.schema, description=f"{args.size}px tiles of {args.store}",
+                              overwrite=args.overwrite)
+    split_of = {i: name for name, indices in source.splits.items() for i in indices}
+    progress, stop = terminal(args, "tiling")
+    n = 0
+    with stop.installed():
+        for i in range(len(source)):
+            if stop():
+                break
+            for tile in tile_samples(source[i], args.size):
+                out.append(tile, split=split_of.get(i))
+                n += 1
+            progress(i + 1, len(source), "")
+    progress.close()
+    print(f"wrote {n} tiles of {args.size}x{args.size} to {args.out}")
+    return EXIT_CANCELLED if stop() else 0
+
+
+def _fractions_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="dataset folder or store")
+    p.add_argument("--schema", help="schema name or JSON file (folders only)")
+    p.add_argument("--split", help="only this split (train, val, test)")
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    p.add_argument("--histogram", help="also write per-phase histograms to this PNG file")
+
+
+@command("fractions", "report phase fractions (table, CSV, histogram PNG)",
+         "Print the area fraction of every phase per sample and on average.",
+         _fractions_arguments)
+def _fractions(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..engines.reports import format_fraction_table, plot_fraction_histograms, write_fraction_csv
+    from ..core.datasets import load_split
+
+    path = Path(args.path)
+    progress, stop = terminal(args, "reading")
+    with stop.installed():
+        samples = load_split(path, args.split, schema_arg(args.schema), progress, stop)
+    progress.close()
+    samples = [s for s in samples if s.mask is not None]
+    if not samples:
+        raise ValueError(f"{path} holds no labelled samples")
+    schema = samples[0].schema
+    names = [s.name for s in samples]
+    fractions = np.stack([s.fractions for s in samples])
+    print(format_fraction_table(names, fractions, schema))
+    if args.csv:
+        print(f"table written to {write_fraction_csv(args.csv, names, fractions, schema)}")
+    if args.histogram:
+        print(f"histograms written to {plot_fraction_histograms(args.histogram, fractions, schema, title=path.name)}")
+    return 0
+
+
+def _export_folders_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished export in OUT")
+
+
+@command("export-folders", "export a store to plain folders (PNG/TIFF + CSV)",
+         ("Write images, masks, a samples.csv (fractions, provenance) and schema.json. An interrupted export is "
+          "completed by running the command again."),
+         _export_folders_arguments)
+def _export_folders(args: argparse.Namespace) -> int:
+    from ..core.folder_export import export_folder
+    from ..core.store import DatasetStore
+
+    store = DatasetStore.open(Path(args.store))
+    progress, stop = terminal(args, "exporting")
+    with stop.installed():
+        out = export_folder(store, Path(args.out), overwrite=args.overwrite, progress=progress, should_stop=stop)
+    progress.close()
+    print(f"exported {len(store)} samples to {out}")
+    return EXIT_CANCELLED if stop() else 0
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("real", help="real labelled data: dataset folder or store")
+    p.add_argument("--synthetic", metavar="STORE", help="store with curated synthetic pairs (its accepted ones are "
+                                                        "used, in store order); omit for real only")
+    p.add_argument("--ratio", type=float, default=None, metavar="R",
+                   help="synthetic pairs per real tile, 1:R (default 1 with --synthetic, 0 without)")
+    p.add_argument("--tile", type=int, default=256, help="real training tile size in pixels")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val", help="held-out validation split ('none' to leave out)")
+    p.add_argument("--test-split", default="test", help="held-out test split ('none' to leave out)")
+    p.add_argument("--schema", help="schema name or JSON file (generic folders)")
+    p.add_argument("--description", default="", help="free text for the dataset card")
+    p.add_argument("--folders", action="store_true", help="also write OUT/folders (PNG images, masks, samples.csv)")
+    p.add_argument("--overwrite", action="store_true", help="start over, replacing an earlier export in OUT")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+@command("export", "build an augmented training set: real tiles + synthetic pairs at a ratio",
+         ("Write OUT/dataset.zarr with split 'train' = non-overlapping tiles of the real training micrographs + "
+          "the first accepted synthetic pairs of --synthetic (round(ratio x tiles), resampled to the real pixel "
+          "size) and splits 'val' / 'test' = whole real micrographs, plus class_balance.csv/.png, "
+          "fraction_histograms.png and a dataset card README.md. Paper 000 (sec. 2.3) uses real-to-synthetic "
+          "ratios 1:1, 1:2, 1:4, 1:6, 1:8, 1:10. An interrupted export resumes when run again with the same "
+          "arguments."),
+         _export_arguments)
+def _export(args: argparse.Namespace) -> int:
+    from ..engines.training_set import export_training_set
+
+    ratio = args.ratio if args.ratio is not None else (1.0 if args.synthetic else 0.0)
+    if ratio > 0 and not args.synthetic:
+        raise ValueError(f"--ratio {ratio:g} needs synthetic pairs: pass --synthetic STORE (or --ratio 0: real only)")
+    real = Path(args.real)
+    splits = {}
+    for role, name in (("train", args.train_split), ("val", args.val_split), ("test", args.test_split)):
+        splits[role] = [] if name.lower() == "none" else labelled(real, name, args.schema, args)
+    source = f"{real} (train split {args.train_split!r}, val {args.val_split!r}, test {args.test_split!r})"
+    progress, stop = terminal(args, "exporting")
+    with stop.installed():
+        summary = export_training_set(
+            Path(args.out), splits["train"], splits["val"], splits["test"],
+            synthetic=Path(args.synthetic) if args.synthetic else None, ratio=ratio, tile=args.tile,
+            description=args.description, source=source, folders=args.folders, overwrite=args.overwrite,
+            progress=progress, should_stop=stop,
+        )
+    progress.close()
+    print(summary.as_text())
+    print(f"dataset card: {summary.files['card']}")
+    return 0
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--overwrite", action="store_true")
+
+
+@command("demo", "run the whole pipeline on the bundled sample data",
+         ("Run the main job on the bundled UHCS sample micrograph and write every result into the output "
+          "folder."),
+         _demo_arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from ..engines.demo import run_demo
+
+    progress, stop = terminal(args, "demo")
+    with stop.installed():
+        summary = run_demo(Path(args.out), overwrite=args.overwrite, progress=progress, should_stop=stop)
+    progress.close()
+    print(summary)
+    return EXIT_CANCELLED if stop() else 0

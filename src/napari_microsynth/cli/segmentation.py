@@ -1,0 +1,167 @@
+"""Segmentation commands: train a segmenter (with or without the Phase Learning Module), compare baseline
+and PLM on held-out micrographs, segment one micrograph."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_data_options, add_device_options, command, labelled, model_folder, set_threads, terminal
+
+
+def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
+    """The data and the segmenter's network and training, shared by ``train-segmenter`` and ``evaluate``."""
+    add_data_options(p, ("train", "train"), ("test", "test"))
+    p.add_argument("--arch", default="Unet", help="smp architecture: Unet, UnetPlusPlus, Linknet, MAnet, FPN, ...")
+    p.add_argument("--preset", default="small", help="network size: tiny, small (CPU), base (GPU)")
+    p.add_argument("--encoder", help="smp encoder name (overrides the preset's)")
+    p.add_argument("--plm", default="RE+SA+FA", help="PLM setting: baseline, RE, SA, SA+FA, RE+SA, RE+SA+FA")
+    p.add_argument("--tile", type=int, default=256, help="training/inference window in network pixels")
+    p.add_argument("--input-scale", type=float, default=1.0,
+                   help="resize micrographs by this factor for the network (0.5 = 4x less compute)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ratio-dropout", type=float, default=0.2,
+                   help="share of tiles trained without a ratio (0 = paper 001 setting)")
+    p.add_argument("--seed", type=int, default=0)
+    add_device_options(p)
+    p.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
+
+
+def _segmentation_config(args: argparse.Namespace, plm: str):
+    from ..engines.segmentation import SegmentationConfig
+
+    return SegmentationConfig(
+        arch=args.arch, preset=args.preset, encoder=args.encoder, plm=plm, tile_size=args.tile,
+        input_scale=args.input_scale, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
+        ratio_dropout=args.ratio_dropout, seed=args.seed, device=args.device,
+    )
+
+
+@command("train-segmenter", "train a segmentation model (with or without the PLM)",
+         ("Train an smp segmenter, optionally with paper 001's Phase Learning Module, on the train split; write "
+          "OUT/model (config.json, weights, model card). An interrupted training resumes when run again with the "
+          "same OUT."),
+         _segmentation_arguments)
+def _train_segmenter(args: argparse.Namespace) -> int:
+    from ..engines.evaluation import evaluate
+    from ..engines.segmentation import train_segmenter
+
+    set_threads(args)
+    train = labelled(Path(args.data), args.train_split, args.schema, args)
+    config = _segmentation_config(args, args.plm)
+    progress, stop = terminal(args, "training")
+    with stop.installed():
+        result = train_segmenter(train, config, Path(args.out) / "work", progress, stop)
+    progress.close()
+    result.extra["data"] = f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs)"
+    metrics = None
+    if args.test_split:
+        test = labelled(Path(args.data), args.test_split, args.schema, args)
+        metrics = evaluate(result.model, test, "true" if result.model.uses_ratio else None)
+        metrics = {f"test ({args.test_split}, true ratio)" if result.model.uses_ratio else f"test ({args.test_split})":
+                   {"miou": metrics["miou"], "accuracy": metrics["accuracy"], "mciou": metrics["mciou"]}}
+    folder = result.save(Path(args.out) / "model", metrics=metrics)
+    print(f"model folder written to {folder}")
+    if metrics:
+        print(metrics)
+    return 0
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    _segmentation_arguments(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--val-split", default="val",
+                   help="split the ratio correction's temperature is fitted on ('none': temperature 1)")
+    p.add_argument("--trust", type=float, nargs="+", default=[0.5, 1.0], metavar="L",
+                   help="trust levels of the 'baseline + correction' and 'PLM + correction' rows (0: none)")
+
+
+@command("evaluate", "baseline vs PLM on held-out micrographs, over ratio accuracy alpha",
+         ("Train a baseline and a PLM segmenter on the same split and seeds, evaluate on the held-out whole "
+          "micrographs (sliding window, 50 % overlap) with the PLM given no ratio and expert-guess ratios of "
+          "accuracy alpha in {0.3, 0.5, 0.66, 0.9, 1.0} (paper 001, App. A.2), and both networks with the ratio "
+          "correction towards each guess at each --trust (temperature fitted on --val-split); write "
+          "alpha_sweep.csv/.md/.png."),
+         _evaluate_arguments)
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..engines.evaluation import run_comparison
+
+    set_threads(args)
+    train = labelled(Path(args.data), args.train_split, args.schema, args)
+    test = labelled(Path(args.data), args.test_split, args.schema, args)
+    val = [] if args.val_split.lower() == "none" else labelled(Path(args.data), args.val_split, args.schema, args)
+    config = _segmentation_config(args, args.plm)
+    progress, stop = terminal(args, "baseline vs PLM")
+    with stop.installed():
+        data = (f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs), "
+                f"test split {args.test_split!r} ({len(test)} whole micrographs)")
+        result = run_comparison(train, test, config, seeds=args.seeds, out_dir=Path(args.out),
+                                progress=progress, should_stop=stop, data_description=data,
+                                trusts=[t for t in args.trust if t > 0], val_samples=val)
+    progress.close()
+    print(result.markdown_path.read_text())
+    print(f"table: {result.csv_path}\nplot: {result.plot_path}")
+    for folder in result.model_folders:
+        print(f"model: {folder}")
+    return 0
+
+
+def _segment_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image")
+    p.add_argument("out", help="output PNG of class ids in the phase colours")
+    p.add_argument("--overlay", metavar="PNG", help="also write the micrograph tinted by phase, with a legend")
+    p.add_argument("--model", default="plm-uhcs-demo", help="model folder or bundled model name")
+    p.add_argument("--ratio", help="comma-separated phase ratio, e.g. 0.7,0.1,0.15,0.05: a PLM model's input and "
+                                   "the target of --trust")
+    p.add_argument("--trust", type=float, default=0.0, metavar="L",
+                   help="ratio correction in [0, 1]: 0 = the network alone (paper 001), 1 = the map takes the "
+                        "--ratio fractions, in between that share of the way from the network's own fractions")
+    p.add_argument("--info-band", default="auto", help="'auto', a row count, or 'none'")
+    add_device_options(p)
+
+
+@command("segment", "segment one micrograph with a model folder",
+         ("Whole-micrograph phase map (sliding window, 50 % overlap) written as an indexed-colour PNG: pixel "
+          "values are class ids, shown in the phase colours."),
+         _segment_arguments)
+def _segment(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ..core.fractions import mask_fractions, parse_fractions
+    from ..core.io import image_shape, read_micrograph, write_mask
+    from ..engines.inference import predict_image, stored_temperature
+    from ..engines.reports import phase_overlay
+    from ..models.device import resolve_device
+    from ..models.segmenter import Segmenter
+
+    set_threads(args)
+    folder = model_folder(args.model)
+    model = Segmenter.from_pretrained(folder, device=resolve_device(args.device))
+    ratio = None
+    if args.ratio:
+        ratio, note = parse_fractions(args.ratio, model.schema.names)
+        if note:
+            print(f"note: {note}")
+    if args.trust and ratio is None:
+        raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
+    band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
+    image, _ = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit() else band)
+    rows = image_shape(args.image)[0]
+    if image.shape[0] < rows:
+        print(f"info band: bottom {rows - image.shape[0]} rows cropped, segmenting {image.shape[0]} of {rows} rows")
+    progress, stop = terminal(args, "segmenting")
+    with stop.installed():
+        labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
+                                  temperature=stored_temperature(folder), progress=progress, should_stop=stop)
+    progress.close()
+    write_mask(args.out, labels, model.schema)
+    achieved = mask_fractions(labels, model.schema)
+    for name, target, value in zip(model.schema.names, ratio if ratio is not None else [None] * len(achieved), achieved):
+        print(f"{name:28s} " + ("" if target is None else f"target {100 * target:5.1f} %  ") + f"achieved {100 * value:5.1f} %")
+    height, width = labels.shape
+    print(f"phase map {width}x{height} px (class ids shown in the phase colours) written to {args.out}")
+    if args.overlay:
+        Image.fromarray(phase_overlay(image, labels, model.schema)).save(args.overlay)
+        print(f"overlay with legend written to {args.overlay}")
+    return 0
