@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from napari_microsynth.engines.training_set import load_split
+from napari_microsynth.core.datasets import load_split
 from napari_microsynth.generators.two_stage_gan import TwoStageGAN
 
 SPLITS = {"uhcs": ("train16A", "test4A"), "metaldam": ("train", "test")}

@@ -16,7 +16,7 @@ from napari_microsynth.generators.super_resolution import (
     super_resolution_config,
 )
 from napari_microsynth.models.diffusion import decode_mask
-from napari_microsynth.models.diffusion_training import downscale_pair
+from napari_microsynth.core.tiles import downscale_pair
 from napari_microsynth.models.folder import folder_checksum
 
 UHCS = PhaseSchema.bundled("uhcs")

@@ -11,7 +11,7 @@ from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.generators import get_generator, load_generator
 from napari_microsynth.generators.two_stage_gan import TwoStageGAN
 from napari_microsynth.models.diffusion import snap_to_fractions
-from napari_microsynth.models.diffusion_training import RandomPairTiles
+from napari_microsynth.core.tiles import RandomPairTiles
 
 UHCS = PhaseSchema.bundled("uhcs")
 FAST = dict(sampler="ddim", steps=4, batch_size=4)

@@ -17,7 +17,7 @@ targets and seeds in every row:
 3. Distribution quality: Frechet distance (FID's formula), KID (Binkowski et al. 2018, unbiased MMD^2 with
    the cubic polynomial kernel) and k-NN precision/recall (Kynkaanniemi et al. 2019, k = 3) of images and
    masks in the feature space of a pluggable extractor
-   (:mod:`~napari_microsynth.models.feature_encoder`), against one half of the real micrographs and next
+   (:mod:`~napari_microsynth.models.feature_training`), against one half of the real micrographs and next
    to the same scores of the other half (the real-vs-real baseline). The scores are unnormalised; the
    baseline says what "as good as real" looks like. Every score names the extractor and its checksum.
 4. Time per image + mask pair, at batch size 1 and batched, for this generator and any others passed
@@ -36,18 +36,17 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ..core.conditions import BoostedFractionSampler, default_shares
+from ..core.conditions import fraction_targets
 from ..core.metrics import confusion_matrix, fraction_mae, fraction_pearson_r2, fraction_r2, fraction_slope, mean_iou
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
-from ..core.tiles import tile_boxes
+from ..core.tiles import reduced_tiles, tile_boxes
 from ..generators.base import Generator
-from ..models.diffusion_training import downscale_pair
 
 if TYPE_CHECKING:
     from ..models.segmenter import Segmenter
@@ -245,7 +244,7 @@ def evaluate_distribution(
     if len(shapes) != 1:
         raise ValueError(
             f"real and synthetic tiles must all have one size, got {sorted(shapes)}; cut the real micrographs "
-            "with real_tiles(samples, size, downscale) at the generator's size and scale"
+            "with reduced_tiles(samples, size, downscale) at the generator's size and scale"
         )
     with_masks = all(s.mask is not None for s in [*real, *synthetic])
     total = (len(real) + len(synthetic)) * (2 if with_masks else 1)
@@ -271,24 +270,6 @@ def evaluate_distribution(
         mask = distribution_scores(feats(real, True, "real masks"), feats(synthetic, True, f"{compared} masks"),
                                    k, kid_subsets, seed)
     return DistributionQuality(extractor=dict(extractor.describe()), image=image, mask=mask, compared=compared)
-
-
-def real_tiles(samples: Iterable[Sample], size: int, downscale: int = 1) -> list[Sample]:
-    """Non-overlapping ``size * downscale`` px tiles of micrographs reduced to ``size`` px, the way the
-    generators' training tiles are made (:func:`~napari_microsynth.models.diffusion_training.downscale_pair`);
-    tiles without labelled pixels are dropped."""
-    out = []
-    for sample in samples:
-        for box in tile_boxes(sample.shape, size * downscale):
-            tile = sample.crop(box)
-            image, mask = tile.image.reshape(size, downscale, size, downscale).mean(axis=(1, 3)), None
-            if tile.mask is not None:
-                image, mask = downscale_pair(tile.image, tile.mask, downscale, tile.schema)
-                if tile.schema.ignore_id is not None and np.all(mask == tile.schema.ignore_id):
-                    continue
-            pixel = None if tile.pixel_size_um is None else tile.pixel_size_um * downscale
-            out.append(replace(tile, image=image, mask=mask, instances=None, pixel_size_um=pixel))
-    return out
 
 
 def split_by_micrograph(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -351,32 +332,6 @@ def sampling_settings(
         else:
             rows.append(SamplingSetting(f"control {strength:g}", {"fraction_control": float(strength)}))
     return rows
-
-
-def fraction_targets(
-    samples: Sequence[Sample],
-    n: int,
-    seed: int = 0,
-    tile: int = 256,
-    downscale: int = 1,
-    shares: Mapping[str, float] | None = None,
-) -> np.ndarray:
-    """``n`` target vectors from paper 000's mixture (sec. 2.2.2): jittered phase fractions of the real
-    ``tile`` px tiles reduced by ``downscale`` like a generator's training tiles, with the schema's rare
-    phases oversampled (``shares`` default: :func:`~napari_microsynth.core.conditions.default_shares`)."""
-    labelled = [s for s in samples if s.mask is not None]
-    if not labelled:
-        raise ValueError("fraction targets need annotated samples")
-    if tile % downscale:
-        raise ValueError(f"tile {tile} px is not a multiple of downscale {downscale}")
-    tiles = real_tiles(labelled, tile // downscale, downscale)
-    if not tiles:
-        raise ValueError(f"no labelled {tile} px tile in the given samples")
-    real = np.stack([t.fractions for t in tiles])
-    schema = labelled[0].schema
-    mix = dict(shares) if shares is not None else default_shares(schema, real)
-    sampler = BoostedFractionSampler.from_shares(real, mix, schema)
-    return sampler.sample(int(n), np.random.default_rng(seed))
 
 
 @dataclass
@@ -863,7 +818,7 @@ def evaluate_generator(
 
     control = evaluate_fraction_control(generator, targets, settings, seed=seed, progress=parts.part("control"),
                                         should_stop=should_stop, **sampling)
-    reference, held_out = (real_tiles(half, size, downscale) for half in halves)
+    reference, held_out = (reduced_tiles(half, size, downscale) for half in halves)
     if extractor is None:
         extractor = _train_extractor(encoder_samples, size, downscale, seed, generator, parts.part("encoder"),
                                      should_stop)
@@ -888,7 +843,7 @@ def evaluate_generator(
 
 
 def _encoder_steps() -> int:
-    from ..models.feature_encoder import FeatureTrainConfig
+    from ..models.feature_training import FeatureTrainConfig
 
     return FeatureTrainConfig().steps
 
@@ -907,7 +862,7 @@ def _encoder_names(extractor: FeatureExtractor | None, encoder_samples, scored: 
 
 
 def _train_extractor(samples, size, downscale, seed, generator, progress, should_stop) -> FeatureExtractor:
-    from ..models.feature_encoder import FeatureTrainConfig, train_domain_extractor
+    from ..models.feature_training import FeatureTrainConfig, train_domain_extractor
 
     return train_domain_extractor(
         [s for s in samples if s.mask is not None], FeatureTrainConfig(tile=size, downscale=downscale, seed=seed),

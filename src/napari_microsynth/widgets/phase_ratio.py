@@ -374,13 +374,15 @@ class PhaseRatioWidget(QWidget):
         changed = int((mask != self._predicted).sum())
         ratio = self.current_ratio()
         provenance = Provenance(
-            origin="corrected" if changed else "predicted",
+            origin="predicted",
             source=self._image_name,
             generator=f"segmenter:{self.model.arch}",
             model_checksum=_checksum(self.model_folder),
             condition=None if ratio is None else {"fractions": [float(v) for v in ratio], "trust": self.trust.value},
             changed_pixels=changed,
         )
+        if changed:
+            provenance = provenance.corrected(changed)
         return Sample(self._image, self.session.schema, mask=mask, name=self._image_name, provenance=provenance)
 
     def save_to_store(self, path: str | Path) -> int:
