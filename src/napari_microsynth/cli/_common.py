@@ -83,7 +83,7 @@ def schema_arg(value: str | None):
 
 def terminal(args: argparse.Namespace, desc: str):
     """A terminal progress bar and a Ctrl-C stop flag."""
-    from ..cli_support import InterruptFlag, TerminalProgress
+    from ._terminal import InterruptFlag, TerminalProgress
 
     return TerminalProgress(desc, quiet=args.quiet), InterruptFlag()
 

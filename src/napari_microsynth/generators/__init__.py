@@ -68,4 +68,6 @@ def load_generator(folder: str | Path, device: str = "auto") -> "Generator":
     return generator_class(folder).load(folder, device=device)
 
 
-__all__: list[str] = ["register_generator", "available_generators", "get_generator", "generator_class", "load_generator"]
+__all__: list[str] = [
+    "register_generator", "available_generators", "get_generator", "generator_class", "load_generator",
+]

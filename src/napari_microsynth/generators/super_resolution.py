@@ -209,7 +209,7 @@ class SuperResolution(DiffusionModel):
         ``seed + i``, or its own recorded seed when ``seed`` is None. ``progress`` counts the denoising
         steps of the current batch.
         """
-        settings = asdict(apply_options(DenoiserSampling, {"sampler": sampler, "steps": steps, "batch_size": batch_size}))
+        settings = asdict(apply_options(DenoiserSampling, dict(sampler=sampler, steps=steps, batch_size=batch_size)))
         return self._upscale_stream(iter(samples), seed, settings, progress, should_stop)
 
     def _check(self, sample: Sample) -> None:

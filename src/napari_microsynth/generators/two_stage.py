@@ -245,7 +245,7 @@ class TwoStage(DiffusionGenerator):
         class"). A pair from :meth:`sample` with seed ``s`` is reproduced exactly by passing its mask with
         ``seed=s``. The yielded Samples keep the given mask; ``provenance.extra["stage"]`` is ``"image"``.
         """
-        settings = asdict(apply_options(DenoiserSampling, {"sampler": sampler, "steps": steps, "batch_size": batch_size}))
+        settings = asdict(apply_options(DenoiserSampling, dict(sampler=sampler, steps=steps, batch_size=batch_size)))
         arrays = [np.asarray(m) for m in masks]
         wrong = [i for i, m in enumerate(arrays) if m.shape != (self.resolution, self.resolution)]
         if wrong:
