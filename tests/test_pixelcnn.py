@@ -23,7 +23,7 @@ def test_each_draw_sees_exactly_what_a_full_pass_over_the_finished_grid_sees(con
         seen[i, j] = logits.clone()
         return logits
 
-    codes = prior.sample((2, 14, 13), condition, torch.Generator().manual_seed(1), adjust=record)
+    codes = prior.sample((2, 14, 13), condition, [torch.Generator().manual_seed(s) for s in (1, 2)], adjust=record)
     with torch.no_grad():
         full = prior(codes, condition)
     worst = max(float((seen[i, j] - full[:, :, i, j]).abs().max()) for i in range(14) for j in range(13))
@@ -68,3 +68,11 @@ def test_the_composition_tilt_hits_a_reachable_goal_and_leaves_an_already_met_on
     assert (tilted @ composition - goal).abs().max() < 1e-3
     own = torch.softmax(logits, 1) @ composition
     assert (composition_tilt(logits, composition, own) - logits).abs().max() < 1e-3
+
+
+def test_a_grid_depends_only_on_its_own_seed():
+    torch.manual_seed(0)
+    prior = PixelCNNPrior(PriorConfig(n_codes=5, channels=8, layers=2)).eval()
+    alone = prior.sample((1, 6, 6), generators=[torch.Generator().manual_seed(7)])
+    together = prior.sample((3, 6, 6), generators=[torch.Generator().manual_seed(s) for s in (3, 7, 9)])
+    assert torch.equal(alone[0], together[1])

@@ -205,7 +205,7 @@ class PixelCNNPrior(nn.Module):
         self,
         shape: tuple[int, int, int],
         condition: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generators: list[torch.Generator] | None = None,
         temperature: float = 1.0,
         adjust: Callable[[torch.Tensor, int, int, torch.Tensor], torch.Tensor] | None = None,
         on_row: Callable[[int, int], None] | None = None,
@@ -213,10 +213,14 @@ class PixelCNNPrior(nn.Module):
         """Code grids ``(B, h, w)`` drawn one code at a time from an empty grid (paper 002, sec. 4.2).
 
         ``adjust(logits (B, n_codes), i, j, codes)`` may change the logits before each draw (the fraction
-        control); ``on_row(done, rows)`` after each row (progress, cancel). ``generator`` seeds the draws.
+        control); ``on_row(done, rows)`` after each row (progress, cancel). ``generators``: one per grid
+        (CPU), so each grid depends only on its own seed, whatever else is in the batch.
         """
         batch, rows, cols = shape
         self._check_condition(condition, batch)
+        generators = generators or [torch.Generator().manual_seed(i) for i in range(batch)]
+        if len(generators) != batch:
+            raise ValueError(f"need one generator per grid: {batch}, got {len(generators)}")
         device = next(self.parameters()).device
         codes = torch.zeros(shape, dtype=torch.long, device=device)
         for i in range(rows):
@@ -225,8 +229,10 @@ class PixelCNNPrior(nn.Module):
                 logits = logits_at(j) / temperature
                 if adjust is not None:
                     logits = adjust(logits, i, j, codes)
-                probabilities = torch.softmax(logits.float(), dim=1).cpu()
-                codes[:, i, j] = torch.multinomial(probabilities, 1, generator=generator).flatten().to(device)
+                cumulative = torch.softmax(logits.double(), dim=1).cumsum(dim=1).cpu()
+                uniform = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+                drawn = torch.searchsorted(cumulative, (uniform * cumulative[:, -1])[:, None]).flatten()
+                codes[:, i, j] = drawn.clamp(max=self.config.n_codes - 1).to(device)
             if on_row is not None:
                 on_row(i + 1, rows)
         return codes
