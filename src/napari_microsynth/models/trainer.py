@@ -100,12 +100,11 @@ class TrainResult:
 
 @dataclass
 class Run:
-    """What a recipe's ``step`` works with: the prepared modules and optimisers and the step index."""
+    """What a recipe's ``step`` works with: the process's accelerator, the prepared modules and optimisers."""
 
     accelerator: Any
     modules: dict[str, nn.Module]
     optimizers: dict[str, Any]
-    step: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -321,7 +320,6 @@ def _finish(state: _State) -> None:
             module.load_state_dict(state.averages[name].module.state_dict())
         _average_buffers(acc, module)
         module.eval()
-    acc.free_memory()
 
 
 def train(
@@ -338,6 +336,15 @@ def train(
     partial :class:`TrainResult` as ``.result``.
     """
     state = _prepare(recipe, settings)
+    try:
+        return _loop(recipe, settings, state, progress, should_stop)
+    finally:
+        state.run.accelerator.free_memory()  # the accelerator serves later trainings: let go of this one
+
+
+def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: ProgressFn,
+          should_stop: StopFn) -> TrainResult:
+    """The steps of :func:`train`, from the newest checkpoint (with ``settings.resume``) on."""
     acc, run = state.run.accelerator, state.run
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     step, history, resumed_from = 0, [], None
@@ -358,7 +365,6 @@ def train(
                                 + ("" if folder is None else f"; run it again to resume from {folder}"))
             stopped.result = result()  # type: ignore[attr-defined]
             raise stopped
-        run.step = step
         logs = recipe.step(run, next(batches))
         for scheduler in state.schedulers.values():
             scheduler.step()
