@@ -30,7 +30,8 @@ def fake_registered():
     generators._REGISTRY.pop(FakeGenerator.name)
 
 
-QUICK = dict(steps=3, batch_size=2, lr_warmup_steps=0, downscale=4, translator_steps=3, translator_batch_size=2)
+QUICK = dict(steps=3, batch_size=2, lr_warmup_steps=0, downscale=4, translator_steps=3, translator_batch_size=2,
+             prior_steps=3, prior_batch_size=2, code_bank=8)
 
 
 def quick_config(cls):

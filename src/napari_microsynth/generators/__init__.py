@@ -20,6 +20,7 @@ _BUILTIN = {
     "pf-diffseg": "napari_microsynth.generators.pf_diffseg",
     "two-stage": "napari_microsynth.generators.two_stage",
     "two-stage-gan": "napari_microsynth.generators.two_stage_gan",
+    "vqvae-pixelcnn": "napari_microsynth.generators.vqvae_pixelcnn",
 }
 _REGISTRY: dict[str, type["Generator"]] = {}
 

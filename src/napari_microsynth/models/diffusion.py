@@ -398,9 +398,13 @@ class FractionControl:
 SNAP_TEMPERATURE = 50.0  # logits temperature * [-1, 1]: softmax close to argmax, so soft fractions ~ hard ones
 
 
-def snap_to_fractions(mask_logits: torch.Tensor, targets: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+def snap_to_fractions(mask_logits: torch.Tensor, targets: torch.Tensor, strength: float = 1.0,
+                      exact: bool = False) -> torch.Tensor:
     """Class maps from ``(B, C, H, W)`` mask channels in [-1, 1] with their class thresholds shifted so that
     the hard fractions meet ``targets`` (``strength`` 0 = argmax of the smoothed channels, 1 = full shift).
+    The shift matches the soft fractions; ``exact`` refines it, at strength 1, until the hard (argmax)
+    fractions meet the targets too (:func:`~napari_microsynth.core.ratio_correction.refine_hard_bias`),
+    which matters for flat channels whose pixels would all flip together.
 
     The channels are smoothed first (Gaussian, sigma 1 px): diffusion outputs saturate at +-1 inside
     regions, and smoothing makes pixels near region boundaries the least certain ones, so a threshold
@@ -411,8 +415,14 @@ def snap_to_fractions(mask_logits: torch.Tensor, targets: torch.Tensor, strength
     0.75
     """
     logits = SNAP_TEMPERATURE * _smooth(mask_logits.float())
-    bias = fraction_bias(logits, targets.float(), iterations=100)
-    return (logits + strength * bias[:, :, None, None]).argmax(dim=1)
+    bias = strength * fraction_bias(logits, targets.float(), iterations=100)
+    if exact and strength == 1.0:
+        from ..core.ratio_correction import refine_hard_bias
+
+        flat = logits.flatten(2).double().cpu().numpy()
+        bias = torch.stack([torch.from_numpy(refine_hard_bias(z, t, b)) for z, t, b in
+                            zip(flat, targets.double().cpu().numpy(), bias.double().cpu().numpy())]).to(logits)
+    return (logits + bias[:, :, None, None]).argmax(dim=1)
 
 
 def _smooth(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:

@@ -122,6 +122,10 @@ class VectorQuantizer(nn.Module):
         self.beta = beta
         self.codebook = nn.Embedding(n_embeddings, embedding_dim)
         self.codebook.weight.data.uniform_(-1 / n_embeddings, 1 / n_embeddings)
+        #: running share of the cells that chose each code, and the number of training updates of it
+        #: (buffers, so a checkpoint resumes the dead-code restarts exactly)
+        self.register_buffer("usage", torch.full((n_embeddings,), 1.0 / n_embeddings))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder outputs ``(B, D, h, w)`` -> nearest code index per cell ``(B, h, w)``."""
@@ -183,15 +187,13 @@ class DualImageVQVAE(nn.Module):
         return self.decoder(quantised), vq_loss, indices
 
     @torch.no_grad()
-    def restart_dead_codes(self, z: torch.Tensor, used: torch.Tensor, generator: torch.Generator) -> int:
-        """Move codes not in ``used`` (a bool per code) onto random encoder outputs of ``z``; returns how many."""
-        dead = (~used).nonzero().flatten()
-        if not len(dead):
-            return 0
+    def restart_codes(self, dead: torch.Tensor, dual: torch.Tensor, generator: torch.Generator) -> None:
+        """Move the codes ``dead`` (indices) onto encoder outputs of random cells of ``dual`` and reset their usage."""
+        z = self.encoder(dual)
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        picks = torch.randint(len(flat), (len(dead),), generator=generator, device="cpu").to(flat.device)
+        picks = torch.randint(len(flat), (len(dead),), generator=generator).to(flat.device)
         self.quantizer.codebook.weight.data[dead] = flat[picks]
-        return len(dead)
+        self.quantizer.usage[dead] = 1.0 / self.config.n_embeddings
 
 
 def reconstruction_loss(
