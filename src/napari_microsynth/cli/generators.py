@@ -39,7 +39,7 @@ def _train_generator_arguments(p: argparse.ArgumentParser) -> None:
                                 "'train-generator NAME --help' lists its training options")
     add_data_options(p, ("train", "train"))
     p.add_argument("--preset", default="small", help="network size: tiny, small (CPU), paper or large (GPU; "
-                                                     "large for two-stage-gan); the family's presets are listed below")
+                                                     "large for two-stage-gan); 'NAME --help' lists the family's")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any training setting of the family, e.g. translator_steps=5000 (repeatable; an unknown "
                         "key lists the known ones)")

@@ -242,7 +242,8 @@ class Generator(abc.ABC):
 
     def __init__(self, schema: PhaseSchema, preset: str = "small", device: str = "auto", seed: int = 0):
         """An untrained generator for ``schema``: network size ``preset`` (one of :attr:`presets`), on
-        ``device`` ("auto", "cpu", "cuda", "mps"), initial weights from ``seed``."""
+        ``device`` ("auto", "cpu", "cuda", "mps"; a family resolves "auto" to where it runs), initial
+        weights from ``seed``."""
         if preset not in self.presets:
             raise ValueError(f"unknown {self.name} preset {preset!r}; choose one of {', '.join(self.presets)}")
         self.schema = schema
