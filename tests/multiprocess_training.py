@@ -37,6 +37,8 @@ def main(data: Path, out: Path) -> None:
     weights = hashlib.sha1(b"".join(v.numpy().tobytes() for v in result.model.state_dict().values())).hexdigest()
     report = {"rank": rank, "batches": seen, "progress": progress, "weights": weights, "losses": result.losses}
     (out / f"rank{rank}.json").write_text(json.dumps(report))
+    if torch.distributed.is_initialized():  # leave the group before exiting, as the CLI does
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

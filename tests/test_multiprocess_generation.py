@@ -52,6 +52,8 @@ GENERATE = textwrap.dedent(
     reported = []
     written = run.write(store, progress=lambda done, total, message: reported.append(done))
     print(f"process {os.environ.get('RANK', '0')}: wrote {written}, progress {reported}")
+    if torch.distributed.is_initialized():  # leave the group before exiting, as the CLI does
+        torch.distributed.destroy_process_group()
     """
 )
 
@@ -104,3 +106,11 @@ def test_two_processes_write_every_seed_once_into_one_store_and_resume_a_killed_
     for a, b in zip(store, reference):
         np.testing.assert_allclose(a.image, b.image, atol=1e-3)  # other batches: float noise only
         assert np.mean(a.mask != b.mask) < 1e-3
+
+
+def test_two_processes_start_a_new_store(tmp_path, model):
+    (tmp_path / "generate.py").write_text(GENERATE)
+    result = _run(tmp_path, _launcher(), model, tmp_path / "fresh.zarr")
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = DatasetStore.open(tmp_path / "fresh.zarr")
+    assert [store.provenance(i).seed for i in range(len(store))] == list(range(N))

@@ -90,6 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under ``accelerate launch``, take this process out of the process group before exiting (a process
+    that exits with the group still up can abort in its communication threads)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 __all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "build_parser", "main"]

@@ -66,7 +66,8 @@ def open_output_store(path: str | Path, schema: PhaseSchema, description: str = 
                  else DatasetStore.create(path, schema, description=description))
     if state is not None:
         state.wait_for_everyone()
-        store = store or DatasetStore.open(path)
+        if store is None:  # (an empty store is falsy: test for None)
+            store = DatasetStore.open(path)
     return store
 
 
