@@ -84,6 +84,13 @@ def test_describe_metaldam_reports_the_inconsistent_metadata_row(shared_data, ca
     assert main(["-q", "describe", "--strict", str(shared_data / "metaldam")]) == 1
 
 
+def test_segment_warns_when_the_micrograph_is_of_another_material(shared_data, tmp_path, capsys):
+    iron = sorted((shared_data / "fastfinecut_iron" / "images").iterdir())[0]
+    assert main(["-q", "segment", str(iron), str(tmp_path / "phases.png"), "--threads", "2"]) == 0
+    warnings = capsys.readouterr().err
+    assert "comes from a grains dataset (grain, boundary)" in warnings and "mean grey level" in warnings
+
+
 def test_segment_writes_the_phase_map_in_colour_and_an_overlay_with_a_legend(shared_data, tmp_path, capsys):
     """The PNG shows the phases in their colours (not class ids 0..3 as near-black greys); the cropped SEM
     info band and the output size are printed."""
@@ -96,8 +103,11 @@ def test_segment_writes_the_phase_map_in_colour_and_an_overlay_with_a_legend(sha
     out, overlay = tmp_path / "phases.png", tmp_path / "overlay.png"
     argv = ["-q", "segment", str(tmp_path / "sem.png"), str(out), "--overlay", str(overlay), "--threads", "2"]
     assert main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "info band: bottom 40 rows cropped, segmenting 484 of 524 rows" in printed
+    assert "segments into uhcs phases: ferrite matrix, cementite network" in printed
+    assert "warning" not in captured.err  # a UHCS micrograph for the UHCS model
     assert "phase map 645x484 px" in printed and "achieved" in printed
 
     picture = Image.open(out)

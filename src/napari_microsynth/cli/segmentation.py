@@ -3,6 +3,7 @@ and PLM on held-out micrographs, segment one micrograph."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._common import add_data_options, add_device_options, command, labelled, model_folder, set_threads, terminal
@@ -130,7 +131,8 @@ def _segment(args: argparse.Namespace) -> int:
 
     from ..core.fractions import mask_fractions, parse_fractions
     from ..core.io import image_shape, read_micrograph, write_mask
-    from ..engines.inference import predict_image, stored_temperature
+    from ..core.domain_check import dataset_schema_of
+    from ..engines.inference import micrograph_warnings, predict_image, stored_temperature
     from ..engines.reports import phase_overlay
     from ..models.device import resolve_device
     from ..models.segmenter import Segmenter
@@ -146,10 +148,14 @@ def _segment(args: argparse.Namespace) -> int:
     if args.trust and ratio is None:
         raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
-    image, _ = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit() else band)
+    image, pixel_size = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit()
+                                       else band)
     rows = image_shape(args.image)[0]
     if image.shape[0] < rows:
         print(f"info band: bottom {rows - image.shape[0]} rows cropped, segmenting {image.shape[0]} of {rows} rows")
+    print(f"model {folder.name} segments into {model.schema.name} phases: {', '.join(model.schema.names)}")
+    for warning in micrograph_warnings(folder, model.schema, image, pixel_size, dataset_schema_of(args.image)):
+        print(f"warning: {warning}", file=sys.stderr)
     progress, stop = terminal(args, "segmenting")
     with stop.installed():
         labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
