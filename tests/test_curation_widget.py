@@ -52,6 +52,9 @@ def test_corrected_and_accepted_mask_is_in_the_store_as_corrected(widget, pair_s
     widget.accept()
 
     assert widget.current_index == 1   # moved on to the next pair
+    shown = labels.data.copy()
+    labels.undo()                      # the stroke on pair 0 cannot be undone into pair 1
+    np.testing.assert_array_equal(labels.data, shown)
     store = DatasetStore.open(pair_store)  # a fresh reader sees it: nothing waits for a "save"
     assert store.status(0) == "accepted"
     provenance = store.provenance(0)
@@ -113,7 +116,8 @@ def test_clean_up_removes_specks_and_counts_as_a_correction(widget, pair_store):
     for y, x in uniform[:12]:
         specked[y, x] = (clean[y, x] + 1) % 4
     labels.data = specked
-    widget.cleanup_size.setValue(5)
+    for box in widget.cleanup.size_boxes:
+        box.setValue(5)
     widget.clean_up_mask()
     cleaned = labels.data
     for y, x in uniform[:12]:
@@ -164,3 +168,102 @@ def test_reopening_the_store_lists_new_pairs_keeps_the_pair_on_screen_and_its_ed
     store = DatasetStore.open(pair_store)
     np.testing.assert_array_equal(store.mask(1), edited)
     assert store.provenance(1).origin == "corrected"
+
+
+def test_the_pair_is_shown_alone_and_hidden_layers_come_back(make_napari_viewer, read_uhcs, pair_store):
+    """Item 4 of issue 16: the curation pair does not lie on top of the micrograph's corner with it showing."""
+    sample = read_uhcs(1)[0]
+    viewer = make_napari_viewer()
+    micrograph = viewer.add_image(sample.image, name="micrograph")
+    phases = viewer.add_labels(sample.mask, name="phases")
+    off_already = viewer.add_image(sample.image, name="hidden by the user", visible=False)
+    widget = CurationWidget(viewer)
+    widget.open_store(pair_store)
+
+    assert not micrograph.visible and not phases.visible
+    assert viewer.layers[IMAGE_LAYER].visible and viewer.layers[MASK_LAYER].visible
+    np.testing.assert_allclose(viewer.camera.center[-2:], (63.5, 63.5), atol=1.0)  # fitted to the 128 px pair
+    widget.next_pair()
+    assert not micrograph.visible
+
+    widget.only_pair_box.setChecked(False)
+    assert micrograph.visible and phases.visible and not off_already.visible
+    widget.only_pair_box.setChecked(True)
+    assert not micrograph.visible and viewer.layers[MASK_LAYER].visible
+
+
+def test_actions_wait_for_their_prerequisites_and_messages_say_what_is_missing(
+    make_napari_viewer, read_uhcs, shared_data, tmp_path, monkeypatch
+):
+    """Item 6 of issue 16: nothing to click that can only fail; a dataset folder is not opened as a store."""
+    from qtpy.QtWidgets import QFileDialog
+
+    sample = read_uhcs(1)[0]
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    image = viewer.add_image(sample.image, name="micrograph")
+    labels = viewer.add_labels(sample.mask, name="phases")
+    viewer.layers.selection.update({image, labels})
+    assert not widget.add_layers_button.isEnabled()  # no store yet
+    assert not any(button.isEnabled() for button in widget.decision_buttons)
+    assert not widget.cleanup.isEnabled() and not widget.rules_box.isEnabled()
+    with pytest.raises(ValueError, match=r"open a store first \(Open store...\)"):
+        widget.add_selected_layers()
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(shared_data / "uhcs"))
+    widget.open_button.click()
+    assert widget.store is None
+    assert widget.message.text() == (
+        f"cannot open uhcs: uhcs is a dataset folder (uhcs layout), not a dataset store: import it first with "
+        f"`microsynth import {shared_data / 'uhcs'} uhcs.zarr`")
+
+    DatasetStore.create(tmp_path / "pairs.zarr", sample.schema).close()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(tmp_path / "pairs.zarr"))
+    widget.open_button.click()
+    assert widget.store is not None and widget.rules_box.isEnabled()
+    assert widget.add_layers_button.isEnabled()
+    viewer.layers.selection.active = image  # the image alone cannot make a pair
+    assert not widget.add_layers_button.isEnabled()
+    viewer.layers.selection.update({image, labels})
+    widget.add_layers_button.click()
+    assert widget.message.text() == "added 1 pending pairs to pairs.zarr"
+    assert widget.current_index == 0 and all(button.isEnabled() for button in widget.decision_buttons)
+
+
+def test_clean_up_defaults_per_phase_previews_its_changes_and_is_undone(make_napari_viewer, read_uhcs, tmp_path):
+    """Item 7 of issue 16: the default sizes keep the particle phase, the preview tells what a size would
+    remove before anything is applied, and the clean-up is one undoable step."""
+    sample = read_uhcs(1, pixel_size_um=0.388)[0].crop((0, 0, 128, 128))
+    store = DatasetStore.create(tmp_path / "pairs.zarr", sample.schema)
+    store.append(sample)
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    widget.open_store(store.path)
+    panel, labels = widget.cleanup, viewer.layers[MASK_LAYER]
+    original = labels.data.copy()
+    spheroidite = int(np.count_nonzero(original == 2))
+    assert spheroidite > 0
+
+    sizes = panel.min_sizes()  # a 1 um^2 speck is 7 px at 0.388 um; never more than 10 % of a phase
+    assert max(sizes) == 7
+    after_defaults = panel.cleaned()
+    assert np.count_nonzero((original == 2) & (after_defaults != 2)) <= 0.1 * spheroidite
+    for box in panel.size_boxes:  # paper 002's 200 px would erase every spheroidite particle: the preview says so
+        box.setValue(200)
+    assert panel.preview_labels[2].text().startswith(f"{spheroidite} px in ")
+    panel.size_boxes[2].setValue(1)
+    assert panel.preview_labels[2].text() == "nothing"
+    removed = [(int(np.count_nonzero((original == k) & (panel.cleaned() != original))), k) for k in range(4)]
+
+    panel.apply_button.click()
+    for pixels, k in removed:
+        assert np.count_nonzero((original == k) & (labels.data != original)) == pixels
+    assert np.count_nonzero(labels.data == 2) == spheroidite
+    assert not panel.apply_button.isEnabled()  # nothing left to remove at these sizes
+
+    labels.undo()  # napari's own undo (Ctrl+Z) restores the mask ...
+    np.testing.assert_array_equal(labels.data, original)
+    panel.apply_button.click()
+    panel.undo_button.click()  # ... and so does the panel's Undo
+    np.testing.assert_array_equal(labels.data, original)
+    assert panel.apply_button.isEnabled()

@@ -3,7 +3,9 @@
 The queue is a dataset store (the zarr store of :mod:`napari_microsynth.core.store`): generated pairs
 the Synthesis widget wrote into it as pending (its Curate button opens this widget on them), predicted
 phase maps saved by the Phase ratios widget, or any image + labels layers added here. The current pair is shown as an image layer and an editable labels layer
-("curation image" / "curation mask"); paint, fill and erase with napari's label tools.
+("curation image" / "curation mask"), with the other layers hidden while "show only the pair being curated"
+is ticked; paint, fill and erase with napari's label tools. The clean-up panel removes small regions per
+phase, shows what it would change first, and is undone with Undo (or Ctrl+Z).
 
 Every decision is written to the store at once: accept, reject and flag set the sample's status, and a
 mask that differs from the stored one is saved as a correction (a new mask version, provenance origin
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -30,14 +33,13 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
-from ..core.cleanup import remove_small_regions
 from ..core.curation import accept_within, fraction_errors, reject_small_phases
 from ..core.sample import STATUSES
 from ..core.store import DatasetStore, is_store
+from ._dock import PluginDock, not_a_store
+from .cleanup_panel import CleanupPanel
 
 IMAGE_LAYER = "curation image"
 MASK_LAYER = "curation mask"
@@ -51,7 +53,7 @@ SHORTCUTS = {
 }
 
 
-class CurationWidget(QWidget):
+class CurationWidget(PluginDock):
     """Correct, accept, reject or flag the pairs of a dataset store, one at a time or by rule."""
 
     def __init__(self, napari_viewer) -> None:
@@ -64,45 +66,64 @@ class CurationWidget(QWidget):
         self._shown_mask: np.ndarray | None = None  # the store's mask of the pair on screen, as read
         self._errors = np.zeros(0)  # fraction error per store sample (NaN without a target)
 
+        self._hidden: list = []  # layers this widget hid, shown again when "show only the pair" is unticked
+        self._view_key = None  # (shape, scale) the camera was last fitted to
+
         self.store_label = QLabel("no store open")
         self.store_label.setWordWrap(True)
-        open_button = QPushButton("Open store...")
-        open_button.clicked.connect(self._open_dialog)
+        self.open_button = QPushButton("Open store...")
+        self.open_button.clicked.connect(self._open_dialog)
         self.add_layers_button = QPushButton("Add selected image + labels layers")
         self.add_layers_button.setToolTip(
             "Append the selected image and labels layers (e.g. a micrograph with its predicted phase map) "
             "to the store as pending pairs"
         )
-        self.add_layers_button.clicked.connect(self.add_selected_layers)
+        self.add_layers_button.clicked.connect(self._add_clicked)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
 
         self.filter_combo = QComboBox()
         self.filter_combo.addItems(QUEUE_FILTERS)
         self.filter_combo.currentTextChanged.connect(lambda _text: self.refresh_queue())
+        self.only_pair_box = QCheckBox("show only the pair being curated")
+        self.only_pair_box.setChecked(True)
+        self.only_pair_box.setToolTip("hide the other layers while curating; untick to show them again")
+        self.only_pair_box.toggled.connect(self._only_pair_toggled)
         self.queue_list = QListWidget()
+        self.queue_list.setMinimumHeight(120)
         self.queue_list.currentRowChanged.connect(self._row_chosen)
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
+        self.cleanup = CleanupPanel()
+        self.cleanup.apply_button.clicked.connect(self.clean_up_mask)
+        self.cleanup.undo_button.clicked.connect(self.undo_edit)
+        self.cleanup.set_mask(None)
 
         self.counts_label = QLabel("")
-        layout = QVBoxLayout(self)
+        layout = self.form
         layout.addWidget(self.store_label)
-        layout.addWidget(open_button)
+        layout.addWidget(self.open_button)
         layout.addWidget(self.add_layers_button)
+        layout.addWidget(self.message)
         show = QHBoxLayout()
         show.addWidget(QLabel("Show"))
         show.addWidget(self.filter_combo, 1)
         layout.addLayout(show)
+        layout.addWidget(self.only_pair_box)
         layout.addWidget(self.queue_list, 1)
         layout.addWidget(self.info_label)
         layout.addLayout(self._decision_buttons())
-        layout.addLayout(self._cleanup_row())
+        layout.addWidget(self.cleanup)
         layout.addWidget(self._rules_box())
         layout.addWidget(self.counts_label)
         for key, method in SHORTCUTS.items():
             self.viewer.bind_key(key, lambda _viewer, m=method: getattr(self, m)(), overwrite=True)
+        self.viewer.layers.selection.events.changed.connect(self._update_actions)
+        self._update_actions()
 
     def _decision_buttons(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
+        self.decision_buttons = []
         for text, slot, tip in (
             ("< Previous", self.previous_pair, "Alt+Left"),
             ("Accept", self.accept, "Alt+A"),
@@ -114,20 +135,8 @@ class CurationWidget(QWidget):
             button.setToolTip(tip)
             button.clicked.connect(lambda _checked=False, s=slot: s())
             buttons.addWidget(button)
+            self.decision_buttons.append(button)
         return buttons
-
-    def _cleanup_row(self) -> QHBoxLayout:
-        self.cleanup_size = QSpinBox()
-        self.cleanup_size.setRange(1, 100_000)
-        self.cleanup_size.setValue(200)  # paper 002, sec. 4.2: objects < 200 px^2 removed
-        self.cleanup_size.setSuffix(" px")
-        cleanup_button = QPushButton("Remove smaller regions")
-        cleanup_button.setToolTip("Fill regions smaller than this from the neighbouring phase (paper 002)")
-        cleanup_button.clicked.connect(self.clean_up_mask)
-        row = QHBoxLayout()
-        row.addWidget(self.cleanup_size)
-        row.addWidget(cleanup_button)
-        return row
 
     def _rules_box(self) -> QGroupBox:
         self.max_error = QDoubleSpinBox()
@@ -145,9 +154,19 @@ class CurationWidget(QWidget):
         rules = QFormLayout()
         rules.addRow(accept_rule, self.max_error)
         rules.addRow(reject_rule, self.min_pixels)
-        box = QGroupBox("Batch rules (pending pairs only)")
-        box.setLayout(rules)
-        return box
+        self.rules_box = QGroupBox("Batch rules (pending pairs only)")
+        self.rules_box.setLayout(rules)
+        return self.rules_box
+
+    def _update_actions(self, _event=None) -> None:
+        """Enable what can be done now: adding needs a store and selected image + labels layers, deciding
+        and cleaning need a pair on screen, the rules an open store."""
+        self.add_layers_button.setEnabled(self.store is not None and bool(self._selected_pairs()))
+        for button in self.decision_buttons:
+            button.setEnabled(self._shown_index is not None)
+        self.rules_box.setEnabled(self.store is not None)
+        if self._shown_index is None:
+            self.cleanup.set_mask(None)
 
     # ------------------------------------------------------------------ store and queue
 
@@ -159,19 +178,24 @@ class CurationWidget(QWidget):
         """
         path = Path(path)
         if not is_store(path):
-            raise ValueError(f"{path} is not a napari-microsynth dataset store")
+            raise ValueError(not_a_store(path))
         self._save_edits()
         same = self.store is not None and self.store.path.resolve() == path.resolve()
         keep = self._shown_index if same else None
         self.store = DatasetStore.open(path, mode="a")
         self.store_label.setText(f"{path}: {len(self.store)} pairs, schema {self.store.schema.name}")
+        self.message.setText("")
         self._shown_index = None
+        self.cleanup.show_phases(self.store.schema)
         self.refresh_queue(keep)
 
     def _open_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a dataset store (.zarr)")
         if path:
-            self.open_store(path)
+            try:
+                self.open_store(path)
+            except (ValueError, OSError) as exc:
+                self.message.setText(f"cannot open {Path(path).name}: {exc}")
 
     def refresh_queue(self, show: int | None = None) -> None:
         """Rebuild the list from the store for the chosen filter and show pair ``show`` when it is in the
@@ -193,7 +217,12 @@ class CurationWidget(QWidget):
         if self.queue:
             self._go_to(self.queue.index(show) if show in self.queue else 0)
         else:
+            self._shown_index = None
+            for name in (IMAGE_LAYER, MASK_LAYER):
+                if name in self.viewer.layers:
+                    self.viewer.layers[name].visible = False
             self.info_label.setText(f"no {wanted} pairs" if wanted != "all" else "the store is empty")
+        self._update_actions()
 
     def _row_text(self, index: int) -> str:
         store = self.store
@@ -223,11 +252,28 @@ class CurationWidget(QWidget):
             self._go_to(row)
 
     def _go_to(self, row: int) -> None:
-        from ..napari_io import label_colormap, phase_features, physical_scale
-
         self.position = row
         index = self.queue[row]
         sample = self.store[index]
+        image, labels = self._show_layers(sample)
+        self._shown_index, self._shown_mask = index, sample.mask
+        _forget_history(labels)
+        self.viewer.layers.selection.active = labels
+        self._hide_others()
+        view_key = (sample.shape, tuple(labels.scale))
+        if view_key != self._view_key:
+            self.viewer.reset_view(layers=[image, labels])
+            self._view_key = view_key
+        self.cleanup.set_mask(labels.data, sample.pixel_size_um, defaults=True)
+        self.queue_list.blockSignals(True)
+        self.queue_list.setCurrentRow(row)
+        self.queue_list.blockSignals(False)
+        self._show_info(index)
+
+    def _show_layers(self, sample):
+        """Put the pair into the curation image and mask layers (made on first use), in its physical scale."""
+        from ..napari_io import label_colormap, phase_features, physical_scale
+
         scale = physical_scale([sample.pixel_size_um])
         if IMAGE_LAYER in self.viewer.layers:
             self.viewer.layers[IMAGE_LAYER].data = sample.image
@@ -237,18 +283,35 @@ class CurationWidget(QWidget):
             self.viewer.layers[MASK_LAYER].data = sample.mask.copy()
         else:
             schema = self.store.schema
-            self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5, colormap=label_colormap(schema),
-                                   features=phase_features(schema))
-        for name in (IMAGE_LAYER, MASK_LAYER):
-            self.viewer.layers[name].scale, self.viewer.layers[name].units = scale["scale"], scale["units"]
+            labels = self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5,
+                                            colormap=label_colormap(schema), features=phase_features(schema))
+            for event in (labels.events.paint, labels.events.data):  # the preview follows every edit
+                event.connect(lambda _event: self.cleanup.set_mask(self.current_mask()))
+        layers = self.viewer.layers[IMAGE_LAYER], self.viewer.layers[MASK_LAYER]
+        for layer in layers:
+            layer.scale, layer.units, layer.visible = scale["scale"], scale["units"], True
         if sample.pixel_size_um is not None:
             self.viewer.canvas.overlays.scale_bar.visible = True
-        self._shown_index, self._shown_mask = index, sample.mask
-        self.viewer.layers.selection.active = self.viewer.layers[MASK_LAYER]
-        self.queue_list.blockSignals(True)
-        self.queue_list.setCurrentRow(row)
-        self.queue_list.blockSignals(False)
-        self._show_info(index)
+        return layers
+
+    def _hide_others(self) -> None:
+        """Hide every other layer (remembering which) while "show only the pair being curated" is ticked."""
+        if not self.only_pair_box.isChecked():
+            return
+        for layer in self.viewer.layers:
+            if layer.name not in (IMAGE_LAYER, MASK_LAYER) and layer.visible:
+                layer.visible = False
+                self._hidden.append(layer)
+
+    def _only_pair_toggled(self, only_pair: bool) -> None:
+        if only_pair:
+            if self._shown_index is not None:
+                self._hide_others()
+            return
+        for layer in self._hidden:
+            if layer in self.viewer.layers:
+                layer.visible = True
+        self._hidden = []
 
     def _show_info(self, index: int) -> None:
         schema = self.store.schema
@@ -320,13 +383,23 @@ class CurationWidget(QWidget):
             self._go_to(self.position - 1)
 
     def clean_up_mask(self) -> None:
-        """Paper 002's clean-up on the mask on screen: regions under the size are filled from their
-        neighbours. The result is an edit like any other (saved as a correction on the next decision)."""
+        """Paper 002's clean-up on the mask on screen with the panel's per-phase sizes, as one undoable edit
+        of the labels layer (saved as a correction on the next decision like any other edit)."""
         mask = self.current_mask()
         if mask is None:
             return
-        cleaned = remove_small_regions(mask, self.store.schema, min_size=self.cleanup_size.value())
-        self.viewer.layers[MASK_LAYER].data = cleaned
+        labels = self.viewer.layers[MASK_LAYER]
+        self.cleanup.set_mask(mask)
+        cleaned = self.cleanup.cleaned()
+        changed = np.nonzero(cleaned != mask)
+        with labels.block_history():  # one undo step, announced by the layer's paint event
+            labels.data_setitem(changed, cleaned[changed])
+
+    def undo_edit(self) -> None:
+        """Undo the last edit of the mask on screen (clean-up, paint or fill)."""
+        if self.current_mask() is not None:
+            self.viewer.layers[MASK_LAYER].undo()
+            self.cleanup.set_mask(self.current_mask())
 
     def accept_by_fraction_error(self, max_error: float) -> list[int]:
         """Accept every pending pair whose achieved fractions are within ``max_error`` of its target."""
@@ -346,18 +419,42 @@ class CurationWidget(QWidget):
 
     # ------------------------------------------------------------------ adding pairs
 
+    def _selected_pairs(self) -> list:
+        """Layer data of the selected image and labels layers other than the curation pair ([] without both)."""
+        selected = [layer for layer in self.viewer.layers.selection if layer.name not in (IMAGE_LAYER, MASK_LAYER)]
+        kinds = {layer._type_string for layer in selected}
+        if not {"image", "labels"} <= kinds:
+            return []
+        return [layer.as_layer_data_tuple() for layer in selected if layer._type_string in ("image", "labels")]
+
     def add_selected_layers(self) -> int:
         """Append the selected image + labels layers to the store as pending pairs; returns how many."""
         from ..napari_io import write_store
 
         if self.store is None:
-            raise ValueError("open a store first")
-        selected = [layer for layer in self.viewer.layers.selection if layer.name not in (IMAGE_LAYER, MASK_LAYER)]
-        data = [layer.as_layer_data_tuple() for layer in selected if layer._type_string in ("image", "labels")]
+            raise ValueError("open a store first (Open store...)")
+        data = self._selected_pairs()
         if not data:
-            raise ValueError("select the image and labels layers of the pairs to add")
+            raise ValueError("select an image layer and its labels layer (Ctrl+click in the layer list) to add them")
         before = len(self.store)
         self._save_edits()
         write_store(str(self.store.path), data)
         self.open_store(self.store.path)
         return len(self.store) - before
+
+    def _add_clicked(self) -> None:
+        try:
+            added = self.add_selected_layers()
+        except (ValueError, OSError) as exc:
+            self.message.setText(f"cannot add the layers: {exc}")
+            return
+        self.message.setText(f"added {added} pending pairs to {self.store.path.name}")
+
+
+def _forget_history(labels) -> None:
+    """Clear a labels layer's undo history, so Undo cannot write the previous pair's pixels into this one
+    (napari keeps the history when the data is replaced, and clears it when the layer stops being editable)."""
+    mode = labels.mode
+    labels.editable = False
+    labels.editable = True
+    labels.mode = mode

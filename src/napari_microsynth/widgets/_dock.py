@@ -1,0 +1,73 @@
+"""What the plugin's dock widgets share: a scrolling form, one tab stack for all of them, plain messages.
+
+Four docks stacked in napari's right dock area add up their minimum heights and push the main window
+past the screen. Each plugin widget is a :class:`PluginDock`: its form sits in a scroll area (so the
+dock asks for little height and a long form scrolls), and the first time it is shown its dock joins
+the other plugin docks of the same area as a tab.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+
+
+class PluginDock(QWidget):
+    """Base of the plugin's dock widgets: ``self.form`` is the (scrolling) layout to fill."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        content = QWidget()
+        area = QScrollArea()
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(area)
+        self.scroll_area = area
+        self.form = QVBoxLayout(content)
+        self._joined = False
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if not self._joined:
+            self._joined = True
+            QTimer.singleShot(0, self.join_plugin_tabs)
+
+    def join_plugin_tabs(self) -> None:
+        """Tabify this widget's dock with the plugin's other docks in its area and bring it to the front."""
+        dock = _dock_of(self)
+        window = None if dock is None else dock.parentWidget()
+        if not isinstance(window, QMainWindow) or dock.isFloating():
+            return
+        area = window.dockWidgetArea(dock)
+        others = [other for other in window.findChildren(QDockWidget)
+                  if other is not dock and not other.isFloating() and other.findChildren(PluginDock)
+                  and window.dockWidgetArea(other) == area]
+        if others and others[-1] not in window.tabifiedDockWidgets(dock):
+            window.tabifyDockWidget(others[-1], dock)
+        dock.show()
+        dock.raise_()
+
+
+def _dock_of(widget: QWidget) -> QDockWidget | None:
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def not_a_store(path: str | Path) -> str:
+    """Why ``path`` cannot be opened as a dataset store, in plain words, with what to do instead."""
+    from ..core.datasets import detect_layout
+
+    path = Path(path)
+    try:
+        layout = detect_layout(path)
+    except (ValueError, OSError):
+        return (f"{path.name} is not a napari-microsynth dataset store (a .zarr folder written by "
+                "`microsynth import`, the Synthesis widget or File > Save Selected Layers)")
+    return (f"{path.name} is a dataset folder ({layout} layout), not a dataset store: import it first with "
+            f"`microsynth import {path} {path.name}.zarr`")
