@@ -14,6 +14,7 @@ schema, names and provenance survive a read -> edit labels -> write round trip.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -235,6 +236,18 @@ def _open_source(source_path: str | None, target: DatasetStore) -> DatasetStore 
     return DatasetStore.open(source_path, check_data=False) if is_store(source_path) else None
 
 
+@dataclass
+class _PlannedLayer:
+    """One image + labels layer pair checked for writing: its planes and what its metadata says of them."""
+
+    image_name: str
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    entries: list[dict[str, Any]]
+    schema: PhaseSchema
+    source_path: str | None
+
+
 def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
     """Save image + labels layers into a dataset store at ``path`` (npe2 multi-layer writer).
 
@@ -251,82 +264,75 @@ def write_store(path: str, layer_data: Sequence[LayerData]) -> list[str]:
     if target.exists() and not is_store(target):
         raise FileExistsError(f"{target} exists and is not a napari-microsynth dataset store")
     store = DatasetStore.open(target, mode="a") if target.exists() else None
-    pairs = _pair_layers(layer_data)
-
-    plan = []
-    for (image_data, image_meta, _), (label_data, label_meta, _) in pairs:
-        image_name = image_meta.get("name", "image")
-        images, masks = _planes(image_data), _planes(label_data)
-        if len(images) != len(masks) or any(a.shape != b.shape for a, b in zip(images, masks)):
-            raise ValueError(
-                f"image layer {image_name!r} {np.shape(image_data)} and labels layer "
-                f"{label_meta.get('name', 'labels')!r} {np.shape(label_data)} differ in shape"
-            )
-        info = _layer_meta(label_meta) or _layer_meta(image_meta)
-        entries = info.get("samples") if isinstance(info.get("samples"), list) else []
-        if len(entries) != len(images):
-            entries = [{} for _ in images]
-        if info.get("schema") is not None:
-            schema = PhaseSchema.from_dict(info["schema"])
-        elif store is not None:
-            schema = store.schema
-        else:
-            schema = infer_schema(masks, name=_stem(label_meta.get("name", "labels")))
-        if store is not None and schema != store.schema:
-            raise ValueError(
-                f"labels layer {label_meta.get('name', 'labels')!r} uses schema {schema.name!r} "
-                f"({', '.join(schema.names)}) but the store {target} uses {store.schema.name!r} "
-                f"({', '.join(store.schema.names)})"
-            )
-        if plan and schema != plan[0][4]:
-            raise ValueError(
-                f"the labels layers use different schemas ({plan[0][4].name!r}, {schema.name!r}); "
-                "save them to separate stores"
-            )
-        for mask in masks:
-            schema.validate_mask(mask)
-        images = [_unit_float(image, image_name) for image in images]
-        plan.append((image_name, images, masks, entries, schema, info.get("store")))
-
-    if store is None:
-        store = DatasetStore.create(target, plan[0][4])
+    plan: list[_PlannedLayer] = []
+    for image_layer, label_layer in _pair_layers(layer_data):
+        planned = _plan_layer(image_layer, label_layer, store, target)
+        if plan and planned.schema != plan[0].schema:
+            raise ValueError(f"the labels layers use different schemas ({plan[0].schema.name!r}, "
+                             f"{planned.schema.name!r}); save them to separate stores")
+        plan.append(planned)
+    store = store if store is not None else DatasetStore.create(target, plan[0].schema)
     added_to_split: dict[str, list[int]] = {}
-    for image_name, images, masks, entries, schema, source_path in plan:
-        source = _open_source(source_path, store)
-        for k, (image, mask, entry) in enumerate(zip(images, masks, entries)):
-            index = entry.get("index")
-            from_source = (
-                source is not None and isinstance(index, int) and 0 <= index < len(source)
-                and source.shape(index) == mask.shape
-            )
-            if from_source and source is store:
-                if not np.array_equal(store.mask(index), mask):
-                    store.replace_mask(index, mask)
-                continue
-            provenance = (
-                Provenance.from_dict(entry["provenance"]) if entry.get("provenance")
-                else Provenance(origin="real", source=image_name)
-            )
-            if from_source and not np.array_equal(source.mask(index), mask):
-                provenance = provenance.corrected(np.count_nonzero(source.mask(index, version="mask") != mask))
-            fallback = _stem(image_name) if len(images) == 1 else f"{_stem(image_name)} [{k}]"
-            new_index = store.append(
-                Sample(
-                    image=image,
-                    schema=schema,
-                    mask=np.asarray(mask),
-                    name=entry.get("name") or fallback,
-                    pixel_size_um=entry.get("pixel_size_um"),
-                    properties=dict(entry.get("properties") or {}),
-                    provenance=provenance,
-                ),
-                status=entry.get("status", "pending"),
-            )
-            for split in entry.get("splits") or []:
-                added_to_split.setdefault(split, []).append(new_index)
+    for planned in plan:
+        for split, indices in _write_layer(planned, store).items():
+            added_to_split.setdefault(split, []).extend(indices)
     for split, indices in added_to_split.items():
         store.set_split(split, store.splits.get(split, []) + indices)
     return [str(target)]
+
+
+def _plan_layer(image_layer: LayerData, label_layer: LayerData, store: DatasetStore | None,
+                target: Path) -> _PlannedLayer:
+    """Check one layer pair (shapes, schema against the store, mask values) before anything is written."""
+    (image_data, image_meta, _), (label_data, label_meta, _) = image_layer, label_layer
+    image_name, label_name = image_meta.get("name", "image"), label_meta.get("name", "labels")
+    images, masks = _planes(image_data), _planes(label_data)
+    if len(images) != len(masks) or any(a.shape != b.shape for a, b in zip(images, masks)):
+        raise ValueError(f"image layer {image_name!r} {np.shape(image_data)} and labels layer "
+                         f"{label_name!r} {np.shape(label_data)} differ in shape")
+    info = _layer_meta(label_meta) or _layer_meta(image_meta)
+    entries = info.get("samples") if isinstance(info.get("samples"), list) else []
+    if len(entries) != len(images):
+        entries = [{} for _ in images]
+    if info.get("schema") is not None:
+        schema = PhaseSchema.from_dict(info["schema"])
+    else:
+        schema = store.schema if store is not None else infer_schema(masks, name=_stem(label_name))
+    if store is not None and schema != store.schema:
+        raise ValueError(f"labels layer {label_name!r} uses schema {schema.name!r} ({', '.join(schema.names)}) "
+                         f"but the store {target} uses {store.schema.name!r} ({', '.join(store.schema.names)})")
+    for mask in masks:
+        schema.validate_mask(mask)
+    images = [_unit_float(image, image_name) for image in images]
+    return _PlannedLayer(image_name, images, masks, entries, schema, info.get("store"))
+
+
+def _write_layer(planned: _PlannedLayer, store: DatasetStore) -> dict[str, list[int]]:
+    """Write one checked layer pair's planes (corrections for planes of this store, new samples for the
+    others); returns the new indices per split name the planes carried."""
+    source = _open_source(planned.source_path, store)
+    added: dict[str, list[int]] = {}
+    for k, (image, mask, entry) in enumerate(zip(planned.images, planned.masks, planned.entries)):
+        index = entry.get("index")
+        from_source = (source is not None and isinstance(index, int) and 0 <= index < len(source)
+                       and source.shape(index) == mask.shape)
+        if from_source and source is store:
+            if not np.array_equal(store.mask(index), mask):
+                store.replace_mask(index, mask)
+            continue
+        provenance = (Provenance.from_dict(entry["provenance"]) if entry.get("provenance")
+                      else Provenance(origin="real", source=planned.image_name))
+        if from_source and not np.array_equal(source.mask(index), mask):
+            provenance = provenance.corrected(np.count_nonzero(source.mask(index, version="mask") != mask))
+        stem = _stem(planned.image_name)
+        sample = Sample(image=image, schema=planned.schema, mask=np.asarray(mask),
+                        name=entry.get("name") or (stem if len(planned.images) == 1 else f"{stem} [{k}]"),
+                        pixel_size_um=entry.get("pixel_size_um"), properties=dict(entry.get("properties") or {}),
+                        provenance=provenance)
+        new_index = store.append(sample, status=entry.get("status", "pending"))
+        for split in entry.get("splits") or []:
+            added.setdefault(split, []).append(new_index)
+    return added
 
 
 def make_sample_data() -> list[LayerData]:
