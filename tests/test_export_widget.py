@@ -29,11 +29,12 @@ def stores(shared_data, tmp_path_factory):
 
 
 @pytest.fixture
-def widget(make_napari_viewer, stores):
+def widget(make_napari_viewer, stores, qtbot):
     viewer = make_napari_viewer()
     w = ExportWidget(viewer)
     viewer.window.add_dock_widget(w, name="Export training set")
     w.set_real(stores[0])
+    qtbot.waitUntil(lambda: w.n_real_tiles() is not None, timeout=TIMEOUT_MS)  # the train split is counted
     return w
 
 
@@ -81,3 +82,30 @@ def test_cancel_stops_the_export_and_leaves_it_resumable(widget, qtbot, tmp_path
     assert 5 <= stored < 602
     assert not (tmp_path / "real_only" / "README.md").exists()
     assert widget.export_button.isEnabled()
+
+
+def test_presets_show_the_pairs_they_need_and_a_store_never_gets_a_failing_ratio(widget, stores, qtbot):
+    """Item 9 of issue 16: with 7 accepted pairs every preset failed, after the store was set to 1:1."""
+    assert widget.n_real_tiles() == 4  # two 484 x 645 micrographs, two 256 px tiles each
+    widget.set_synthetic(stores[1])    # 4 accepted pairs
+    assert [b.text() for b in widget.preset_buttons] == ["1:1 (4)", "1:2 (8)", "1:4 (16)", "1:6 (24)", "1:8 (32)",
+                                                         "1:10 (40)"]
+    assert [b.isEnabled() for b in widget.preset_buttons] == [True] + [False] * 5
+    assert widget.ratio_box.value() == 1.0
+    assert widget.ratio_info.text() == "4 real 256 px tiles: 1:1 uses 4 of the 4 accepted pairs"
+
+    widget.out_edit.setText("out")
+    widget.tile_box.setValue(128)      # 3 x 5 tiles per micrograph: even 1:1 needs 30 pairs
+    assert not any(b.isEnabled() for b in widget.preset_buttons)
+    assert widget.ratio_info.text() == "30 real 128 px tiles: 1:1 needs 30 synthetic pairs, the store has 4 accepted"
+    assert not widget.export_button.isEnabled()
+
+    widget.set_synthetic(stores[1])    # choosing the store again picks what it can fill
+    assert widget.ratio_box.value() == pytest.approx(0.1)
+    assert widget.ratio_info.text() == "30 real 128 px tiles: 1:0.1 uses 3 of the 4 accepted pairs"
+    assert widget.export_button.isEnabled()
+
+
+def test_the_synthetic_store_must_be_a_store(widget, shared_data):
+    with pytest.raises(ValueError, match="is a dataset folder .* import it first"):
+        widget.set_synthetic(shared_data / "uhcs")

@@ -229,3 +229,61 @@ def test_options_form_controls_follow_the_declarations(qtbot):
     assert steps.text() == "auto" and "steps" not in form.changes()
     with pytest.raises(ValueError, match="strength must be in"):
         form.set_value("strength", 2.0)
+
+
+def test_the_preview_grid_lies_beside_the_micrograph_and_the_view_fits_it(widget, qtbot, read_uhcs):
+    """Item 4 of issue 16: generated pairs are not piled onto the micrograph's corner."""
+    sample = read_uhcs(1, pixel_size_um=0.194)[0]
+    micrograph = widget.viewer.add_image(sample.image, name="micrograph", scale=(0.194, 0.194))
+    right = micrograph.extent.world[1][-1]
+
+    generate(widget, qtbot, pairs=4)
+
+    preview = [layer for layer in widget.viewer.layers if layer is not micrograph]
+    assert len(preview) == 8 and micrograph.visible
+    assert widget.viewer.canvas.overlays.scale_bar.visible  # the pairs are in micrometres
+    labels = preview[1]
+    assert [str(u) for u in labels.units] == ["micrometer", "micrometer"]
+    assert "phase: " in labels.get_status(labels.data_to_world((10, 10)), world=True)["coordinates"]
+    lefts = [layer.extent.world[0][-1] for layer in preview]
+    assert min(lefts) > right  # every pair right of the micrograph
+    xs = sorted({round(x, 3) for x in lefts})
+    assert len(xs) == 2  # a 2 x 2 grid
+    center_x = widget.viewer.camera.center[-1]
+    assert min(lefts) < center_x < max(layer.extent.world[1][-1] for layer in preview)  # the view is on the grid
+
+
+def test_a_dataset_folder_gets_a_hint_to_import_it(widget, shared_data, monkeypatch):
+    """Item 6 of issue 16: a dataset folder chosen where a store is needed says what to do, in one line."""
+    from qtpy.QtWidgets import QFileDialog
+
+    folder = shared_data / "uhcs"
+    hint = f"import it first with `microsynth import {folder} uhcs.zarr`"
+    with pytest.raises(ValueError, match="is a dataset folder"):
+        widget.use_store_fractions(folder)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(folder))
+    widget.store_fractions_button.click()
+    assert widget.message.text().startswith("cannot use uhcs: uhcs is a dataset folder (uhcs layout)")
+    assert widget.message.text().endswith(hint)
+    with pytest.raises(ValueError, match="not a dataset store: import it first"):
+        widget.use_store(folder)
+    assert not widget.distribution_radio.isEnabled()
+
+
+def test_the_plugin_docks_share_one_tab_stack_and_the_window_fits_the_screen(make_napari_viewer, qtbot):
+    """Item 8 of issue 16: four docks used to stack up and push the window to 2512 px on a 1200 px screen."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    docks = {}
+    for name in ("Phase ratios", "Synthesis", "Curation", "Export training set"):
+        docks[name], _ = viewer.window.add_plugin_dock_widget("napari-microsynth", name)
+        qtbot.wait(10)
+    window = viewer.window._qt_window
+    qtbot.waitUntil(lambda: len(window.tabifiedDockWidgets(docks["Synthesis"])) == 3, timeout=5000)
+
+    screen = QApplication.primaryScreen().availableGeometry()
+    assert window.frameGeometry().height() <= screen.height()
+    assert window.frameGeometry().width() <= screen.width()
+    assert all(dock.minimumSizeHint().height() < 300 for dock in docks.values())  # long forms scroll
+    assert docks["Export training set"].widget().isVisible()  # the last one opened is the tab in front

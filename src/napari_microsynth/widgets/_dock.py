@@ -33,21 +33,23 @@ class PluginDock(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)
         if not self._joined:
-            self._joined = True
             QTimer.singleShot(0, self.join_plugin_tabs)
 
     def join_plugin_tabs(self) -> None:
-        """Tabify this widget's dock with the plugin's other docks in its area and bring it to the front."""
+        """Put the plugin's docks of this dock's area into one tab stack with this one in front (once, when
+        the dock is first shown: napari places each new dock below the others)."""
         dock = _dock_of(self)
         window = None if dock is None else dock.parentWidget()
-        if not isinstance(window, QMainWindow) or dock.isFloating():
+        if self._joined or not isinstance(window, QMainWindow) or dock.isFloating():
             return
+        self._joined = True
         area = window.dockWidgetArea(dock)
-        others = [other for other in window.findChildren(QDockWidget)
-                  if other is not dock and not other.isFloating() and other.findChildren(PluginDock)
-                  and window.dockWidgetArea(other) == area]
-        if others and others[-1] not in window.tabifiedDockWidgets(dock):
-            window.tabifyDockWidget(others[-1], dock)
+        docks = [other for other in window.findChildren(QDockWidget)
+                 if not other.isFloating() and other.findChildren(PluginDock) and window.dockWidgetArea(other) == area]
+        anchor = next(other for other in docks if other is not dock) if len(docks) > 1 else dock
+        for other in docks:
+            if other is not anchor and other not in window.tabifiedDockWidgets(anchor):
+                window.tabifyDockWidget(anchor, other)
         dock.show()
         dock.raise_()
 

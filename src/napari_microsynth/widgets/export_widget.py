@@ -2,13 +2,16 @@
 
 The user picks the real labelled data (a dataset folder or store) and its train / val / test splits, a
 store of curated synthetic pairs (its accepted count is shown), the real-to-synthetic ratio (paper 000,
-sec. 2.3: 1:1 ... 1:10), the tile size and an output folder, and presses Export. Loading and writing run
+sec. 2.3: 1:1 ... 1:10), the tile size and an output folder, and presses Export. Each ratio preset shows
+how many synthetic pairs it needs for the real data's tiles; those needing more than the store's accepted
+pairs are disabled, and a store is never chosen with a ratio it cannot fill. Loading and writing run
 in a worker with a progress bar and Cancel (``engines.training_set.export_training_set``); pressing
 Export again with the same settings continues a cancelled export. The class-balance table is shown
 when it is done.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from qtpy.QtGui import QFontDatabase
@@ -24,11 +27,12 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
-from ..engines.training_set import PAPER_RATIOS, TrainingSetSummary
+from ..core.tiles import tile_boxes
+from ..engines.training_set import PAPER_RATIOS, TrainingSetSummary, synthetic_needed
+from ._dock import PluginDock, not_a_store
 from ._engine_worker import EngineProgress
 
 NO_SPLIT = "(none)"
@@ -61,6 +65,14 @@ def export_from_paths(
     )
 
 
+def labelled_shapes(real: Path, split: str, progress, should_stop) -> list[tuple[int, int]]:
+    """Worker: the sizes of the labelled micrographs of one split (what the real tiles are cut from)."""
+    from ..core.datasets import load_split
+
+    samples = load_split(real, split, progress=progress, should_stop=should_stop)
+    return [sample.shape for sample in samples if sample.mask is not None]
+
+
 def _path_row(edit: QLineEdit, button: QPushButton) -> QHBoxLayout:
     row = QHBoxLayout()
     row.addWidget(edit, 1)
@@ -68,7 +80,7 @@ def _path_row(edit: QLineEdit, button: QPushButton) -> QHBoxLayout:
     return row
 
 
-class ExportWidget(QWidget):
+class ExportWidget(PluginDock):
     """Choose real data, synthetic store, ratio, tile size and output folder; export with progress and Cancel."""
 
     def __init__(self, napari_viewer) -> None:
@@ -76,6 +88,9 @@ class ExportWidget(QWidget):
         self.viewer = napari_viewer
         self.real_path: Path | None = None
         self.synthetic_path: Path | None = None
+        self.accepted: int | None = None  # accepted pairs in the synthetic store
+        self.real_shapes: list[tuple[int, int]] | None = None  # labelled train micrographs, once counted
+        self._default_ratio_pending = False
         self.summary: TrainingSetSummary | None = None
 
         self.real_edit = QLineEdit()
@@ -87,6 +102,8 @@ class ExportWidget(QWidget):
         self.synthetic_edit.setPlaceholderText("none: real only")
         self.synthetic_button = QPushButton("Choose...")
         self.synthetic_info = QLabel("")
+        self.ratio_info = QLabel("")
+        self.ratio_info.setWordWrap(True)
         self.ratio_box = QDoubleSpinBox()
         self.ratio_box.setRange(0.0, 10.0)
         self.ratio_box.setDecimals(1)
@@ -112,6 +129,7 @@ class ExportWidget(QWidget):
         self.balance_view.setPlaceholderText("class balance (pixel share per phase) appears here after an export")
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.export_button.setEnabled(False)
 
         presets = QHBoxLayout()
         for button, ratio in zip(self.preset_buttons, PAPER_RATIOS):
@@ -125,9 +143,10 @@ class ExportWidget(QWidget):
         form.addRow("", self.synthetic_info)
         form.addRow("real : synthetic", self.ratio_box)
         form.addRow("", presets)
+        form.addRow("", self.ratio_info)
         form.addRow("tile size", self.tile_box)
         form.addRow("output", _path_row(self.out_edit, self.out_button))
-        layout = QVBoxLayout(self)
+        layout = self.form
         layout.addLayout(form)
         layout.addWidget(self.folders_box)
         layout.addWidget(self.overwrite_box)
@@ -142,6 +161,9 @@ class ExportWidget(QWidget):
             lambda: self._choose("Store with curated synthetic pairs (.zarr)", self.set_synthetic))
         self.out_button.clicked.connect(self._choose_out)
         self.export_button.clicked.connect(self.export)
+        self.split_combos["train"].currentTextChanged.connect(lambda _text: self._count_real_tiles())
+        for signal in (self.ratio_box.valueChanged, self.tile_box.valueChanged, self.out_edit.textChanged):
+            signal.connect(lambda _value: self._update_ratio_info())
         self.set_synthetic(None)
 
     # ------------------------------------------------------------------ choices
@@ -156,31 +178,96 @@ class ExportWidget(QWidget):
         self.real_path = path
         self.real_edit.setText(str(path))
         for role, combo in self.split_combos.items():
+            combo.blockSignals(True)
             combo.clear()
             combo.addItems(([] if role == "train" else [NO_SPLIT]) + names)
             if role in names:
                 combo.setCurrentText(role)
+            combo.blockSignals(False)
         self.message.setText(f"real data: {path.name} ({len(names)} splits)")
+        self._count_real_tiles()
 
     def set_synthetic(self, path: str | Path | None) -> None:
         """Use a store of synthetic pairs (None = real only); shows how many are accepted."""
-        from ..core.store import DatasetStore
+        from ..core.store import DatasetStore, is_store
         from ..core.curation import accepted_indices
 
         if path is None:
-            self.synthetic_path = None
+            self.synthetic_path, self.accepted = None, None
             self.synthetic_edit.clear()
             self.synthetic_info.setText("real only")
             self.ratio_box.setValue(0.0)
             return
+        if not is_store(path):
+            raise ValueError(not_a_store(path))
         store = DatasetStore.open(Path(path), check_data=False)
         accepted = accepted_indices(store)
         corrected = sum(store.provenance(i).origin == "corrected" for i in accepted)
         self.synthetic_path = Path(path)
         self.synthetic_edit.setText(str(path))
         self.synthetic_info.setText(f"{len(accepted)} accepted synthetic pairs ({corrected} corrected) of {len(store)}")
-        if self.ratio_box.value() == 0.0:
-            self.ratio_box.setValue(1.0)
+        self.accepted = len(accepted)
+        self._default_ratio_pending = True
+        self._set_default_ratio()
+
+    def n_real_tiles(self) -> int | None:
+        """Real training tiles at the chosen tile size (None until the train split is counted)."""
+        if self.real_shapes is None:
+            return None
+        return sum(len(tile_boxes(shape, self.tile_box.value())) for shape in self.real_shapes)
+
+    def _count_real_tiles(self) -> None:
+        """Read the train split's micrograph sizes in a worker; the presets show their needs afterwards."""
+        self.real_shapes = None
+        self._update_ratio_info()
+        split = self.split_combos["train"].currentText()
+        if self.real_path is None or not split or self.running:
+            return
+        self.progress.start(labelled_shapes, on_done=self._counted,
+                            on_error=lambda exc: self.message.setText(f"cannot read the train split: {exc}"),
+                            real=self.real_path, split=split)
+        self._update_ratio_info()
+
+    def _counted(self, shapes: list[tuple[int, int]]) -> None:
+        self.real_shapes = shapes
+        self.progress.status.setText(f"{len(shapes)} labelled train micrographs")
+        self._set_default_ratio()
+        self._update_ratio_info()
+
+    def _set_default_ratio(self) -> None:
+        """After a store is chosen: 1:1, or the largest ratio (0.1 steps) its accepted pairs can fill."""
+        n_real = self.n_real_tiles()
+        if not self._default_ratio_pending or self.accepted is None or not n_real:
+            return
+        self._default_ratio_pending = False
+        ratio = min(1.0, math.floor(10 * self.accepted / n_real) / 10)
+        while ratio > 0 and synthetic_needed(ratio, n_real) > self.accepted:
+            ratio = round(ratio - 0.1, 1)
+        self.ratio_box.setValue(ratio)
+
+    def _update_ratio_info(self) -> None:
+        """Presets labelled with the pairs they need (infeasible ones disabled), the ratio's need, Export's state."""
+        n_real = self.n_real_tiles()
+        for button, ratio in zip(self.preset_buttons, PAPER_RATIOS):
+            needed = None if n_real is None else synthetic_needed(ratio, n_real)
+            button.setText(f"1:{ratio}" if needed is None else f"1:{ratio} ({needed})")
+            button.setToolTip("" if needed is None else f"needs {needed} accepted synthetic pairs for {n_real} real tiles")
+            button.setEnabled(needed is not None and self.accepted is not None and needed <= self.accepted)
+        ratio, feasible = self.ratio_box.value(), n_real is not None
+        if n_real is None:
+            self.ratio_info.setText("counting the real tiles..." if self.running else "")
+        elif ratio > 0 and self.accepted is None:
+            self.ratio_info.setText(f"{n_real} real tiles; a ratio above 0 needs a synthetic store")
+            feasible = False
+        elif ratio > 0:
+            needed = synthetic_needed(ratio, n_real)
+            feasible = needed <= self.accepted
+            self.ratio_info.setText(f"{n_real} real {self.tile_box.value()} px tiles: 1:{ratio:g} "
+                                    + (f"uses {needed} of the {self.accepted} accepted pairs" if feasible else
+                                       f"needs {needed} synthetic pairs, the store has {self.accepted} accepted"))
+        else:
+            self.ratio_info.setText(f"{n_real} real {self.tile_box.value()} px tiles, no synthetic pairs")
+        self.export_button.setEnabled(feasible and not self.running and bool(self.out_edit.text().strip()))
 
     def _choose(self, title: str, use) -> None:
         """Ask for a folder and hand it to ``use`` (``set_real`` / ``set_synthetic``), reporting bad choices."""
@@ -248,5 +335,5 @@ class ExportWidget(QWidget):
                        f"synthetic, 1:{summary.ratio:g}) to {summary.out}; see README.md there")
 
     def _finished(self, message: str) -> None:
-        self.export_button.setEnabled(True)
+        self._update_ratio_info()
         self.message.setText(message)

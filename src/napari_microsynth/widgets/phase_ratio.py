@@ -30,6 +30,7 @@ from ..core.fractions import mask_fractions
 from ..core.io import to_unit_float
 from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
+from ._dock import PluginDock
 from ._engine_worker import EngineProgress
 from .fraction_sliders import FractionSliders
 
@@ -95,7 +96,7 @@ class TrustControl(QWidget):
         self.changed.emit(float(value))
 
 
-class PhaseRatioWidget(QWidget):
+class PhaseRatioWidget(PluginDock):
     """Choose an image and a model, segment, then drag phase-ratio sliders and watch the labels follow."""
 
     def __init__(self, napari_viewer) -> None:
@@ -134,7 +135,7 @@ class PhaseRatioWidget(QWidget):
         device_row.addWidget(self.device_combo)
         device_row.addWidget(self.device_label, 1)
         form.addRow("device", device_row)
-        layout = QVBoxLayout(self)
+        layout = self.form
         layout.addLayout(form)
         layout.addWidget(self.segment_button)
         layout.addWidget(self.progress)
@@ -412,7 +413,7 @@ def open_session(folder, loaded, image, device, progress, should_stop):
     from ..engines.inference import PhaseRatioSession, stored_temperature
     from ..models.segmenter import Segmenter
 
-    model = loaded if loaded is not None else Segmenter.from_pretrained(folder, device=device)
+    model = loaded if loaded is not None else Segmenter.load(folder, device=device)
     session = PhaseRatioSession(model, image, device=device, temperature=stored_temperature(folder),
                                 progress=progress, should_stop=should_stop)
     return folder, session, slider_update(session, None, 0.0)

@@ -7,7 +7,8 @@ Generate. The pairs are made in a worker thread by :class:`~napari_microsynth.en
 (the engine of ``microsynth generate``): each one is written to the dataset store as "pending" the moment
 it is done, so a crash or a cancel loses nothing, and shown in a preview grid. The store is one the user
 chose or a session store in the user data folder; **Curate** opens the Curation widget on it, the one
-place where pairs are corrected, accepted or rejected.
+place where pairs are corrected, accepted or rejected. The preview grid lies to the right of the other
+layers (a micrograph, the curation pair), never on top of them, and the view is fitted to it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from qtpy.QtWidgets import (
 
 from ..core.sample import Sample
 from ..core.store import DatasetStore, is_store
+from ._dock import PluginDock, not_a_store
 from ._engine_worker import EngineProgress
 from .fraction_sliders import FractionSliders
 from .options_form import OptionsForm
@@ -116,14 +118,15 @@ class _Run:
     """One Generate click: where its pairs go in the preview grid and what has arrived."""
 
     columns: int
-    origin_y: float
+    origin: tuple[float, float]
     plan: Any = None
     cell: tuple[float, float] | None = None
     arrived: int = 0
     achieved: list[np.ndarray] = field(default_factory=list)
+    layers: list = field(default_factory=list)
 
 
-class SynthesisWidget(QWidget):
+class SynthesisWidget(PluginDock):
     """Generate synthetic micrograph + mask pairs into a dataset store, preview them, hand over to Curation."""
 
     def __init__(self, napari_viewer) -> None:
@@ -142,6 +145,7 @@ class SynthesisWidget(QWidget):
         self._session_stamp = time.strftime("%Y%m%d-%H%M%S")
         self._written: dict[Path, int] = {}  # pairs this widget wrote, per store
         self._run: _Run | None = None
+        self._preview: list = []  # the preview layers of every run, in the grid right of the other layers
         self._next_y = 0.0
         self._relay = _PairRelay()
         self._relay.planned.connect(self._run_planned)
@@ -151,7 +155,7 @@ class SynthesisWidget(QWidget):
         self.message = QLabel("")
         self.message.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = self.form
         layout.addWidget(self._generator_box())
         layout.addWidget(self._condition_box())
         layout.addWidget(self._sampling_box())
@@ -404,6 +408,8 @@ class SynthesisWidget(QWidget):
 
         if self.generator is None or self.generator.condition_spec.kind != "fractions":
             raise ValueError("load a generator conditioned on phase fractions first")
+        if not is_store(path):
+            raise ValueError(not_a_store(path))
         store = DatasetStore.open(path)
         schema = self.generator.schema
         if store.schema.names != schema.names:
@@ -427,7 +433,7 @@ class SynthesisWidget(QWidget):
             try:
                 self.use_store_fractions(folder)
             except (ValueError, OSError) as exc:
-                self.message.setText(f"cannot use {folder}: {exc}")
+                self.message.setText(f"cannot use {Path(folder).name}: {exc}")
 
     def _build_sampling_controls(self) -> None:
         """The form of the loaded generator's declared sampling options (below pairs and seed)."""
@@ -472,7 +478,7 @@ class SynthesisWidget(QWidget):
         """Write the pairs into the dataset store at ``path`` (created on the first Generate when missing)."""
         path = Path(path)
         if path.exists() and not is_store(path):
-            raise ValueError(f"{path} exists and is not a napari-microsynth dataset store")
+            raise ValueError(not_a_store(path))
         if is_store(path) and self.generator is not None:
             schema = DatasetStore.open(path, check_data=False).schema
             if schema != self.generator.schema:
@@ -532,7 +538,7 @@ class SynthesisWidget(QWidget):
             self.message.setText(f"cannot generate: {exc}")
             return
         requested = n if n is not None else len(conditions)
-        self._run = _Run(columns=max(1, math.ceil(math.sqrt(requested))), origin_y=self._next_y)
+        self._run = _Run(columns=max(1, math.ceil(math.sqrt(requested))), origin=(self._next_y, self._grid_x()))
         path = self.store_path
         self.message.setText(f"generating {requested} pairs with {self.generator_folder.name} into {path.name}...")
         self.progress.start(
@@ -570,7 +576,7 @@ class SynthesisWidget(QWidget):
         run, plan = self._run, self._run.plan
         self._set_running(False)
         if run.arrived:
-            self.viewer.reset_view()
+            self.viewer.reset_view(layers=run.layers)
         where = f"in {self.store_path.name}"
         if plan is None or how.startswith("failed"):
             self.message.setText(f"generation {how}" + (f"; {run.arrived} pairs stored {where}" if run.arrived else ""))
@@ -596,7 +602,7 @@ class SynthesisWidget(QWidget):
             gap = max(2.0, GRID_GAP * max(h, w))
             run.cell = ((h + gap) * sy, (w + gap) * sx)
         row, col = divmod(run.arrived, run.columns)
-        translate = (run.origin_y + row * run.cell[0], col * run.cell[1])
+        translate = (run.origin[0] + row * run.cell[0], run.origin[1] + col * run.cell[1])
         self._next_y = max(self._next_y, translate[0] + run.cell[0])
         run.arrived += 1
         path = self.store_path
@@ -607,10 +613,22 @@ class SynthesisWidget(QWidget):
                                              store=str(path)):
             layer = getattr(self.viewer, f"add_{kind}")(data, translate=translate, **kwargs)
             layer.editable = kind == "image"
+            run.layers.append(layer)
+            self._preview.append(layer)
         self._show_achieved(run, pair)
         if run.arrived == 1:
-            self.viewer.reset_view()
+            if pair.pixel_size_um is not None:
+                self.viewer.canvas.overlays.scale_bar.visible = True
+            self.viewer.reset_view(layers=run.layers)
         self._show_store()
+
+    def _grid_x(self) -> float:
+        """Left edge of the preview grid in world units: right of every layer that is not a preview pair."""
+        others = [layer for layer in self.viewer.layers if not any(layer is mine for mine in self._preview)]
+        if not others:
+            return 0.0
+        right = max(float(layer.extent.world[1][-1]) for layer in others)
+        return right + GRID_GAP * right
 
     def _show_achieved(self, run: _Run, pair: Sample) -> None:
         """The sliders' "achieved" column: the mean fractions of this run's pairs for the slider target."""
