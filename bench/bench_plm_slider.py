@@ -53,7 +53,7 @@ def slider_ratios(start: np.ndarray, n: int) -> list[np.ndarray]:
 def build_model(model_folder: Path | None, preset: str) -> Segmenter:
     """The bundled/trained model folder, or a randomly initialised MetalDAM-schema network of ``preset``."""
     if model_folder is not None:
-        return Segmenter.from_pretrained(model_folder)
+        return Segmenter.load(model_folder)
     torch.manual_seed(0)
     return Segmenter.build(PhaseSchema.bundled("metaldam"), preset=preset, plm="RE+SA+FA")
 

@@ -16,7 +16,7 @@ from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.core.tiles import reduced_tiles, tile_samples
 from napari_microsynth.generators.base import ConditionSpec, Generator, TrainingRecord
-from napari_microsynth.models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
+from napari_microsynth.models.folder import load_weights
 
 CHECKSUM = "0123456789abcdef"
 
@@ -134,31 +134,28 @@ class FakeGenerator(Generator):
         progress(config.steps, config.steps, f"{len(self.tiles)} tiles memorised")
         return {"steps": config.steps, "final_loss": 0.0}
 
-    def save(self, folder) -> Path:
+    def _folder_config(self) -> dict[str, Any]:
+        return {"preset": self.preset, "schema": self.schema.to_dict(), "downscale": self._downscale,
+                "pixel_size_um": self.pixel_size_um, "training": asdict(self.training)}
+
+    def _folder_weights(self) -> dict[str, dict[str, torch.Tensor]]:
         r = self.resolution
         images = np.stack([t.image for t in self.tiles]) if self.tiles else np.zeros((0, r, r), np.float32)
         masks = np.stack([t.mask for t in self.tiles]) if self.tiles else np.zeros((0, r, r))
-        config = {"kind": "generator", "generator": self.name, "generator_version": self.version,
-                  "preset": self.preset, "schema": self.schema.to_dict(), "downscale": self._downscale,
-                  "pixel_size_um": self.pixel_size_um, "training": asdict(self.training)}
-        weights = {"tiles": {"images": torch.from_numpy(images.astype(np.float32)),
-                             "masks": torch.from_numpy(masks.astype(np.float32))}}
-        folder = save_model_folder(folder, config, weights, "# Fake generator (tests)\n")
-        self.model_checksum = folder_checksum(folder)
-        return folder
+        return {"tiles": {"images": torch.from_numpy(images.astype(np.float32)),
+                          "masks": torch.from_numpy(masks.astype(np.float32))}}
+
+    def _model_card(self, config: dict[str, Any]) -> str:
+        return "# Fake generator (tests)\n"
 
     @classmethod
-    def load(cls, folder, device: str = "auto") -> "FakeGenerator":
-        config = read_model_config(folder)
-        if config.get("generator") != cls.name:
-            raise ValueError(f"{folder} holds no {cls.name} model")
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> "FakeGenerator":
         gen = cls(PhaseSchema.from_dict(config["schema"]), config["preset"], device)
         weights = load_weights(folder, "tiles")
         gen.tiles = [Sample(image, gen.schema, mask.astype(np.int64)) for image, mask in
                      zip(weights["images"].numpy(), weights["masks"].numpy())]
         gen._downscale, gen.pixel_size_um = config["downscale"], config["pixel_size_um"]
         gen.training = TrainingRecord(**config["training"])
-        gen.model_checksum = folder_checksum(folder)
         return gen
 
     def _generate(self, conditions, seeds, progress, should_stop, sampling: FakeSampling) -> Iterator[Sample]:

@@ -104,7 +104,7 @@ def test_inception_loads_a_local_state_dict_and_names_its_checksum(tmp_path):
     path = tmp_path / "inception.pth"
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
     extractor = InceptionFeatureExtractor(path, device="cpu", batch_size=2)
-    assert extractor.describe()["name"] == "inception-v3" and len(extractor.checksum) == 16
+    assert extractor.describe()["name"] == "inception-v3" and len(extractor.model_checksum) == 16
     rng = np.random.default_rng(0)
     features = extractor.image_features(rng.random((2, 32, 32), dtype=np.float32))
     assert features.shape == (2, 2048) and np.isfinite(features).all()
@@ -117,11 +117,11 @@ def test_domain_extractor_saves_loads_and_keeps_its_checksum(extractor, uhcs_sam
     images = np.stack([t.image for t in tiles])
     features = extractor.image_features(images)
     assert features.shape == (6, 32)
-    unsaved = extractor.checksum
+    unsaved = extractor.model_checksum
     folder = extractor.save(tmp_path / "features")
-    assert extractor.checksum == unsaved  # the in-memory checksum is the saved folder's
+    assert extractor.model_checksum == unsaved  # the in-memory checksum is the saved folder's
     loaded = DomainFeatureExtractor.load(folder, device="cpu")
-    assert loaded.checksum == unsaved
+    assert loaded.model_checksum == unsaved
     assert loaded.describe()["trained_on"] == [s.name for s in uhcs_samples]  # so it cannot score them unnoticed
     np.testing.assert_allclose(loaded.image_features(images), features, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.mask_features(np.stack([t.mask for t in tiles]), UHCS),
@@ -151,7 +151,7 @@ def test_distribution_scores_separate_real_from_scrambled_tiles(extractor, uhcs_
     ]
     like = evaluate_distribution(half_a, half_b, extractor, kid_subsets=10)
     unlike = evaluate_distribution(half_a, scrambled, extractor, kid_subsets=10)
-    assert like.extractor["name"] == "domain-encoder" and like.extractor["checksum"] == extractor.checksum
+    assert like.extractor["name"] == "domain-encoder" and like.extractor["checksum"] == extractor.model_checksum
     for modality in ("image", "mask"):
         same, other = getattr(like, modality), getattr(unlike, modality)
         assert other.fd > 2 * same.fd and other.kid > same.kid and other.recall < same.recall, modality
@@ -329,12 +329,12 @@ def test_evaluate_generator_writes_a_report_naming_the_extractor(extractor, held
 
     folder = result.write(tmp_path / "report")
     markdown = (folder / "report.md").read_text()
-    assert f"domain-encoder, checksum {extractor.checksum}" in markdown
+    assert f"domain-encoder, checksum {extractor.model_checksum}" in markdown
     with (folder / "fraction_control.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(expected) * (4 + 1) and [r["setting"] for r in rows[::5]] == expected
     assert (folder / "fraction_control.png").stat().st_size > 10_000
     data = json.loads((folder / "evaluation.json").read_text())
-    assert data["distribution"]["extractor"]["checksum"] == extractor.checksum
+    assert data["distribution"]["extractor"]["checksum"] == extractor.model_checksum
     assert data["generator"]["sampling"]["steps"] == 2
     assert (folder / "timing.csv").read_text().count("\n") == 5

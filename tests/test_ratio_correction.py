@@ -31,7 +31,7 @@ def sample():
 
 @pytest.fixture(scope="module")
 def session(sample):
-    return PhaseRatioSession(Segmenter.from_pretrained(DEMO), sample.image)
+    return PhaseRatioSession(Segmenter.load(DEMO), sample.image)
 
 
 def _asked(sample) -> list[np.ndarray]:

@@ -11,14 +11,14 @@ from napari_microsynth.core.datasets import load_dataset
 from napari_microsynth.core.fractions import mask_fractions
 from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.engines.evaluation import alpha_sweep, evaluate, run_comparison
-from napari_microsynth.engines.inference import PhaseRatioSession, predict_image
+from napari_microsynth.engines.inference import PhaseRatioSession, micrograph_warnings, predict_image
 from napari_microsynth.engines.segmentation import (
     SegmentationConfig,
     data_fingerprint,
     latest_checkpoint,
     train_segmenter,
 )
-from napari_microsynth.models.folder import read_model_config
+from napari_microsynth.models.folder import folder_checksum, read_model_config
 from napari_microsynth.models.segmenter import Segmenter
 
 TILE = 64
@@ -83,7 +83,12 @@ def test_model_folder_round_trip_gives_identical_predictions(trained, uhcs, tmp_
     assert config["training"]["data_fingerprint"] == data_fingerprint(uhcs[0])
     assert "| miou | 0.5000 |" in (folder / "README.md").read_text()
 
-    loaded = Segmenter.from_pretrained(folder)
+    loaded = Segmenter.load(folder)
+    assert loaded.model_checksum == trained.model.model_checksum == folder_checksum(folder)
+    assert next(loaded.parameters()).device.type == "cpu" and not loaded.training  # CPU, eval mode
+    # a loaded model keeps its training record and metrics: saving it again writes the same folder
+    again = loaded.save(tmp_path / "again")
+    assert read_model_config(again) == config and "| miou | 0.5000 |" in (again / "README.md").read_text()
     image = uhcs[1][0].image[:128, :160]
     ratio = uhcs[1][0].fractions
     for r in (None, ratio):
@@ -91,6 +96,18 @@ def test_model_folder_round_trip_gives_identical_predictions(trained, uhcs, tmp_
         labels_b, probs_b = predict_image(loaded, image, r)
         np.testing.assert_array_equal(labels_a, labels_b)
         np.testing.assert_allclose(probs_a, probs_b, atol=1e-6)
+
+
+def test_a_trained_model_folder_flags_micrographs_unlike_its_training_data(trained, uhcs, shared_data, tmp_path):
+    folder = trained.save(tmp_path / "model")
+    statistics = read_model_config(folder)["training"]["image_statistics"]
+    assert statistics["n_images"] == len(uhcs[0])
+    schema = trained.model.schema
+    iron = load_dataset(shared_data / "fastfinecut_iron")[0]
+    warnings = micrograph_warnings(folder, schema, iron.image, iron.pixel_size_um)
+    assert any("mean grey level" in w for w in warnings)
+    for steel in uhcs[1]:  # held-out UHCS micrographs
+        assert micrograph_warnings(folder, schema, steel.image, steel.pixel_size_um, steel.schema) == []
 
 
 def test_sliding_window_inference_covers_the_whole_micrograph(trained, uhcs):

@@ -134,12 +134,11 @@ def _segment(args: argparse.Namespace) -> int:
     from ..core.domain_check import dataset_schema_of
     from ..engines.inference import micrograph_warnings, predict_image, stored_temperature
     from ..engines.reports import phase_overlay
-    from ..models.device import resolve_device
     from ..models.segmenter import Segmenter
 
     set_threads(args)
     folder = model_folder(args.model)
-    model = Segmenter.from_pretrained(folder, device=resolve_device(args.device))
+    model = Segmenter.load(folder, device=args.device)
     ratio = None
     if args.ratio:
         ratio, note = parse_fractions(args.ratio, model.schema.names)

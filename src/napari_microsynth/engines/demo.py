@@ -171,7 +171,7 @@ def _segment(sample, out: Path, lines: list[str], should_stop: StopFn) -> None:
     from .inference import PhaseRatioSession
     from .reports import phase_overlay
 
-    model = Segmenter.from_pretrained(resource_path("models", DEMO_SEGMENTER))
+    model = Segmenter.load(resource_path("models", DEMO_SEGMENTER))
     session = PhaseRatioSession(model, sample.image, should_stop=should_stop)
     lines.append(f"segmentation with bundled model {DEMO_SEGMENTER} (mIoU against the hand mask):")
     for label, ratio in (("no ratio", None), ("true ratio", sample.fractions)):

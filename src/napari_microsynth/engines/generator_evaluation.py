@@ -475,13 +475,10 @@ class AgreementSegmenter:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu") -> "AgreementSegmenter":
-        from ..models.device import resolve_device
-        from ..models.folder import folder_checksum, read_model_config
         from ..models.segmenter import Segmenter
 
-        training = read_model_config(folder).get("training", {})
-        model = Segmenter.from_pretrained(folder, device=resolve_device(device))
-        return cls(model, Path(folder).name, folder_checksum(folder), str(training.get("data", "")))
+        model = Segmenter.load(folder, device=device)
+        return cls(model, Path(folder).name, model.model_checksum, str(model.training_record.get("data", "")))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "checksum": self.checksum, "trained_on": self.trained_on,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.domain_check import training_statistics
 from ..core.fractions import class_counts
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample, data_fingerprint
@@ -38,7 +39,7 @@ from ..models import checkpoint
 from ..models.device import resolve_device
 from ..models.plm import PLMFlags
 from ..models.segmenter import PRESETS, Segmenter
-from ..models.trainer import LoopSettings, Recipe, Run, TrainResult, train, write_on_main_process
+from ..models.trainer import LoopSettings, Recipe, Run, TrainResult, train
 
 CHECKPOINT_DIR = "checkpoints"
 #: Config fields that may differ between an interrupted training and its resumption.
@@ -111,13 +112,15 @@ class SegmentationConfig:
 @dataclass(kw_only=True)
 class SegmentationResult(TrainResult):
     """A finished training (steps, history, resume point, precision) with the network (CPU, eval mode)
-    and where it came from."""
+    and where it came from (``image_statistics``: the training micrographs', for
+    :func:`~napari_microsynth.core.domain_check.domain_warnings`)."""
 
     model: Segmenter
     config: SegmentationConfig
     fingerprint: str
     n_samples: int
     work_dir: Path
+    image_statistics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def training_info(self) -> dict[str, Any]:
@@ -129,14 +132,15 @@ class SegmentationResult(TrainResult):
             "n_training_samples": self.n_samples,
             "steps_done": int(last.get("step", 0)),
             "final_loss": float(last.get("loss", float("nan"))),
+            "image_statistics": self.image_statistics,
             **self.extra,
         }
 
     def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
         """Write the model folder (config, weights, model card with ``metrics``); in a distributed run
         the main process writes it while the others wait."""
-        write_on_main_process(lambda: self.model.save_pretrained(folder, training=self.training_info(), metrics=metrics))
-        return Path(folder)
+        self.model.training_record, self.model.metrics = self.training_info(), dict(metrics or {})
+        return self.model.save(folder)
 
 
 def check_training_samples(samples: Sequence[Sample]) -> PhaseSchema:
@@ -350,4 +354,6 @@ def train_segmenter(
     model = recipe.modules["model"].to("cpu").float().eval()
     return SegmentationResult(steps=done.steps, history=done.history, resumed_from=done.resumed_from,
                               mixed_precision=done.mixed_precision, model=model, config=config,
-                              fingerprint=fingerprint, n_samples=len(samples), work_dir=work_dir)
+                              fingerprint=fingerprint, n_samples=len(samples), work_dir=work_dir,
+                              image_statistics=training_statistics([s.image for s in samples],
+                                                                   [s.pixel_size_um for s in samples]))

@@ -64,8 +64,9 @@ def generator_class(folder: str | Path) -> type["Generator"]:
     return get_generator(name)
 
 
-def load_generator(folder: str | Path, device: str = "auto") -> "Generator":
-    """Load any generator's model folder, dispatching on the name stored in its ``config.json``."""
+def load_generator(folder: str | Path, device: str = "cpu") -> "Generator":
+    """Load any generator's model folder, dispatching on the name stored in its ``config.json`` (on the
+    CPU unless ``device`` says otherwise, as every model folder loads)."""
     return generator_class(folder).load(folder, device=device)
 
 

@@ -30,7 +30,7 @@ from ..models.diffusion import (
     encode_mask,
 )
 from ..models.diffusion_training import DenoiserBatch, TrainResult, train_denoiser
-from ..models.folder import folder_checksum, load_weights, read_model_config, save_model_folder
+from ..models.folder import ModelFolderMixin, load_weights
 from .base import ConditionSpec, Generator, TrainingRecord
 
 
@@ -107,14 +107,14 @@ class DiffusionSampling(DenoiserSampling):
             raise ValueError(f"control_temperature must be a positive number, got {self.control_temperature}")
 
 
-class DiffusionModel(abc.ABC):
+class DiffusionModel(ModelFolderMixin):
     """Base of the diffusion models: construction, training bookkeeping, model folders.
 
     Subclasses set ``label`` (the model's name in messages), ``TrainConfig``, ``presets`` and
     ``denoiser_names`` (the attributes holding their denoisers, also their config keys and weight files in
     the model folder), and implement :meth:`_preset_configs` and :meth:`_make_networks` (the network
-    configs of a preset, and the networks built from configs), :meth:`_folder_header`,
-    :meth:`_check_folder` and :meth:`_model_card`.
+    configs of a preset, and the networks built from configs), :meth:`folder_identity` (generators
+    inherit it) and :meth:`_model_card`.
     """
 
     label: ClassVar[str]
@@ -122,7 +122,6 @@ class DiffusionModel(abc.ABC):
     presets: ClassVar[tuple[str, ...]]
     denoiser_names: ClassVar[tuple[str, ...]] = ("denoiser",)
     schema: PhaseSchema
-    model_checksum: str
 
     def __init__(self, schema: PhaseSchema, preset: str = "small", device: str = "auto", seed: int = 0):
         """An untrained model of network size ``preset`` on ``device``; ``seed`` fixes the initial weights."""
@@ -226,71 +225,39 @@ class DiffusionModel(abc.ABC):
 
     # ------------------------------------------------------------ files
 
-    @abc.abstractmethod
-    def _folder_header(self) -> dict[str, Any]:
-        """The entries of ``config.json`` that say what model the folder holds."""
-
-    def _folder_extra(self) -> dict[str, Any]:
-        """More entries of ``config.json``."""
-        return {}
-
-    @classmethod
-    @abc.abstractmethod
-    def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
-        """Raise ValueError when ``config`` (a folder's ``config.json``) is not this model's."""
-
-    @abc.abstractmethod
-    def _model_card(self) -> str:
-        """The folder's README.md."""
-
     def _card(self, title: str, about: Sequence[str], details: Sequence[str]) -> str:
         """A README.md: ``title``, what the model does, its phase schema and ``details`` (list lines)."""
         names = ", ".join(self.schema.names)
         lines = [f"# {title} ({self.preset} preset)", "", *about, "", f"- phase schema: {self.schema.name} ({names})"]
         return "\n".join([*lines, *details]) + "\n"
 
-    def save(self, folder: str | Path) -> Path:
-        """Write a model folder (config.json, one ``<name>.safetensors`` per denoiser, README.md) and set
-        :attr:`model_checksum`."""
-        denoisers = self._denoisers()
-        config = {
-            **self._folder_header(),
+    def _folder_config(self) -> dict[str, Any]:
+        return {
             "preset": self.preset,
             "schema": self.schema.to_dict(),
-            **{name: d.config.to_dict() for name, d in denoisers.items()},
-            **self._folder_extra(),
+            **{name: d.config.to_dict() for name, d in self._denoisers().items()},
             "training": asdict(self.training),
         }
-        folder = save_model_folder(folder, config, self._weights(), self._model_card())
-        self.model_checksum = folder_checksum(folder)
-        return folder
 
-    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
+    def _folder_weights(self) -> dict[str, dict[str, torch.Tensor]]:
         """The state dicts saved in the model folder, by weights-file name (default: the denoisers)."""
         return {name: d.state_dict() for name, d in self._denoisers().items()}
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> Self:
-        """Rebuild a model saved by :meth:`save` (CPU float32 weights, moved to ``device``)."""
-        config = read_model_config(folder)
-        cls._check_folder(folder, config)
-        model = cls.from_configs(PhaseSchema.from_dict(config["schema"]), cls._folder_configs(config), device=device)
-        model._restore(folder, config)
-        return model
 
     @classmethod
     def _folder_configs(cls, config: dict[str, Any]) -> tuple[Any, ...]:
         """The network configs saved in a folder's ``config.json`` (default: the denoisers')."""
         return tuple(DenoiserConfig.from_dict(config[name]) for name in cls.denoiser_names)
 
-    def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
-        """Load the weights and records of a model folder into this freshly built model."""
-        self.preset = config.get("preset", "custom")
-        for name, denoiser in self._denoisers().items():
+    @classmethod
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> Self:
+        """The model built from the folder's network configs, its denoisers' weights and training record loaded."""
+        model = cls.from_configs(PhaseSchema.from_dict(config["schema"]), cls._folder_configs(config), device=device)
+        model.preset = config.get("preset", "custom")
+        for name, denoiser in model._denoisers().items():
             denoiser.load_state_dict(load_weights(folder, name))
-            denoiser.to(self.device).eval()
-        self.training = TrainingRecord(**config.get("training", {}))
-        self.model_checksum = folder_checksum(folder)
+            denoiser.to(model.device).eval()
+        model.training = TrainingRecord(**config.get("training", {}))
+        return model
 
 
 class DiffusionGenerator(DiffusionModel, Generator):
@@ -397,22 +364,12 @@ class DiffusionGenerator(DiffusionModel, Generator):
             return masks
         return np.stack([remove_small_regions(m, self.schema, min_region_px) for m in masks])
 
-    def _folder_header(self) -> dict[str, Any]:
-        return {"kind": "generator", "generator": self.name, "generator_version": self.version}
-
-    def _folder_extra(self) -> dict[str, Any]:
-        return {"condition": self.condition_spec.to_dict(), "pixel_size_um": self.pixel_size_um}
+    def _folder_config(self) -> dict[str, Any]:
+        return {**super()._folder_config(), "condition": self.condition_spec.to_dict(),
+                "pixel_size_um": self.pixel_size_um}
 
     @classmethod
-    def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
-        if config.get("generator") != cls.name:
-            raise ValueError(f"{folder} holds a {config.get('generator') or 'non-generator'} model, not {cls.name}")
-        if config.get("generator_version") != cls.version:
-            raise ValueError(
-                f"{folder} was written by {cls.name} format version {config.get('generator_version')}; "
-                f"this code reads version {cls.version}"
-            )
-
-    def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
-        super()._restore(folder, config)
-        self.pixel_size_um = config.get("pixel_size_um")
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> Self:
+        model = super()._from_folder(folder, config, device)
+        model.pixel_size_um = config.get("pixel_size_um")
+        return model

@@ -33,6 +33,7 @@ from ..core.options import Option, apply_options, declared_options
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
+from ..models.folder import ModelFolderMixin
 
 CONDITION_KINDS = ("fractions", "properties", "none")
 
@@ -219,16 +220,17 @@ class NoSampling:
     """The sampling options of a family that has none."""
 
 
-class Generator(abc.ABC):
+class Generator(ModelFolderMixin):
     """Base class of all generators: what every family has, so CLI, widgets and engines treat them alike.
 
     A family sets ``name`` (registry key), ``version`` (bumped when its model-folder format changes),
     ``presets`` (network sizes, for :meth:`__init__`), ``TrainConfig`` and ``SamplingConfig`` (dataclasses
     whose :func:`~napari_microsynth.core.options.option` fields declare its training and sampling options),
-    and implements :attr:`condition_spec`, :attr:`resolution`, :meth:`train`, :meth:`save`, :meth:`load`
-    and :meth:`_generate`. Every family is built the same way, ``cls(schema, preset, device, seed)``, and
-    has a :attr:`device`, a tile size (:attr:`resolution`) and a scale (:attr:`downscale`,
-    :attr:`pixel_size_um`).
+    and implements :attr:`condition_spec`, :attr:`resolution`, :meth:`train`, :meth:`_generate` and the
+    parts of its model folder (:class:`~napari_microsynth.models.folder.ModelFolderMixin` gives ``save``
+    and ``load``; the folder's identity is the family's name and ``version``). Every family is built the
+    same way, ``cls(schema, preset, device, seed)``, and has a :attr:`device`, a tile size
+    (:attr:`resolution`) and a scale (:attr:`downscale`, :attr:`pixel_size_um`).
     """
 
     name: ClassVar[str]
@@ -251,8 +253,6 @@ class Generator(abc.ABC):
         self.device = device
         #: what the model folder records about the training data and run
         self.training = TrainingRecord()
-        #: SHA-256 prefix of the saved weights; empty until the model is saved or loaded
-        self.model_checksum = ""
 
     @property
     @abc.abstractmethod
@@ -315,14 +315,9 @@ class Generator(abc.ABC):
         Raises :class:`~napari_microsynth.core.progress.Cancelled` when ``should_stop()`` turns true.
         """
 
-    @abc.abstractmethod
-    def save(self, folder: str | Path) -> Path:
-        """Write a model folder (config.json, weights, README.md) and set :attr:`model_checksum`."""
-
     @classmethod
-    @abc.abstractmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> "Generator":
-        """Rebuild a generator from a model folder written by :meth:`save`."""
+    def folder_identity(cls) -> dict[str, Any]:
+        return {"kind": "generator", "generator": cls.name, "generator_version": cls.version}
 
     @abc.abstractmethod
     def _generate(

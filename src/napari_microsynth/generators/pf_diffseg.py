@@ -140,7 +140,7 @@ class PFDiffSeg(DiffusionGenerator):
 
     # ------------------------------------------------------------ files
 
-    def _model_card(self) -> str:
+    def _model_card(self, config: dict[str, Any]) -> str:
         cfg = self.denoiser.config
         about = [
             "Generates a grey micrograph and its phase mask together, conditioned on the phase-fraction vector",

@@ -22,7 +22,6 @@ class drawn in proportion to its share of the block), so a generator's output lo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -154,20 +153,14 @@ class SuperResolution(DiffusionModel):
 
     # ------------------------------------------------------------ files
 
-    def _folder_header(self) -> dict[str, Any]:
-        return {"kind": KIND, "format_version": FORMAT_VERSION, "factor": FACTOR}
-
     @classmethod
-    def _check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
-        if config.get("kind") != KIND:
-            raise ValueError(f"{folder} holds a {config.get('kind') or 'unknown'} model, not a {KIND} model")
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{folder} was written in {KIND} format version {config.get('format_version')}; "
-                f"this code reads version {FORMAT_VERSION}"
-            )
+    def folder_identity(cls) -> dict[str, Any]:
+        return {"kind": KIND, "format_version": FORMAT_VERSION}
 
-    def _model_card(self) -> str:
+    def _folder_config(self) -> dict[str, Any]:
+        return {**super()._folder_config(), "factor": FACTOR}
+
+    def _model_card(self, config: dict[str, Any]) -> str:
         cfg = self.denoiser.config
         about = [
             "Generates a micrograph and its phase mask at twice the size of a given low-resolution pair",

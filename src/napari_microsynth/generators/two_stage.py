@@ -190,7 +190,7 @@ class TwoStage(DiffusionGenerator):
 
     # ------------------------------------------------------------ files
 
-    def _model_card(self) -> str:
+    def _model_card(self, config: dict[str, Any]) -> str:
         cfg = self.mask_denoiser.config
         about = [
             "Generates a phase mask conditioned on the phase-fraction vector, then a grey micrograph conditioned",

@@ -216,18 +216,20 @@ class TwoStageGAN(DiffusionGenerator):
 
     # ------------------------------------------------------------ files
 
-    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {**super()._weights(), "translator": self.translator.state_dict()}
+    def _folder_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {**super()._folder_weights(), "translator": self.translator.state_dict()}
 
-    def _folder_extra(self) -> dict[str, Any]:
-        return {**super()._folder_extra(), "translator": self.translator.config.to_dict()}
+    def _folder_config(self) -> dict[str, Any]:
+        return {**super()._folder_config(), "translator": self.translator.config.to_dict()}
 
-    def _restore(self, folder: str | Path, config: dict[str, Any]) -> None:
-        super()._restore(folder, config)
-        self.translator.load_state_dict(load_weights(folder, "translator"))
-        self.translator.to(self.device).eval()
+    @classmethod
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> "TwoStageGAN":
+        model = super()._from_folder(folder, config, device)
+        model.translator.load_state_dict(load_weights(folder, "translator"))
+        model.translator.to(model.device).eval()
+        return model
 
-    def _model_card(self) -> str:
+    def _model_card(self, config: dict[str, Any]) -> str:
         cfg, tcfg = self.mask_denoiser.config, self.translator.config
         params = sum(p.numel() for p in self.translator.parameters()) / 1e6
         about = [

@@ -40,7 +40,7 @@ from ..core.tiles import RandomPairTiles
 from ..models.device import resolve_device
 from ..models.diffusion import seeded_noise, snap_to_fractions
 from ..models.dual_image_training import train_prior, train_vqvae
-from ..models.folder import ModelFolderMixin, load_weights
+from ..models.folder import load_weights
 from ..models.pixelcnn import PixelCNNPrior, PriorConfig, composition_tilt
 from ..models.trainer import LoopSettings, TrainResult
 from ..models.vqvae import DualImageVQVAE, VQVAEConfig, encode_dual, split_dual
@@ -122,7 +122,7 @@ class VQVAEPixelCNNSampling:
 
 
 @register_generator
-class VQVAEPixelCNN(ModelFolderMixin, Generator):
+class VQVAEPixelCNN(Generator):
     """Dual-image VQ-VAE + PixelCNN prior (paper 002), with a fraction-conditioned gated prior and control."""
 
     name = "vqvae-pixelcnn"
@@ -336,10 +336,6 @@ class VQVAEPixelCNN(ModelFolderMixin, Generator):
         return np.stack([kmeans_snap(m, self.schema) for m in mask_part.cpu().numpy()]).astype(np.int64)
 
     # ------------------------------------------------------------ model folder
-
-    @classmethod
-    def folder_identity(cls) -> dict[str, Any]:
-        return {"kind": "generator", "generator": cls.name, "generator_version": cls.version}
 
     def _folder_config(self) -> dict[str, Any]:
         return {

@@ -1,6 +1,6 @@
 """Feature extractors for distribution metrics (Frechet distance, KID, precision/recall) of micrographs and masks.
 
-Two extractors share one small interface (``name``, ``checksum``, ``image_features(images)``,
+Two extractors share one small interface (``name``, ``model_checksum``, ``image_features(images)``,
 ``mask_features(masks, schema)``, ``describe()``), so every score can say which features produced it:
 
 - :class:`DomainFeatureExtractor`: two small CNNs (:mod:`.feature_encoder`) this project trains on real
@@ -27,7 +27,7 @@ import torch
 from ..core.schema import PhaseSchema
 from .device import resolve_device
 from .feature_encoder import FeatureEncoder, FeatureEncoderConfig, encoder_input
-from .folder import folder_checksum, load_weights, read_model_config, save_model_folder
+from .folder import ModelFolderMixin, load_weights
 
 KIND = "feature-extractor"
 FORMAT_VERSION = "1"
@@ -62,7 +62,7 @@ def stacked(arrays: np.ndarray | Sequence[np.ndarray], what: str) -> np.ndarray:
     return arrays
 
 
-class DomainFeatureExtractor:
+class DomainFeatureExtractor(ModelFolderMixin):
     """Image and mask features from the two encoders this project trains (see the module docstring)."""
 
     name = "domain-encoder"
@@ -82,16 +82,16 @@ class DomainFeatureExtractor:
         self.mask_encoder = mask_encoder.to(self.device).eval()
         self.training = dict(training or {})
         self.batch_size = batch_size
-        self.checksum = weights_checksum(self._weights())
+        self.model_checksum = weights_checksum(self._folder_weights())
 
-    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
+    def _folder_weights(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"image_encoder": self.image_encoder.state_dict(), "mask_encoder": self.mask_encoder.state_dict()}
 
     def describe(self) -> dict[str, Any]:
         """Name, checksum, and the tile size/scale and micrographs the encoders were trained on."""
         return {
             "name": self.name,
-            "checksum": self.checksum,
+            "checksum": self.model_checksum,
             "schema": self.schema.name,
             "feature_dim": self.image_encoder.config.feature_dim,
             "tile": self.training.get("tile"),
@@ -117,18 +117,23 @@ class DomainFeatureExtractor:
             masks.astype(np.int64), self.batch_size,
         )
 
-    def save(self, folder: str | Path) -> Path:
-        """Model folder: config.json, image_encoder/mask_encoder.safetensors, README.md."""
-        config = {
-            "kind": KIND,
-            "extractor": self.name,
-            "format_version": FORMAT_VERSION,
+    # ------------------------------------------------------------ model folder
+
+    @classmethod
+    def folder_identity(cls) -> dict[str, Any]:
+        return {"kind": KIND, "extractor": cls.name, "format_version": FORMAT_VERSION}
+
+    def _folder_config(self) -> dict[str, Any]:
+        return {
             "schema": self.schema.to_dict(),
             "image_encoder": self.image_encoder.config.to_dict(),
             "mask_encoder": self.mask_encoder.config.to_dict(),
             "training": self.training,
         }
-        card = "\n".join([
+
+    def _model_card(self, config: dict[str, Any]) -> str:
+        t = self.training
+        return "\n".join([
             "# Domain feature encoders (napari-microsynth)",
             "",
             "Two small CNNs trained on real annotated tiles to predict the tile's phase fractions and its source",
@@ -136,28 +141,16 @@ class DomainFeatureExtractor:
             "images and masks.",
             "",
             f"- phase schema: {self.schema.name} ({', '.join(self.schema.names)})",
-            f"- tiles: {self.training.get('tile')} px at downscale {self.training.get('downscale')}, "
-            f"{self.training.get('steps')} steps on {len(self.training.get('sample_names', []))} micrographs",
-            f"- final losses: {self.training.get('final_loss')}",
+            f"- tiles: {t.get('tile')} px at downscale {t.get('downscale')}, "
+            f"{t.get('steps')} steps on {len(t.get('sample_names', []))} micrographs",
+            f"- final losses: {t.get('final_loss')}",
         ]) + "\n"
-        folder = save_model_folder(folder, config, self._weights(), card)
-        self.checksum = folder_checksum(folder)
-        return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> "DomainFeatureExtractor":
-        config = read_model_config(folder)
-        if config.get("kind") != KIND or config.get("extractor") != cls.name:
-            raise ValueError(f"{folder} is not a {cls.name} model folder (kind {config.get('kind')!r})")
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{folder} was written in format version {config.get('format_version')}; this code reads {FORMAT_VERSION}"
-            )
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> "DomainFeatureExtractor":
         encoders = []
         for name in ("image_encoder", "mask_encoder"):
             encoder = FeatureEncoder(FeatureEncoderConfig.from_dict(config[name]))
             encoder.load_state_dict(load_weights(folder, name))
             encoders.append(encoder)
-        extractor = cls(PhaseSchema.from_dict(config["schema"]), *encoders, config.get("training"), device=device)
-        extractor.checksum = folder_checksum(folder)
-        return extractor
+        return cls(PhaseSchema.from_dict(config["schema"]), *encoders, config.get("training"), device=device)

@@ -1,8 +1,9 @@
 """Model folder: ``config.json`` + ``<name>.safetensors`` weights + ``README.md`` model card.
 
 The same shape as diffusers' ``save_pretrained``. ``config.json`` holds everything needed to rebuild the
-modules (kind, architecture arguments, phase schema, training-data fingerprint, code version); weights load
-on CPU in float32 by default.
+modules (kind, architecture arguments, phase schema, training-data fingerprint, code version); weights are
+read in float32 and a loaded model sits on the CPU unless a device is asked for. torch is imported
+when weights are read or written, so classes built on :class:`ModelFolderMixin` import cheaply.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, TypeVar
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import __version__
 
+if TYPE_CHECKING:
+    import torch
+
 C = TypeVar("C")
+T = TypeVar("T")
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
@@ -35,6 +37,8 @@ def save_model_folder(
     The files are written to temporary names first and renamed, so an interrupted save never leaves a
     folder whose config and weights disagree.
     """
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = dict(config)
@@ -65,7 +69,9 @@ def read_model_config(folder: str | Path) -> dict[str, Any]:
 def load_weights(folder: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """One named state dict of a model folder, in float32 on ``device``; damaged files (truncated, not
     safetensors, NaN or infinite values) raise a ValueError naming the file."""
+    import torch
     from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     path = Path(folder) / f"{name}.safetensors"
     if not path.is_file():
@@ -89,6 +95,34 @@ def folder_checksum(folder: str | Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def on_main_process(work: Callable[[], T]) -> T:
+    """``work()`` (which writes files) done by the main process only; in a distributed run (``accelerate
+    launch``) the other processes wait for it and get its result, or raise its error."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return work()
+    outcome: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome = [(True, work())]
+        except Exception as exc:  # every process raises it, none is left waiting
+            outcome = [(False, exc)]
+    dist.broadcast_object_list(outcome, src=0)
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value
+
+
+def folder_kind(config: dict[str, Any]) -> str:
+    """What a model folder holds, in words: its generator or extractor name, else its kind."""
+    for key in ("generator", "extractor", "kind"):
+        if config.get(key):
+            return str(config[key])
+    return "unknown"
 
 
 def config_from_dict(config_class: type[C], data: dict[str, Any], label: str) -> C:
@@ -136,16 +170,28 @@ class ModelFolderMixin(abc.ABC):
         """A model rebuilt from a checked ``config.json``, its weights loaded from ``folder``."""
 
     def save(self, folder: str | Path) -> Path:
-        """Write the model folder (config.json, weights, README.md) and set :attr:`model_checksum`."""
-        config = {**self.folder_identity(), **self._folder_config()}
-        config.setdefault("code_version", __version__)
-        folder = save_model_folder(folder, config, self._folder_weights(), self._model_card(config))
-        self.model_checksum = folder_checksum(folder)
+        """Write the model folder (config.json, weights, README.md) and set :attr:`model_checksum`.
+
+        In a distributed run only the main process writes; every process gets the folder's checksum.
+        """
+        folder = Path(folder)
+
+        def write() -> str:
+            config = {**self.folder_identity(), **self._folder_config()}
+            config.setdefault("code_version", __version__)
+            return folder_checksum(save_model_folder(folder, config, self._folder_weights(), self._model_card(config)))
+
+        self.model_checksum = on_main_process(write)
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> Any:
-        """Rebuild a model from a folder written by :meth:`save` (weights read on the CPU in float32)."""
+    def load(cls, folder: str | Path, device: str = "cpu") -> Any:
+        """Rebuild a model from a folder written by :meth:`save`, weights in float32 and on ``device``.
+
+        Every model loads on the CPU unless asked (as diffusers' ``from_pretrained``): a folder loads the
+        same, and gives the same outputs, on any machine; callers that run heavy work pass the user's
+        device choice ("auto" picks CUDA, then MPS, then CPU).
+        """
         folder = Path(folder)
         config = read_model_config(folder)
         cls.check_folder(folder, config)
@@ -157,11 +203,10 @@ class ModelFolderMixin(abc.ABC):
     def check_folder(cls, folder: str | Path, config: dict[str, Any]) -> None:
         """A ValueError saying what ``folder`` holds when its ``config.json`` is not this kind of model."""
         identity = cls.folder_identity()
+        wanted = folder_kind(identity)
         names = [k for k in identity if not k.endswith("version")]
-        wanted = " ".join(str(identity[k]) for k in names)
-        held = " ".join(str(config[k]) for k in names if config.get(k) is not None)
         if any(config.get(k) != identity[k] for k in names):
-            raise ValueError(f"{folder} holds a {held or 'different'} model, not a {wanted} model")
+            raise ValueError(f"{folder} holds a {folder_kind(config)} model, not a {wanted} model")
         for key in identity.keys() - set(names):
             if config.get(key) != identity[key]:
                 raise ValueError(f"{folder} was written in format version {config.get(key)} of {wanted}; "

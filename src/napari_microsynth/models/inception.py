@@ -62,10 +62,10 @@ class InceptionFeatureExtractor:
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-        self.checksum = digest.hexdigest()[:16]
+        self.model_checksum = digest.hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "checksum": self.checksum, "weights_file": self.weights_file, "feature_dim": 2048}
+        return {"name": self.name, "checksum": self.model_checksum, "weights_file": self.weights_file, "feature_dim": 2048}
 
     def _rgb_features(self, rgb: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(rgb.to(self.device), size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
 from ..core.schema import PhaseSchema
-from .folder import load_weights, read_model_config, save_model_folder
+from .device import resolve_device
+from .folder import ModelFolderMixin, load_weights
 from .plm import PhaseLearningModule, PLMFlags
 
 MODEL_KIND = "segmenter"
@@ -99,11 +99,12 @@ def resolve_architecture(arch: str, preset: str = "small", encoder: str | None =
     return kwargs
 
 
-class Segmenter(nn.Module):
+class Segmenter(ModelFolderMixin, nn.Module):
     """Encoder + decoder of an smp architecture and a head (smp conv or PLM); logits ``(B, n, H, W)``.
 
     ``tile_size`` is the square window the network is trained and run on (the PLM's coordinate maps
-    are relative to it, so inference uses the same window).
+    are relative to it, so inference uses the same window). :attr:`training_record` and :attr:`metrics` (as
+    measured by the caller, e.g. :func:`engines.evaluation.evaluate`) go into the model folder.
     """
 
     def __init__(
@@ -138,6 +139,9 @@ class Segmenter(nn.Module):
         if not 0 < float(input_scale) <= 1:
             raise ValueError(f"input_scale must be in (0, 1], got {input_scale}")
         self.input_scale = float(input_scale)
+        #: what the model folder records about the training run and the measured metrics
+        self.training_record: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
         self.encoder = net.encoder
         self.decoder = net.decoder
         conv, upsample = net.segmentation_head[0], net.segmentation_head[1]
@@ -180,38 +184,6 @@ class Segmenter(nn.Module):
         """True when the network takes a phase ratio (PLM with its ratio encoder)."""
         return isinstance(self.head, PhaseLearningModule) and self.head.uses_ratio
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild the network (stored in the model folder's ``config.json``)."""
-        return {
-            "kind": MODEL_KIND,
-            "arch": self.arch,
-            "arch_kwargs": dict(self.arch_kwargs),
-            "preset": self.preset,
-            "plm": None if self.plm_flags is None else self.plm_flags.to_dict(),
-            "plm_name": "baseline" if self.plm_flags is None else self.plm_flags.name,
-            "tile_size": self.tile_size,
-            "input_scale": self.input_scale,
-            "in_channels": 1,
-            "input_scaling": {"mean": INPUT_MEAN, "std": INPUT_STD},
-            "schema": self.schema.to_dict(),
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Segmenter":
-        if config.get("kind") != MODEL_KIND:
-            raise ValueError(f"not a segmenter config: kind is {config.get('kind')!r}, expected {MODEL_KIND!r}")
-        flags = None if config.get("plm") is None else PLMFlags(**config["plm"])
-        return cls(
-            PhaseSchema.from_dict(config["schema"]),
-            arch=config["arch"],
-            plm=flags,
-            tile_size=int(config["tile_size"]),
-            input_scale=float(config.get("input_scale", 1.0)),
-            preset=config.get("preset"),
-            **config["arch_kwargs"],
-        )
-
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"expected grey images (B, 1, H, W), got shape {tuple(x.shape)}")
@@ -245,62 +217,83 @@ class Segmenter(nn.Module):
     def forward(self, x: torch.Tensor, ratio=None) -> torch.Tensor:
         return self.ratio_head(self.image_features(x), ratio)
 
-    def save_pretrained(
-        self, folder: str | Path, training: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
-    ) -> Path:
-        """Write a model folder: ``config.json`` (network + ``training`` info), weights, ``README.md`` card
-        listing ``metrics`` (as measured by the caller, e.g. :func:`engines.evaluation.evaluate`)."""
-        config = self.config
-        config["code_version"] = __version__
-        config["training"] = training or {}
-        config["metrics"] = metrics or {}
-        return save_model_folder(folder, config, {WEIGHTS_NAME: self.state_dict()}, model_card(config))
+    # ------------------------------------------------------------ model folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "Segmenter":
-        """Load a model folder written by :meth:`save_pretrained`, in float32 and eval mode on ``device``."""
-        config = read_model_config(folder)
-        model = cls.from_config(config)
+    def folder_identity(cls) -> dict[str, Any]:
+        return {"kind": MODEL_KIND}
+
+    def _folder_config(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "arch_kwargs": dict(self.arch_kwargs),
+            "preset": self.preset,
+            "plm": None if self.plm_flags is None else self.plm_flags.to_dict(),
+            "plm_name": "baseline" if self.plm_flags is None else self.plm_flags.name,
+            "tile_size": self.tile_size,
+            "input_scale": self.input_scale,
+            "in_channels": 1,
+            "input_scaling": {"mean": INPUT_MEAN, "std": INPUT_STD},
+            "schema": self.schema.to_dict(),
+            "training": dict(self.training_record),
+            "metrics": dict(self.metrics),
+        }
+
+    def _folder_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {WEIGHTS_NAME: self.state_dict()}
+
+    def _model_card(self, config: dict[str, Any]) -> str:
+        """Markdown model card: what the network is, how it was trained, what it scored."""
+        schema = PhaseSchema.from_dict(config["schema"])
+        kwargs = config["arch_kwargs"]
+        lines = [
+            f"# Phase segmenter: {config['arch']} ({kwargs['encoder_name']}), PLM: {config['plm_name']}",
+            "",
+            f"- Architecture: segmentation-models-pytorch `{config['arch']}` with {json.dumps(kwargs)}",
+            f"- Size preset: {config.get('preset') or 'custom'}; window {config['tile_size']} px, 1 grey input channel",
+            "- Head: " + ("Phase Learning Module (paper 001) with " + config["plm_name"] if config["plm"] else "plain smp segmentation head"),
+            f"- Phase schema `{schema.name}`: " + ", ".join(f"{p.id} {p.name}" for p in schema.phases),
+            f"- Code version: {config.get('code_version', 'unknown')}",
+        ]
+        training = config.get("training") or {}
+        if training:
+            lines += ["", "## Training", ""]
+            lines += [f"- {key}: {_fmt(value) if not isinstance(value, (dict, list)) else json.dumps(value)}"
+                      for key, value in sorted(training.items())]
+        metrics = config.get("metrics") or {}
+        lines += ["", "## Measured metrics", ""]
+        if not metrics:
+            lines.append("No metrics were measured for this model.")
+        else:
+            scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+            per_class = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+            if scalars:
+                lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
+            if per_class:
+                names = list(next(iter(per_class.values())))
+                lines += ["", "| phase | " + " | ".join(per_class) + " |", "|---" * (len(per_class) + 1) + "|"]
+                lines += [f"| {n} | " + " | ".join(_fmt(per_class[k].get(n, float("nan"))) for k in per_class) + " |"
+                          for n in names]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def _from_folder(cls, folder: Path, config: dict[str, Any], device: str) -> "Segmenter":
+        flags = None if config.get("plm") is None else PLMFlags(**config["plm"])
+        model = cls(
+            PhaseSchema.from_dict(config["schema"]),
+            arch=config["arch"],
+            plm=flags,
+            tile_size=int(config["tile_size"]),
+            input_scale=float(config.get("input_scale", 1.0)),
+            preset=config.get("preset"),
+            **config["arch_kwargs"],
+        )
         model.load_state_dict(load_weights(folder, WEIGHTS_NAME))
-        return model.to(device).eval()
+        model.training_record, model.metrics = dict(config.get("training") or {}), dict(config.get("metrics") or {})
+        return model.to(resolve_device(str(device))).eval()
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
-
-
-def model_card(config: dict[str, Any]) -> str:
-    """Markdown model card: what the network is, how it was trained, what it scored."""
-    schema = PhaseSchema.from_dict(config["schema"])
-    kwargs = config["arch_kwargs"]
-    lines = [
-        f"# Phase segmenter: {config['arch']} ({kwargs['encoder_name']}), PLM: {config['plm_name']}",
-        "",
-        f"- Architecture: segmentation-models-pytorch `{config['arch']}` with {json.dumps(kwargs)}",
-        f"- Size preset: {config.get('preset') or 'custom'}; window {config['tile_size']} px, 1 grey input channel",
-        "- Head: " + ("Phase Learning Module (paper 001) with " + config["plm_name"] if config["plm"] else "plain smp segmentation head"),
-        f"- Phase schema `{schema.name}`: " + ", ".join(f"{p.id} {p.name}" for p in schema.phases),
-        f"- Code version: {config.get('code_version', 'unknown')}",
-    ]
-    training = config.get("training") or {}
-    if training:
-        lines += ["", "## Training", ""]
-        lines += [f"- {key}: {_fmt(value) if not isinstance(value, (dict, list)) else json.dumps(value)}"
-                  for key, value in sorted(training.items())]
-    metrics = config.get("metrics") or {}
-    lines += ["", "## Measured metrics", ""]
-    if not metrics:
-        lines.append("No metrics were measured for this model.")
-    else:
-        scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-        per_class = {k: v for k, v in metrics.items() if isinstance(v, dict)}
-        if scalars:
-            lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
-        if per_class:
-            names = list(next(iter(per_class.values())))
-            lines += ["", "| phase | " + " | ".join(per_class) + " |", "|---" * (len(per_class) + 1) + "|"]
-            lines += [f"| {n} | " + " | ".join(_fmt(per_class[k].get(n, float("nan"))) for k in per_class) + " |"
-                      for n in names]
-    return "\n".join(lines) + "\n"

@@ -212,18 +212,6 @@ def step_loader(accelerator: Any, draw: Callable[[np.random.Generator], Any], se
     return accelerator.prepare_data_loader(loader, device_placement=False)
 
 
-def write_on_main_process(write: Callable[[], Any]) -> None:
-    """Call ``write`` (which writes files) on the main process only; in a distributed run the others wait
-    until it is done."""
-    import torch.distributed as dist
-
-    distributed = dist.is_available() and dist.is_initialized()
-    if not distributed or dist.get_rank() == 0:
-        write()
-    if distributed:
-        dist.barrier()
-
-
 def _stop_requested(accelerator: Any, should_stop: StopFn) -> bool:
     """``should_stop()`` of this process, or of any process in a distributed run (all stop together)."""
     wanted = bool(should_stop())
