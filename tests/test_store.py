@@ -163,8 +163,10 @@ def test_open_explains_a_schema_that_does_not_fit_the_masks(tmp_path, uhcs):
     path = _store_with_two(tmp_path, uhcs)
     two_phases = PhaseSchema("two", (Phase(0, "a", (0, 0, 0)), Phase(1, "b", (255, 255, 255))))
     _set_root_attr(path, "schema", two_phases.to_dict())
+    with pytest.raises(StoreError, match="4 class counts but the schema 'two' has 2 classes"):
+        DatasetStore.open(path)  # the quick structural check sees the counts
     with pytest.raises(StoreError) as info:
-        DatasetStore.open(path)
+        DatasetStore.open(path, check_data=True)  # the full check reads the masks
     message = str(info.value)
     assert "sample 0" in message and "sample 1" in message
     assert "[2, 3]" in message and "'two'" in message
@@ -189,8 +191,92 @@ def test_open_explains_bad_root_metadata(tmp_path, uhcs, key, value, expected):
 def test_open_refuses_other_folders(tmp_path):
     with pytest.raises(FileNotFoundError):
         DatasetStore.open(tmp_path / "missing.zarr")
-    with pytest.raises(StoreError, match="not a zarr v3 group"):
+    with pytest.raises(StoreError, match="not a dataset store \\(no zarr.json\\)"):
         DatasetStore.open(tmp_path)
+
+
+def test_a_deleted_image_chunk_is_an_error_never_black_pixels(tmp_path, uhcs, capsys):
+    """Issue 19 item 5: zarr reads a missing chunk as its fill value (0), so a deleted image chunk once
+    exported as black pixels."""
+    path = _store_with_two(tmp_path, uhcs)
+    store = DatasetStore.open(path)  # opened before the damage: the read itself refuses
+    (path / "samples" / "000001" / "image" / "c" / "0" / "0").unlink()
+    with pytest.raises(StoreError, match=r"sample 1 \(samples/000001/image\): 1 chunk file\(s\) of image are missing"):
+        store.image(1)
+    with pytest.raises(StoreError, match=r"sample 1 \(samples/000001\): 1 chunk file\(s\) of image are missing \(c/0/0\)"):
+        DatasetStore.open(path)
+    assert main(["-q", "export-folders", str(path), "--out", str(tmp_path / "out")]) == EXIT_BAD_INPUT
+    assert "chunk file(s) of image are missing" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "samples.csv").exists()
+
+
+def test_an_all_zero_mask_keeps_its_chunks(tmp_path, uhcs):
+    """zarr skips chunks that hold only the fill value unless told otherwise; the store writes them all,
+    so that a missing chunk always means damage."""
+    tile = uhcs[0].crop((0, 0, 64, 64))
+    tile.mask[...] = 0
+    tile.image[...] = 0
+    with DatasetStore.create(tmp_path / "z.zarr", tile.schema) as store:
+        store.append(tile)
+    reopened = DatasetStore.open(tmp_path / "z.zarr", check_data=True)
+    assert not reopened.mask(0).any() and not reopened.image(0).any()
+
+
+def test_a_corrupt_chunk_passes_the_quick_check_and_fails_the_full_one_and_the_read(tmp_path, uhcs, capsys):
+    path = _store_with_two(tmp_path, uhcs)
+    (path / "samples" / "000000" / "mask" / "c" / "0" / "0").write_bytes(b"garbage")
+    store = DatasetStore.open(path)
+    with pytest.raises(StoreError, match=r"samples/000000/mask\): a chunk cannot be decoded \(Zstd"):
+        store[0]
+    with pytest.raises(StoreError, match=r"sample 0 \(samples/000000\).*a chunk cannot be decoded"):
+        DatasetStore.open(path, check_data=True)
+    assert main(["-q", "describe", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "describe", "--full", str(path)]) == EXIT_BAD_INPUT
+    assert "a chunk cannot be decoded" in capsys.readouterr().err
+
+
+def test_damaged_metadata_files_are_named(tmp_path, uhcs, capsys):
+    """A corrupt root zarr.json was reported as "not a dataset folder", a garbage array zarr.json as a bare
+    JSON error without a file name."""
+    path = _store_with_two(tmp_path, uhcs)
+    (path / "samples" / "000001" / "mask" / "zarr.json").write_text("{garbage")
+    with pytest.raises(StoreError, match=r"sample 1 .*samples/000001/mask/zarr.json is damaged \(not readable JSON"):
+        DatasetStore.open(path)
+    (path / "zarr.json").write_text("{garbage")
+    assert main(["-q", "describe", str(path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"{path / 'zarr.json'} is damaged (not readable JSON" in err and "dataset folder" not in err
+
+
+def test_a_failed_first_write_leaves_no_store_behind(tmp_path, uhcs):
+    """Issue 19 item 10: a failed import or generate left an empty store that blocked the re-run."""
+    from napari_microsynth.core.store import removed_if_left_empty
+
+    bad = uhcs[0].crop((0, 0, 32, 32))
+    bad.image[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"), removed_if_left_empty(tmp_path / "new.zarr"):
+        DatasetStore.create(tmp_path / "new.zarr", bad.schema).append(bad)
+    assert not (tmp_path / "new.zarr").exists()
+    kept = _store_with_two(tmp_path, uhcs)  # an existing store is never removed, even when a write fails
+    with pytest.raises(ValueError, match="NaN"), removed_if_left_empty(kept):
+        DatasetStore.open(kept, mode="a").append(bad)
+    assert len(DatasetStore.open(kept)) == 2
+
+
+def test_an_unfinished_store_is_reported_and_refused_by_readers(tmp_path, uhcs, capsys):
+    from napari_microsynth.core.datasets import load_split
+
+    path = _store_with_two(tmp_path, uhcs)
+    with DatasetStore.open(path, mode="a") as store:
+        store.set_unfinished("export of 9 samples, interrupted")
+    assert main(["-q", "describe", str(path)]) == 1
+    assert "UNFINISHED   export of 9 samples, interrupted" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="is unfinished \\(export of 9 samples, interrupted\\)"):
+        load_split(path, None)
+    with DatasetStore.open(path, mode="a") as store:
+        store.set_unfinished(None)
+    assert len(load_split(path, None)) == 2
 
 
 KILL_SCRIPT = textwrap.dedent(

@@ -2,7 +2,8 @@
 
 Every subcommand is a thin adapter: it parses arguments, calls an engine or core function with a
 terminal progress bar and Ctrl-C as the stop request, and prints a short result. Bad input ends with a
-one-line ``error: ...`` message and exit status 2; a cancelled run exits with 130.
+one-line ``error: ...`` message and exit status 2, an unexpected failure with one line naming the command
+and exit status 1 (``--debug`` adds the traceback); a cancelled run exits with 130.
 
 Each command's arguments are declared beside its handler (:mod:`.data`, :mod:`.segmentation`,
 :mod:`.generators`); the option groups several commands share are declared once in :mod:`._common`, and
@@ -16,7 +17,8 @@ from typing import Sequence
 
 from .. import __version__
 from . import data, segmentation, generators  # noqa: F401, I001  (registers their commands, in help order)
-from ._common import COMMANDS, EXIT_BAD_INPUT, EXIT_CANCELLED, Command, add_quiet_option
+from ._common import COMMANDS, EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, Command, add_global_options
+from ._errors import bad_input_message, check_device, one_line
 from ._options import without_family_flags
 
 
@@ -57,6 +59,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     words = [i for i, token in enumerate(argv) if not token.startswith("-")]
     chosen = COMMANDS.get(argv[words[0]]) if words else None
@@ -68,28 +71,41 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             family = None if known is None else cmd.family(known)
             if family is not None:
                 cmd.family_flags(p, family)
-        add_quiet_option(p)
+        add_global_options(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure ends in one ``error:`` line (the traceback too with ``--debug``)."""
+    import traceback
+
     from ..core.progress import Cancelled
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = None
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return EXIT_BAD_INPUT
+        check_device(args)
         return COMMANDS[args.command].run(args)
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except Exception as exc:  # the last resort: one line naming the command, the traceback behind --debug
+        if debug:
+            traceback.print_exc()
+        message = bad_input_message(exc, args)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        command = getattr(args, "command", None) or "microsynth"
+        hint = "" if debug else "; run it again with --debug for the traceback"
+        print(f"error: {command} failed: {type(exc).__name__}: {one_line(str(exc))}{hint}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         _leave_process_group()
 
@@ -102,4 +118,4 @@ def _leave_process_group() -> None:
         distributed.destroy_process_group()
 
 
-__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_FAILED", "build_parser", "main"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
@@ -63,9 +64,11 @@ def add_data_options(p: argparse.ArgumentParser, *splits: tuple[str, str]) -> No
         p.add_argument(f"--{role}-split", default=default, help=f"{role} split (default {default})")
 
 
-def add_quiet_option(p: argparse.ArgumentParser) -> None:
-    """``-q``; SUPPRESS keeps a ``-q`` given before the command when it is not repeated after it."""
+def add_global_options(p: argparse.ArgumentParser) -> None:
+    """``-q`` and ``--debug`` after the command too; SUPPRESS keeps one given before the command."""
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="print the traceback of a failure")
 
 
 # ---------------------------------------------------------------- helpers of the handlers

@@ -8,23 +8,31 @@ from ._common import EXIT_CANCELLED, command, labelled, schema_arg, terminal
 
 
 def _describe_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="dataset folder or .zarr store")
+    p.add_argument("path", help="dataset folder, .zarr store or training-set export folder")
     p.add_argument("--schema", help="schema name or JSON file (generic folders without schema.json)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
+    p.add_argument("--full", action="store_true", help="stores: also read every image and mask (decoding, mask "
+                                                       "values, class counts); without it only the structure "
+                                                       "is checked")
 
 
 @command("describe", "check a dataset folder or store and summarise it",
          ("Check a dataset folder (images/ + masks/) or a dataset store and print what it holds and any problem "
-          "found (with --strict, problems give exit status 1)."),
+          "found (with --strict, problems give exit status 1). A store's structure is checked quickly; --full "
+          "reads all its data. An unfinished store (an export in progress or interrupted) gives exit status 1."),
          _describe_arguments)
 def _describe(args: argparse.Namespace) -> int:
-    from ..core.store import DatasetStore, is_store
+    from ..core.store import DatasetStore, has_store_metadata
+    from ..engines.training_set import PLAN_FILE, STORE_NAME
 
     path = Path(args.path)
-    if is_store(path):
-        store = DatasetStore.open(path)
+    if (path / PLAN_FILE).is_file() and has_store_metadata(path / STORE_NAME):
+        print(f"training-set export {path}: its store {STORE_NAME}")
+        path = path / STORE_NAME
+    if has_store_metadata(path):
+        store = DatasetStore.open(path, check_data=args.full)
         print(store.describe())
-        return 0
+        return 1 if store.unfinished else 0
     from ..core.datasets import describe_dataset
 
     progress, stop = terminal(args, "reading")
@@ -51,7 +59,7 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
          _import_arguments)
 def _import(args: argparse.Namespace) -> int:
     from ..core.datasets import available_splits, load_dataset, read_split
-    from ..core.store import DatasetStore
+    from ..core.store import DatasetStore, removed_if_left_empty
     from ..core.tiles import tile_samples
 
     folder, out = Path(args.folder), Path(args.store)
@@ -62,14 +70,18 @@ def _import(args: argparse.Namespace) -> int:
     progress.close()
     if not samples:
         raise ValueError(f"no image/mask pairs found in {folder}")
+    if args.tile and not any(min(s.shape) >= args.tile for s in samples):
+        raise ValueError(f"--tile {args.tile} is larger than every micrograph of {folder} (largest "
+                         f"{max(max(s.shape) for s in samples)} px); choose a smaller tile or leave --tile out")
     split_of: dict[str, str] = {}
     for split in sorted({"train", "val", "test"} & set(available_splits(folder))):
         for name in read_split(folder, split):
             split_of[name] = split
-    store = DatasetStore.create(out, samples[0].schema, description=f"imported from {folder}", overwrite=args.overwrite)
     progress, stop = terminal(args, "writing")
     n_written = 0
-    with stop.installed():
+    with removed_if_left_empty(out), stop.installed():
+        store = DatasetStore.create(out, samples[0].schema, description=f"imported from {folder}",
+                                    overwrite=args.overwrite)
         for i, sample in enumerate(samples):
             if stop():
                 break
@@ -97,16 +109,16 @@ def _tile_arguments(p: argparse.ArgumentParser) -> None:
           "them to a new store, keeping splits and provenance."),
          _tile_arguments)
 def _tile(args: argparse.Namespace) -> int:
-    from ..core.store import DatasetStore
+    from ..core.store import DatasetStore, removed_if_left_empty
     from ..core.tiles import tile_samples
 
     source = DatasetStore.open(Path(args.store))
-    out = DatasetStore.create(Path(args.out), source.schema, description=f"{args.size}px tiles of {args.store}",
-                              overwrite=args.overwrite)
     split_of = {i: name for name, indices in source.splits.items() for i in indices}
     progress, stop = terminal(args, "tiling")
     n = 0
-    with stop.installed():
+    with removed_if_left_empty(args.out), stop.installed():
+        out = DatasetStore.create(Path(args.out), source.schema, description=f"{args.size}px tiles of {args.store}",
+                                  overwrite=args.overwrite)
         for i in range(len(source)):
             if stop():
                 break
@@ -114,6 +126,8 @@ def _tile(args: argparse.Namespace) -> int:
                 out.append(tile, split=split_of.get(i))
                 n += 1
             progress(i + 1, len(source), "")
+        if not n and not stop():
+            raise ValueError(f"--size {args.size} is larger than every sample of {args.store}: no tile written")
     progress.close()
     print(f"wrote {n} tiles of {args.size}x{args.size} to {args.out}")
     return EXIT_CANCELLED if stop() else 0
@@ -131,22 +145,16 @@ def _fractions_arguments(p: argparse.ArgumentParser) -> None:
          "Print the area fraction of every phase per sample and on average.",
          _fractions_arguments)
 def _fractions(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from ..core.datasets import split_fractions
     from ..engines.reports import format_fraction_table, plot_fraction_histograms, write_fraction_csv
-    from ..core.datasets import load_split
 
     path = Path(args.path)
     progress, stop = terminal(args, "reading")
     with stop.installed():
-        samples = load_split(path, args.split, schema_arg(args.schema), progress, stop)
+        names, fractions, schema = split_fractions(path, args.split, schema_arg(args.schema), progress, stop)
     progress.close()
-    samples = [s for s in samples if s.mask is not None]
-    if not samples:
-        raise ValueError(f"{path} holds no labelled samples")
-    schema = samples[0].schema
-    names = [s.name for s in samples]
-    fractions = np.stack([s.fractions for s in samples])
+    if not names:
+        raise ValueError(f"{path} holds no labelled samples" + (f" in split {args.split!r}" if args.split else ""))
     print(format_fraction_table(names, fractions, schema))
     if args.csv:
         print(f"table written to {write_fraction_csv(args.csv, names, fractions, schema)}")

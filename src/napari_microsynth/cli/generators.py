@@ -165,6 +165,7 @@ def _conditions(args: argparse.Namespace, schema, n: int | None):
          family=lambda known: _family_of_folder(known.model),
          family_flags=_sampling_flags)
 def _generate(args: argparse.Namespace) -> int:
+    from ..core.store import removed_if_left_empty
     from ..engines.generation import GenerateRun, open_output_store
     from ..generators import load_generator
 
@@ -173,12 +174,12 @@ def _generate(args: argparse.Namespace) -> int:
     options = given_options(args, generator.sampling_options())  # the others keep the family's defaults
     conditions = _conditions(args, generator.schema, args.n)
     out = Path(args.out)
-    store = open_output_store(out, generator.schema, description=f"synthetic pairs from {generator.name}")
-    run = GenerateRun.plan(generator, store, conditions, n=len(conditions), seed=args.seed, **options)
-    if run.note:
-        print(f"note: {run.note}")
     progress, stop = terminal(args, f"generating with {generator.name}")
-    with stop.installed():
+    with removed_if_left_empty(out), stop.installed():
+        store = open_output_store(out, generator.schema, description=f"synthetic pairs from {generator.name}")
+        run = GenerateRun.plan(generator, store, conditions, n=len(conditions), seed=args.seed, **options)
+        if run.note:
+            print(f"note: {run.note}")
         written = run.write(store, progress=progress, should_stop=stop)
     progress.close()
     resumed = f"; {run.done} of this run's {run.n} pairs were already there" if run.done else ""

@@ -33,7 +33,7 @@ from .io import MASK_SUFFIXES, MICROGRAPH_SUFFIXES, image_shape, read_instance_m
 from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from .sample import Provenance, Sample
 from .schema import PhaseSchema
-from .store import DatasetStore, is_store
+from .store import DatasetStore, has_store_metadata
 
 LAYOUTS = ("metaldam", "uhcs", "grains", "generic")
 
@@ -525,6 +525,16 @@ def describe_dataset(
     )
 
 
+def _store_indices(store: DatasetStore, split: str | None) -> list[int]:
+    """The sample indices of ``split`` (all for None) of a finished store."""
+    if store.unfinished:
+        raise ValueError(f"store {store.path} is unfinished ({store.unfinished})")
+    indices = list(range(len(store))) if split is None else store.splits.get(split)
+    if indices is None:
+        raise ValueError(f"store {store.path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'}")
+    return indices
+
+
 def load_split(
     path: str | Path,
     split: str | None = None,
@@ -532,13 +542,13 @@ def load_split(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
 ) -> list[Sample]:
-    """Samples of a dataset folder (:func:`load_dataset`) or a dataset store, optionally one split."""
+    """Samples of a dataset folder (:func:`load_dataset`) or a dataset store, optionally one split.
+
+    An unfinished store (an export in progress or interrupted) is refused."""
     path = Path(path)
-    if is_store(path):
+    if has_store_metadata(path):
         store = DatasetStore.open(path)
-        indices = range(len(store)) if split is None else store.splits.get(split)
-        if indices is None:
-            raise ValueError(f"store {path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'}")
+        indices = _store_indices(store, split)
         samples = []
         for done, i in enumerate(indices):
             check_stop(should_stop)
@@ -546,3 +556,26 @@ def load_split(
             progress(done + 1, len(indices), f"read {samples[-1].name}")
         return samples
     return load_dataset(path, schema=schema, split=split, progress=progress, should_stop=should_stop)
+
+
+def split_fractions(
+    path: str | Path,
+    split: str | None = None,
+    schema: PhaseSchema | None = None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> tuple[list[str], np.ndarray, PhaseSchema]:
+    """Names and ``(N, C)`` phase fractions of the labelled samples of a folder or store (one split or all),
+    and their schema. A store's come from its stored class counts, without reading an image or mask.
+
+    >>> names, fractions, schema = split_fractions("uhcs.zarr", "train")   # doctest: +SKIP
+    """
+    path = Path(path)
+    if has_store_metadata(path):
+        store = DatasetStore.open(path)
+        indices = _store_indices(store, split)
+        return [store.names[i] for i in indices], store.fractions()[indices], store.schema
+    samples = [s for s in load_split(path, split, schema, progress, should_stop) if s.mask is not None]
+    if not samples:
+        return [], np.zeros((0, 0)), schema
+    return [s.name for s in samples], np.stack([s.fractions for s in samples]), samples[0].schema

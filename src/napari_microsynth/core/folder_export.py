@@ -89,7 +89,7 @@ def _prepare_export_dir(out_dir: Path, overwrite: bool) -> None:
         )
     if (out_dir / "samples.csv").exists():
         if not overwrite:
-            raise FileExistsError(f"{out_dir} already holds a finished export; pass overwrite=True to replace it")
+            raise FileExistsError(f"{out_dir} already holds a finished export; replace it with --overwrite (overwrite=True from Python)")
         # Remove the completion marker first: a crash from here on leaves an unfinished export, which a
         # re-run completes.
         (out_dir / "samples.csv").unlink()

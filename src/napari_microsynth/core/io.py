@@ -101,30 +101,46 @@ def _read_pillow(path: Path, palette_as_index: bool) -> np.ndarray:
 
 
 def _read_array(path: Path, palette_as_index: bool = False) -> tuple[np.ndarray, float | None]:
+    """The pixel array of an image file; ValueError saying what is wrong with an unreadable or empty file
+    (the readers raise OSError, EOFError or SyntaxError for empty, truncated or corrupt files)."""
     suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return _read_tiff(path)
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False), None
-    return _read_pillow(path, palette_as_index), None
+    try:
+        if suffix in (".tif", ".tiff"):
+            data, pixel_size = _read_tiff(path)
+        elif suffix == ".npy":
+            data, pixel_size = np.load(path, allow_pickle=False), None
+        else:
+            data, pixel_size = _read_pillow(path, palette_as_index), None
+    except (OSError, EOFError, SyntaxError) as exc:
+        empty = path.stat().st_size == 0 if path.is_file() else False
+        raise ValueError("the file is empty (0 bytes)" if empty else
+                         f"not a readable {suffix.lstrip('.').upper() or 'image'} file ({exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"not a readable {suffix.lstrip('.').upper()} file ({exc})") from None
+    if data.size == 0:
+        raise ValueError(f"the image is empty ({'x'.join(map(str, data.shape))} pixels)")
+    return data, pixel_size
 
 
 def image_shape(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, read from its header where the format allows."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
 
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            sizes = dict(zip(series.axes, series.shape))
-        return int(sizes["Y"]), int(sizes["X"])
-    from PIL import Image
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                sizes = dict(zip(series.axes, series.shape))
+            return int(sizes["Y"]), int(sizes["X"])
+        from PIL import Image
 
-    with Image.open(path) as im:
-        width, height = im.size
-    return height, width
+        with Image.open(path) as im:
+            width, height = im.size
+        return height, width
+    except (OSError, EOFError, SyntaxError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: not a readable image file ({exc})") from None
 
 
 def _drop_alpha(data: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ import shutil
 import threading
 import warnings
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -144,6 +145,32 @@ def _unlock(key: tuple[int, int]) -> None:
             entry[0].close()  # closing the file drops the OS lock
 
 
+@contextmanager
+def removed_if_left_empty(path: str | Path) -> Iterator[None]:
+    """Around a command that may create the store at ``path``: when the block fails (or is interrupted)
+    and leaves a store it created without a sample, remove that store, so the same command can run again.
+
+    >>> with removed_if_left_empty("pairs.zarr"):                       # doctest: +SKIP
+    ...     store = DatasetStore.create("pairs.zarr", schema); store.append(bad_sample)
+    """
+    path = Path(path)
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and is_store(path):
+            count = json.loads((path / "zarr.json").read_text())["attributes"].get("count")
+            if count == 0:
+                shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def has_store_metadata(path: str | Path) -> bool:
+    """True when ``path`` is a folder with a root ``zarr.json``: a store, or a damaged one whose opening
+    says what is wrong (rather than treating it as a folder of image files)."""
+    return (Path(path) / "zarr.json").is_file()
+
+
 def is_store(path: str | Path) -> bool:
     """True when ``path`` is a folder holding a napari-microsynth dataset store (cheap: reads one file)."""
     meta = Path(path) / "zarr.json"
@@ -166,6 +193,61 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(_CHUNK, max(1, int(s))) for s in shape)
 
 
+def _node_metadata(folder: Path, node_type: str) -> dict[str, Any]:
+    """The parsed ``zarr.json`` of a zarr node of ``node_type`` ("group" or "array"); StoreError naming
+    the file when it is missing, not JSON or not such a node."""
+    meta_file = folder / "zarr.json"
+    try:
+        data = json.loads(meta_file.read_bytes())
+    except FileNotFoundError:
+        raise StoreError(f"{meta_file} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{meta_file} is damaged (not readable JSON: {exc})") from None
+    if not isinstance(data, dict) or data.get("node_type") != node_type or data.get("zarr_format") != 3:
+        raise StoreError(f"{meta_file} is damaged (not the metadata of a zarr v3 {node_type})")
+    if node_type == "array":
+        try:
+            [int(n) for n in data["shape"]], np.dtype(str(data["data_type"]))
+            [int(c) for c in data["chunk_grid"]["configuration"]["chunk_shape"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{meta_file} is damaged (no valid shape, data type or chunk shape: {exc})") from None
+    return data
+
+
+def _root_attributes(path: Path) -> dict[str, Any]:
+    """The root attributes of the store at ``path``, checked; StoreError saying what is wrong."""
+    try:
+        attrs = _node_metadata(path, "group").get("attributes", {})
+    except StoreError as exc:
+        if not (path / "zarr.json").exists():
+            raise StoreError(f"{path} is not a dataset store (no zarr.json)") from None
+        raise StoreError(f"{path} is not a readable dataset store: {exc}") from None
+    fmt = attrs.get(FORMAT_KEY)
+    if not isinstance(fmt, dict) or fmt.get("format") != FORMAT_NAME:
+        raise StoreError(
+            f"{path} is a zarr group but not a napari-microsynth dataset store (no {FORMAT_KEY!r} attribute)"
+        )
+    version = fmt.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: store format version {version!r} is not supported (this program reads up to "
+            f"version {FORMAT_VERSION}; update napari-microsynth)"
+        )
+    if fmt.get("image_dtype") not in IMAGE_DTYPES:
+        raise StoreError(f"{path}: unknown image_dtype {fmt.get('image_dtype')!r}, expected one of {IMAGE_DTYPES}")
+    if "schema" not in attrs:
+        raise StoreError(f"{path}: the store has no phase schema (root attribute 'schema' is missing)")
+    try:
+        PhaseSchema.from_dict(attrs["schema"])
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{path}: the stored phase schema is invalid: {exc}") from exc
+    if not isinstance(attrs.get("count"), int) or attrs["count"] < 0:
+        raise StoreError(f"{path}: root attribute 'count' must be a non-negative integer, got {attrs.get('count')!r}")
+    if not (path / "samples").is_dir():
+        raise StoreError(f"{path}: the 'samples' group is missing")
+    return attrs
+
+
 class DatasetStore:
     """A zarr v3 dataset of :class:`~napari_microsynth.core.sample.Sample` objects (see the module doc).
 
@@ -186,6 +268,7 @@ class DatasetStore:
         self._count = int(attrs["count"])
         self._splits: dict[str, list[int]] = {k: [int(i) for i in v] for k, v in attrs.get("splits", {}).items()}
         self._samples_group = root["samples"]
+        self._unfinished = attrs.get("unfinished")
         self._meta: list[dict[str, Any]] = []
         self.incomplete: list[str] = []
 
@@ -214,7 +297,7 @@ class DatasetStore:
             raise TypeError(f"schema must be a PhaseSchema, got {type(schema).__name__}")
         if path.exists():
             if not overwrite:
-                raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+                raise FileExistsError(f"{path} already exists; replace it with --overwrite (overwrite=True from Python)")
             if path.is_dir() and is_store(path):
                 key = _lock(path)  # refuses a store another process is writing
                 shutil.rmtree(path)
@@ -237,6 +320,7 @@ class DatasetStore:
                     "version": FORMAT_VERSION,
                     "image_dtype": image_dtype,
                     "package_version": __version__,
+                    "chunks_complete": True,
                 },
                 "schema": schema.to_dict(),
                 "description": str(description),
@@ -247,116 +331,37 @@ class DatasetStore:
         return cls(root, path, writable=True)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r", check_data: bool = True) -> "DatasetStore":
+    def open(cls, path: str | Path, mode: str = "r", check_data: bool = False) -> "DatasetStore":
         """Open an existing store read-only (``mode="r"``) or for appending and curation (``mode="a"``).
 
-        Opening validates the format version, the schema and every committed sample (group, attributes,
-        image and mask arrays of the same 2-D shape); with ``check_data`` it also reads every mask and
-        checks its values against the schema. Problems raise :class:`StoreError` listing them.
+        Opening checks the structure, quickly (a few small files per sample, no array data): the format
+        version, the schema, and for every committed sample its attributes, its image and mask arrays (2-D,
+        same shape, dtypes) and that every chunk file of them is there. ``check_data`` also reads every
+        image and mask, checking that each decodes and that the masks' values and class counts agree with
+        the schema and the stored counts (``microsynth describe --full``). Problems raise
+        :class:`StoreError` listing them; a chunk damaged later is reported when it is read.
         """
         import zarr
-        from zarr.errors import NodeNotFoundError
 
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' (read) or 'a' (append), got {mode!r}")
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no dataset store at {path}")
-        try:
-            root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
-        except (NodeNotFoundError, FileNotFoundError, ValueError) as exc:
-            raise StoreError(f"{path} is not a zarr v3 group ({exc})") from exc
-        attrs = dict(root.attrs)
-        fmt = attrs.get(FORMAT_KEY)
-        if not isinstance(fmt, dict) or fmt.get("format") != FORMAT_NAME:
-            raise StoreError(
-                f"{path} is a zarr group but not a napari-microsynth dataset store (no {FORMAT_KEY!r} attribute)"
-            )
-        version = fmt.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise StoreError(
-                f"{path}: store format version {version!r} is not supported (this program reads up to "
-                f"version {FORMAT_VERSION}; update napari-microsynth)"
-            )
-        if fmt.get("image_dtype") not in IMAGE_DTYPES:
-            raise StoreError(f"{path}: unknown image_dtype {fmt.get('image_dtype')!r}, expected one of {IMAGE_DTYPES}")
-        if "schema" not in attrs:
-            raise StoreError(f"{path}: the store has no phase schema (root attribute 'schema' is missing)")
-        try:
-            PhaseSchema.from_dict(attrs["schema"])
-        except ValueError as exc:
-            raise StoreError(f"{path}: the stored phase schema is invalid: {exc}") from exc
-        if not isinstance(attrs.get("count"), int) or attrs["count"] < 0:
-            raise StoreError(
-                f"{path}: root attribute 'count' must be a non-negative integer, got {attrs.get('count')!r}"
-            )
-        if "samples" not in root:
-            raise StoreError(f"{path}: the 'samples' group is missing")
+        _root_attributes(path)
+        root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
         store = cls(root, path, writable=(mode == "a"))
-        store._load_and_validate(check_data)
+        store._validate(check_data)
         return store
 
-    def _load_and_validate(self, check_data: bool) -> None:
-        """Read every committed sample's attributes; collect all problems into one StoreError."""
+    def _validate(self, check_data: bool) -> None:
+        """Check every committed sample (see :meth:`open`); collect all problems into one StoreError."""
         problems: list[str] = []
         self._meta = []
         for i in range(self._count):
-            key = self._key(i)
-            where = f"sample {i} (samples/{key})"
-            group = self._samples_group.get(key)
-            if group is None:
-                problems.append(f"{where} is missing")
-                self._meta.append({})
-                continue
-            meta = dict(group.attrs)
+            meta, found = self._check_sample(i, check_data)
             self._meta.append(meta)
-            missing = [k for k in _SAMPLE_KEYS if k not in meta]
-            if missing:
-                problems.append(f"{where} lacks attributes {missing}")
-                continue
-            try:
-                Provenance.from_dict(meta["provenance"])
-            except (TypeError, ValueError) as exc:
-                problems.append(f"{where} has invalid provenance: {exc}")
-            if meta["status"] not in STATUSES:
-                problems.append(f"{where} has status {meta['status']!r}, expected one of {STATUSES}")
-            image = group.get("image")
-            mask = group.get(meta["mask_array"])
-            if image is None:
-                problems.append(f"{where} has no image array")
-            if mask is None:
-                problems.append(f"{where} has no mask array {meta['mask_array']!r}")
-            if image is None or mask is None:
-                continue
-            if len(image.shape) != 2:
-                problems.append(f"{where}: image must be 2-D, got shape {tuple(image.shape)}")
-            if image.shape != mask.shape:
-                problems.append(
-                    f"{where}: image shape {tuple(image.shape)} differs from mask shape {tuple(mask.shape)}"
-                )
-            if str(image.dtype) != self._format["image_dtype"]:
-                problems.append(
-                    f"{where}: image dtype {image.dtype} differs from the store's {self._format['image_dtype']}"
-                )
-            if not np.issubdtype(np.dtype(str(mask.dtype)), np.integer):
-                problems.append(f"{where}: mask dtype {mask.dtype} is not an integer type")
-                continue
-            if len(meta["class_counts"]) != self.schema.n_classes:
-                problems.append(
-                    f"{where} has {len(meta['class_counts'])} class counts but the schema "
-                    f"{self.schema.name!r} has {self.schema.n_classes} classes"
-                )
-            if check_data and image.shape == mask.shape:
-                try:
-                    counts = _class_counts(mask[...], self.schema)
-                except ValueError as exc:
-                    problems.append(f"{where}: {exc}")
-                    continue
-                if counts.tolist() != list(meta["class_counts"]):
-                    problems.append(
-                        f"{where}: stored class counts {meta['class_counts']} disagree with the mask "
-                        f"({counts.tolist()})"
-                    )
+            problems += found
         for name, indices in self._splits.items():
             bad = [i for i in indices if not 0 <= i < self._count]
             if bad:
@@ -377,6 +382,106 @@ class DatasetStore:
                 IncompleteWriteWarning,
                 stacklevel=3,
             )
+
+    def _check_sample(self, index: int, check_data: bool) -> tuple[dict[str, Any], list[str]]:
+        """The attributes of committed sample ``index`` and the problems found in it (read from its JSON
+        files directly, which is many times faster than through zarr)."""
+        key = self._key(index)
+        where = f"sample {index} (samples/{key})"
+        folder = self.path / "samples" / key
+        if not folder.is_dir():
+            return {}, [f"{where} is missing"]
+        try:
+            meta = _node_metadata(folder, "group").get("attributes", {})
+        except StoreError as exc:
+            return {}, [f"{where}: {exc}"]
+        missing = [k for k in _SAMPLE_KEYS if k not in meta]
+        if missing:
+            return meta, [f"{where} lacks attributes {missing}"]
+        problems = []
+        try:
+            Provenance.from_dict(meta["provenance"])
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{where} has invalid provenance: {exc}")
+        if meta["status"] not in STATUSES:
+            problems.append(f"{where} has status {meta['status']!r}, expected one of {STATUSES}")
+        if len(meta["class_counts"]) != self.schema.n_classes:
+            problems.append(f"{where} has {len(meta['class_counts'])} class counts but the schema "
+                            f"{self.schema.name!r} has {self.schema.n_classes} classes")
+        arrays = {}
+        for role, name in (("image", "image"), ("mask", meta["mask_array"])):
+            if not (folder / name).is_dir():
+                problems.append(f"{where} has no {role} array" + (f" {name!r}" if role == "mask" else ""))
+                continue
+            try:
+                arrays[role] = _node_metadata(folder / name, "array")
+            except StoreError as exc:
+                problems.append(f"{where}: {role} array: {exc}")
+        if len(arrays) < 2:
+            return meta, problems
+        image, mask = arrays["image"], arrays["mask"]
+        if len(image["shape"]) != 2:
+            problems.append(f"{where}: image must be 2-D, got shape {tuple(image['shape'])}")
+        if image["shape"] != mask["shape"]:
+            problems.append(f"{where}: image shape {tuple(image['shape'])} differs from mask shape "
+                            f"{tuple(mask['shape'])}")
+        if image["data_type"] != self.image_dtype:
+            problems.append(f"{where}: image dtype {image['data_type']} differs from the store's {self.image_dtype}")
+        if not np.issubdtype(np.dtype(str(mask["data_type"])), np.integer):
+            return meta, problems + [f"{where}: mask dtype {mask['data_type']} is not an integer type"]
+        lost = (self._missing_chunks(folder / "image", image) + self._missing_chunks(folder / meta["mask_array"], mask)
+                if self._chunks_complete else [])
+        problems += [f"{where}: {p}" for p in lost]
+        if check_data and not lost and image["shape"] == mask["shape"]:
+            problems += [f"{where}: {p}" for p in self._check_data(index, meta)]
+        return meta, problems
+
+    def _check_data(self, index: int, meta: dict[str, Any]) -> list[str]:
+        """Problems of the data of a sample whose structure is sound: undecodable chunks, mask values the
+        schema does not define, class counts that disagree with the mask."""
+        try:
+            self._read(index, "image")
+            counts = _class_counts(self._read(index, meta["mask_array"]), self.schema)
+        except (StoreError, ValueError) as exc:
+            return [str(exc)]
+        if counts.tolist() != list(meta["class_counts"]):
+            return [f"stored class counts {meta['class_counts']} disagree with the mask ({counts.tolist()})"]
+        return []
+
+    @property
+    def _chunks_complete(self) -> bool:
+        """Whether every chunk of every array was written (stores written before this flag existed skip
+        chunks that hold only zeros, so a missing chunk there is not damage)."""
+        return bool(self._format.get("chunks_complete"))
+
+    @staticmethod
+    def _missing_chunks(folder: Path, array: dict[str, Any]) -> list[str]:
+        """Missing chunk files of an array (shape and chunk shape from its metadata)."""
+        shape = array["shape"]
+        chunks = array["chunk_grid"]["configuration"]["chunk_shape"]
+        grid = [range(-(-int(n) // max(1, int(c)))) for n, c in zip(shape, chunks)]
+        missing = [idx for idx in np.ndindex(*(len(g) for g in grid))
+                   if not (folder / "c").joinpath(*map(str, idx)).is_file()]
+        if not missing:
+            return []
+        listed = ", ".join("c/" + "/".join(map(str, idx)) for idx in missing[:3])
+        return [f"{len(missing)} chunk file(s) of {folder.name} are missing ({listed}); restore the store from a "
+                "backup or rewrite the sample"]
+
+    def _read(self, index: int, name: str) -> np.ndarray:
+        """The data of array ``name`` of sample ``index``; a missing or undecodable chunk raises StoreError
+        naming it (never zeros in its place)."""
+        where = f"{self.path}: sample {index} (samples/{self._key(index)}/{name})"
+        array = self._group(index)[name]
+        if self._chunks_complete:
+            metadata = {"shape": list(array.shape), "chunk_grid": {"configuration": {"chunk_shape": list(array.chunks)}}}
+            lost = self._missing_chunks(self.path / "samples" / self._key(index) / name, metadata)
+            if lost:
+                raise StoreError(f"{where}: {lost[0]}")
+        try:
+            return array[...]
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
+            raise StoreError(f"{where}: a chunk cannot be decoded ({exc}); the store is damaged") from None
 
     # ------------------------------------------------------------------ basic access
     @staticmethod
@@ -426,14 +531,14 @@ class DatasetStore:
         meta = self._meta[i]
         instances = group.get("instances")
         return Sample(
-            image=self._decode_image(group["image"][...]),
+            image=self._decode_image(self._read(i, "image")),
             schema=self.schema,
-            mask=group[meta["mask_array"]][...],
+            mask=self._read(i, meta["mask_array"]),
             name=meta["name"],
             pixel_size_um=meta["pixel_size_um"],
             properties=dict(meta["properties"]),
             provenance=Provenance.from_dict(meta["provenance"]),
-            instances=None if instances is None else instances[...],
+            instances=None if instances is None else self._read(i, "instances"),
         )
 
     def __iter__(self) -> Iterator[Sample]:
@@ -442,7 +547,7 @@ class DatasetStore:
 
     def image(self, index: int) -> np.ndarray:
         """Float32 image of one sample, without reading its mask."""
-        return self._decode_image(self._group(self._index(index))["image"][...])
+        return self._decode_image(self._read(self._index(index), "image"))
 
     def mask(self, index: int, version: str | None = None) -> np.ndarray:
         """Current mask of a sample, or an older version by array name (see :meth:`mask_versions`)."""
@@ -450,7 +555,7 @@ class DatasetStore:
         name = self._meta[i]["mask_array"] if version is None else version
         if name not in self.mask_versions(i):
             raise KeyError(f"sample {i} has no mask version {name!r}; versions: {self.mask_versions(i)}")
-        return self._group(i)[name][...]
+        return self._read(i, name)
 
     def mask_versions(self, index: int) -> list[str]:
         """Mask array names of a sample, oldest first (``"mask"`` is the one first appended)."""
@@ -496,6 +601,18 @@ class DatasetStore:
         """
         return fractions_from_counts(self.class_counts())
 
+    @property
+    def unfinished(self) -> str | None:
+        """Why the store is not finished (e.g. an export in progress or interrupted), None when it is."""
+        return self._unfinished
+
+    def set_unfinished(self, note: str | None) -> None:
+        """Mark the store unfinished with ``note`` (what is being written and how to finish it), or
+        finished with None; ``describe`` reports it and readers of whole datasets refuse it."""
+        self._require_writable()
+        self._root.update_attributes({"unfinished": note})
+        self._unfinished = note
+
     def describe(self) -> str:
         """A short text summary: schema, sample count, origins, curation states, splits, mean fractions."""
         from collections import Counter
@@ -516,6 +633,8 @@ class DatasetStore:
             lines.append("  mean fractions " + ", ".join(f"{n} {f:.1%}" for n, f in zip(self.schema.names, mean)))
         if self.incomplete:
             lines.append(f"  ignored      {len(self.incomplete)} incompletely written sample group(s)")
+        if self.unfinished:
+            lines.append(f"  UNFINISHED   {self.unfinished}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ encoding
@@ -537,7 +656,8 @@ class DatasetStore:
         return data.astype(np.float32) / scale
 
     def _write_array(self, group, name: str, data: np.ndarray) -> None:
-        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=_chunks(data.shape), overwrite=True)
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=_chunks(data.shape), overwrite=True,
+                                   config={"write_empty_chunks": True})  # every chunk on disk: a missing one is damage
         array[...] = data
 
     # ------------------------------------------------------------------ writing
@@ -657,7 +777,7 @@ class DatasetStore:
         meta = self._meta[i]
         history = list(meta.get("mask_history", []))
         array_name = f"mask_v{len(history) + 1}"
-        changed = int(np.count_nonzero(self._group(i)["mask"][...] != mask))
+        changed = int(np.count_nonzero(self._read(i, "mask") != mask))
         group = self._group(i)
         self._write_array(group, array_name, mask.astype(self.schema.mask_dtype, copy=False))
         provenance = jsonable(Provenance.from_dict(meta["provenance"]).corrected(changed, origin).to_dict())
@@ -689,4 +809,6 @@ __all__ = [
     "STATUSES",
     "IMAGE_DTYPES",
     "is_store",
+    "has_store_metadata",
+    "removed_if_left_empty",
 ]

@@ -184,7 +184,7 @@ def _prepare_out(out: Path, plan: dict, overwrite: bool) -> None:
     if not overwrite:
         why = ("already holds a finished export" if same
                else f"holds an export with a different plan ({_plan_difference(old, plan)})")
-        raise FileExistsError(f"{out} {why}; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"{out} {why}; replace it with --overwrite (overwrite=True from Python)")
     entries = list(out.iterdir())
     foreign = sorted(e.name for e in entries if e.name.removesuffix(".partial") not in EXPORT_ENTRIES)
     if foreign:
@@ -208,7 +208,7 @@ def _open_store(out: Path, plan: dict, schema: PhaseSchema, description: str) ->
         split_of = {i: s for s, indices in store.splits.items() for i in indices}
         found = [(store.names[i], split_of.get(i)) for i in range(done)]
         if done > len(plan["samples"]) or found != expected:
-            raise FileExistsError(f"{path} does not match {out / PLAN_FILE}; pass overwrite=True to redo the export")
+            raise FileExistsError(f"{path} does not match {out / PLAN_FILE}; redo the export with --overwrite (overwrite=True from Python)")
         return store
     if path.exists():  # a store whose creation was interrupted before its metadata was written
         shutil.rmtree(path)
@@ -361,7 +361,9 @@ def export_training_set(
     provenance. Every stored sample gets status ``accepted``.
 
     Resumable: the plan file is written first and the store commits one sample at a time, so after a
-    cancel or a kill the same call continues with the samples not yet stored (no duplicates). A folder
+    cancel or a kill the same call continues with the samples not yet stored (no duplicates); until it
+    finishes, the store is marked unfinished (``DatasetStore.unfinished``: ``describe`` reports it, readers
+    refuse it). A folder
     with a finished export (``README.md`` present) or a different plan raises ``FileExistsError``;
     ``overwrite`` deletes the earlier export's files and starts over (a folder without an export plan, or
     holding any file an export does not write, is refused and left untouched).
@@ -405,6 +407,10 @@ def export_training_set(
                          f"(1:{float(ratio):g}); val/test whole real micrographs"
                          + (f"; {description}" if description else ""))
     store = _open_store(out, plan, schema, store_description)
+    note = (f"training-set export of {len(items)} samples into {out}, in progress or interrupted; running the same "
+            "export command again finishes it")
+    if store.unfinished != note:
+        store.set_unfinished(note)
     resumed_from = len(store)
     for i in range(resumed_from, len(items)):
         check_stop(should_stop)
@@ -429,6 +435,7 @@ def export_training_set(
         resumed_from=resumed_from, files=files,
     )
     card = _card(summary, description, source, synthetic_source, folders, schema)
+    store.set_unfinished(None)  # before the card, which marks the folder finished (a kill between: a re-run ends it)
     atomic_write_bytes(out / CARD_FILE, card.encode())
     files["card"] = out / CARD_FILE
     return summary
