@@ -1,75 +1,101 @@
-"""Render the README screenshots: the bundled sample in the Phase ratios widget, pairs from the bundled
-generator in the Synthesis widget, or a store in the Curation widget.
+"""Render the README screenshots of the four plugin widgets on a 1920x1080 screen, in one napari session
+as a user would go through it: the bundled UHCS sample in Phase ratios, eight pairs from the bundled
+generator in Synthesis (beside the micrograph), the last of them in Curation, and Export with the UHCS
+fixtures of tests/data as real data and the accepted pairs.
 
-Run under a virtual X server:
+Run under a virtual X server of that size (napari's canvas needs OpenGL):
 
-    xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py phase-ratio OUT.png
-    xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py synthesis OUT.png
-    xvfb-run -a .venv/bin/python scripts/screenshot_widgets.py curation OUT.png demo_output/generated.zarr
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_widgets.py [OUT_DIR]
+
+OUT_DIR defaults to resources/screenshots; each PNG is stored with a 256-colour palette to stay small.
 """
 import sys
+import tempfile
+from pathlib import Path
 
 import napari
+from PIL import Image
 from qtpy.QtWidgets import QApplication
 
 from napari_microsynth.core.sample_data import load_sample
 
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = "napari-microsynth"
 
-def settle(app, rounds: int = 20) -> None:
+
+def wait(app, until=lambda: True, rounds: int = 20) -> None:
+    """Process Qt events until ``until()`` holds, then a few more rounds for painting."""
+    while not until():
+        app.processEvents()
     for _ in range(rounds):
         app.processEvents()
 
 
-def phase_ratio(viewer, app) -> None:
-    from napari_microsynth.widgets.phase_ratio import PhaseRatioWidget
+def save(viewer, app, out: Path) -> None:
+    wait(app)
+    shot = Image.fromarray(viewer.screenshot(canvas_only=False, flash=False))
+    shot.convert("RGB").quantize(256).save(out, optimize=True)
+    print(f"wrote {out} ({shot.width}x{shot.height}, {out.stat().st_size // 1024} KiB)")
 
+
+def phase_ratio(viewer, app, out: Path) -> None:
     sample = load_sample()
-    viewer.add_image(sample.image, name=sample.name)
-    widget = PhaseRatioWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Phase ratios", area="right")
-    widget.segment()
-    while widget.session is None:
-        app.processEvents()
-    widget.sliders.set_phase(1, 0.12)
-    while widget.updating:
-        app.processEvents()
-
-
-def synthesis(viewer, app) -> None:
-    import tempfile
-    from pathlib import Path
-
-    from napari_microsynth.widgets.synthesis import SynthesisWidget
-
-    widget = SynthesisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Synthesis", area="right")
+    viewer.add_image(sample.image, name=sample.name, scale=(sample.pixel_size_um,) * 2, units=("um", "um"))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Phase ratios")
     widget.device_combo.setCurrentText("cpu")
-    widget.use_store(Path(tempfile.mkdtemp()) / "synthetic.zarr")  # not the user's session store
+    widget.segment()
+    wait(app, lambda: widget.session is not None)
+    widget.sliders.set_phase(1, 0.12)
+    wait(app, lambda: not widget.updating)
+    save(viewer, app, out / "phase_ratio_widget.png")
+
+
+def synthesis(viewer, app, out: Path, store: Path):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Synthesis")
+    widget.device_combo.setCurrentText("cpu")
+    widget.use_store(store)  # not the user's session store
     widget.sliders.set_fractions([0.6, 0.2, 0.12, 0.08])
     widget.pairs_box.setValue(8)
     widget.generate()
-    while widget.running:
-        app.processEvents()
-    viewer.reset_view()
+    wait(app, lambda: not widget.running)
+    save(viewer, app, out / "synthesis_widget.png")
+    return widget
 
 
-def curation(viewer, app, store: str) -> None:
-    from napari_microsynth.widgets.curation import CurationWidget
+def curation(viewer, app, out: Path, synthesis_widget):
+    widget = synthesis_widget.curate()
+    for _ in range(7):  # accept the pairs, so Export has some
+        widget.accept()
+    for box in widget.cleanup.size_boxes:  # a larger size than the default, to show what the preview warns about
+        box.setValue(40)
+    save(viewer, app, out / "curation_widget.png")
+    widget.accept()
 
-    widget = CurationWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Curation", area="right")
-    widget.filter_combo.setCurrentText("all")
-    widget.open_store(store)
-    viewer.reset_view()
+
+def export(viewer, app, out: Path, store: Path, folder: Path) -> None:
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Export training set")
+    widget.set_real(ROOT / "tests" / "data" / "uhcs")
+    wait(app, lambda: widget.n_real_tiles() is not None)
+    widget.tile_box.setValue(128)  # the generated pairs are 128 px at the real pixel size
+    widget.set_synthetic(store)
+    widget.out_edit.setText(str(folder))
+    widget.export()
+    wait(app, lambda: not widget.running)
+    save(viewer, app, out / "export_widget.png")
 
 
-def main(which: str, out: str, *args: str) -> None:
+def main(out: str = str(ROOT / "resources" / "screenshots")) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 900)
+    viewer.window.resize(1920, 1080)  # the whole screen (Xvfb has no window manager to maximise it)
     app = QApplication.instance()
-    {"phase-ratio": phase_ratio, "synthesis": synthesis, "curation": curation}[which](viewer, app, *args)
-    settle(app)
-    viewer.screenshot(out, canvas_only=False)
+    wait(app)
+    phase_ratio(viewer, app, out)
+    synthesis_widget = synthesis(viewer, app, out, work / "synthetic.zarr")
+    curation(viewer, app, out, synthesis_widget)
+    export(viewer, app, out, work / "synthetic.zarr", work / "training_set")
     viewer.close()
 
 

@@ -2,14 +2,14 @@
 
 Four docks stacked in napari's right dock area add up their minimum heights and push the main window
 past the screen. Each plugin widget is a :class:`PluginDock`: its form sits in a scroll area (so the
-dock asks for little height and a long form scrolls), and the first time it is shown its dock joins
+dock asks for the form's width but little height, and a long form scrolls), and the first time it is shown its dock joins
 the other plugin docks of the same area as a tab.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
 
@@ -23,12 +23,22 @@ class PluginDock(QWidget):
         area.setWidgetResizable(True)
         area.setFrameShape(QFrame.Shape.NoFrame)
         area.setWidget(content)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dock is as wide as the form
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(area)
         self.scroll_area = area
         self.form = QVBoxLayout(content)
         self._joined = False
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        """The form's width (it never scrolls sideways), little height (it scrolls up and down)."""
+        width = self.scroll_area.widget().minimumSizeHint().width()
+        return QSize(width + self.scroll_area.verticalScrollBar().sizeHint().width(), 200)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = self.scroll_area.widget().sizeHint()
+        return QSize(hint.width() + self.scroll_area.verticalScrollBar().sizeHint().width(), min(hint.height(), 600))
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)

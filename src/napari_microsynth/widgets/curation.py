@@ -278,13 +278,13 @@ class CurationWidget(PluginDock):
         if IMAGE_LAYER in self.viewer.layers:
             self.viewer.layers[IMAGE_LAYER].data = sample.image
         else:
-            self.viewer.add_image(sample.image, name=IMAGE_LAYER, colormap="gray", contrast_limits=(0.0, 1.0))
+            self.viewer.add_image(sample.image, name=IMAGE_LAYER, colormap="gray", contrast_limits=(0.0, 1.0), **scale)
         if MASK_LAYER in self.viewer.layers:
             self.viewer.layers[MASK_LAYER].data = sample.mask.copy()
         else:
             schema = self.store.schema
             labels = self.viewer.add_labels(sample.mask.copy(), name=MASK_LAYER, opacity=0.5,
-                                            colormap=label_colormap(schema), features=phase_features(schema))
+                                            colormap=label_colormap(schema), features=phase_features(schema), **scale)
             for event in (labels.events.paint, labels.events.data):  # the preview follows every edit
                 event.connect(lambda _event: self.cleanup.set_mask(self.current_mask()))
         layers = self.viewer.layers[IMAGE_LAYER], self.viewer.layers[MASK_LAYER]

@@ -349,8 +349,10 @@ class PhaseRatioWidget(PluginDock):
         self._predicted = labels
         name = f"{self._image_name} phases"
         if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
-            self.labels_layer = self.viewer.add_labels(labels, name=name, opacity=0.55,
-                                                       colormap=label_colormap(schema), features=phase_features(schema))
+            image = self.viewer.layers[self._image_name] if self._image_name in self.viewer.layers else None
+            grid = {} if image is None else {"scale": image.scale, "units": image.units}  # made on the image's grid
+            self.labels_layer = self.viewer.add_labels(labels, name=name, opacity=0.55, colormap=label_colormap(schema),
+                                                       features=phase_features(schema), **grid)
             self._match_image_scale()
         else:
             self.labels_layer.data = labels
