@@ -506,3 +506,16 @@ def test_an_interrupted_export_reruns_without_duplicates(tmp_path, uhcs):
     (tmp_path / "notes" / "thesis.docx").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="thesis.docx"):
         export_folder(store, tmp_path / "notes", overwrite=True)
+
+
+def test_every_csv_writer_neutralises_formulas_in_names_and_column_names(tmp_path):
+    """Issue 19 item 12: every CSV goes through write_csv, so phase names (column names) and sample or
+    model names a spreadsheet would run as formulas are written as text."""
+    from napari_microsynth.core.folder_export import write_csv
+    from napari_microsynth.engines.reports import write_fraction_csv
+
+    schema = PhaseSchema("evil", (Phase(0, "=HYPERLINK(\"x\")", (0, 0, 0)), Phase(1, "b", (255, 255, 255))))
+    write_fraction_csv(tmp_path / "f.csv", ["@SUM(A1)"], np.array([[0.25, 0.75]]), schema)
+    assert (tmp_path / "f.csv").read_text().splitlines() == ["name,\"'=HYPERLINK(\"\"x\"\")\",b", "'@SUM(A1),0.25,0.75"]
+    csv_path = write_csv(tmp_path / "runs.csv", [{"model": "+cmd|' /C calc'!A0", "ratio": "none", "miou": -0.5}])
+    assert _read_csv(csv_path) == [{"model": "'+cmd|' /C calc'!A0", "ratio": "none", "miou": "-0.5"}]

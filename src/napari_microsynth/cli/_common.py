@@ -118,6 +118,17 @@ def model_folder(value: str) -> Path:
     raise FileNotFoundError(f"no model folder {value!r} (neither a folder nor a bundled model)")
 
 
+def require_window(image, model, path: str) -> None:
+    """Refuse a micrograph smaller than the window the segmenter looks through (its phase map would be
+    made mostly of padding: a 1x1 image came out as "100 % ferrite")."""
+    window = int(round(model.tile_size / model.input_scale))
+    height, width = image.shape[:2]
+    if height < window or width < window:
+        raise ValueError(f"{path}: the micrograph is {width}x{height} px, smaller than the model's {window}x{window} px "
+                         f"window ({model.tile_size} network px at input scale {model.input_scale:g}); its phase map "
+                         "would be mostly padding, so segment a micrograph at least that large")
+
+
 def set_threads(args: argparse.Namespace) -> None:
     if args.threads:
         import torch

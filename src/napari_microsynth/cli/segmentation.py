@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_data_options, add_device_options, command, labelled, model_folder, set_threads, terminal
+from ._common import add_data_options, add_device_options, command, labelled, model_folder, require_window, set_threads, terminal
 
 
 def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,7 @@ def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio-dropout", type=float, default=0.2,
                    help="share of tiles trained without a ratio (0 = paper 001 setting)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200, metavar="N", help="checkpoint every N steps (a kill loses < N)")
     add_device_options(p)
     p.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
 
@@ -35,7 +36,7 @@ def _segmentation_config(args: argparse.Namespace, plm: str):
     return SegmentationConfig(
         arch=args.arch, preset=args.preset, encoder=args.encoder, plm=plm, tile_size=args.tile,
         input_scale=args.input_scale, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
-        ratio_dropout=args.ratio_dropout, seed=args.seed, device=args.device,
+        ratio_dropout=args.ratio_dropout, seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
     )
 
 
@@ -149,6 +150,7 @@ def _segment(args: argparse.Namespace) -> int:
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
     image, pixel_size = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit()
                                        else band)
+    require_window(image, model, args.image)
     rows = image_shape(args.image)[0]
     if image.shape[0] < rows:
         print(f"info band: bottom {rows - image.shape[0]} rows cropped, segmenting {image.shape[0]} of {rows} rows")

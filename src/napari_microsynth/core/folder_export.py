@@ -1,7 +1,7 @@
 """Plain files from a dataset store: PNG/TIFF images and masks, split lists and a CSV index.
 
-Also the two small writers every report uses: :func:`atomic_write_bytes` (never a half-written file) and
-:func:`spreadsheet_safe` (CSV cells a spreadsheet never runs as a formula).
+Also the small writers every report uses: :func:`atomic_write_bytes` (never a half-written file) and
+:func:`write_csv` (through :func:`spreadsheet_safe`: CSV cells a spreadsheet never runs as a formula).
 
 >>> export_folder(DatasetStore.open("pairs.zarr"), "pairs_folder")      # doctest: +SKIP
 PosixPath('pairs_folder')
@@ -14,7 +14,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -38,6 +38,23 @@ def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
     {'name': "'=1+1", 'fraction': -0.5}
     """
     return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (columns: ``columns`` or the first row's keys) as a CSV file, never half-written, with
+    every column name and text cell :func:`spreadsheet_safe`: the one CSV writer of the program.
+
+    >>> write_csv("table.csv", [{"name": "=cmd()", "miou": 0.5}]).read_text()   # doctest: +SKIP
+    "name,miou\n'=cmd(),0.5\n"
+    """
+    columns = list(columns if columns is not None else rows[0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writerow(spreadsheet_safe({c: c for c in columns}))
+    writer.writerows(spreadsheet_safe(row) for row in rows)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -127,12 +144,6 @@ def _write_splits(store: "DatasetStore", out_dir: Path, rows: list[dict[str, Any
             stale.unlink()
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(spreadsheet_safe(row) for row in rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def export_folder(
@@ -220,5 +231,5 @@ def export_folder(
         + [f"property_{prop}" for prop in property_names]
         + ["provenance"]
     )
-    _write_csv(out_dir / "samples.csv", rows, columns)
+    write_csv(out_dir / "samples.csv", rows, columns)
     return out_dir

@@ -19,7 +19,6 @@ the pool is committed pair by pair, so an interrupted benchmark resumes where it
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.curation import accepted_indices
+from ..core.folder_export import write_csv
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.resample import median_pixel_size, to_real_scale
 from ..core.sample import Sample
@@ -269,10 +269,7 @@ def run_augment_benchmark(
 
 def _write_tables(out: Path, rows: list[dict[str, Any]], table: list[dict[str, Any]]) -> None:
     for name, data in (("runs.csv", rows), ("summary.csv", table)):
-        with open(out / name, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(data[0]))
-            writer.writeheader()
-            writer.writerows(data)
+        write_csv(out / name, data)
 
 
 def _write_report(out: Path, table, config: AugmentBenchmarkConfig, real_train, real_test, n_real: int,

@@ -14,7 +14,6 @@ correction is the fair control for the PLM.
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.conditions import expert_guess
+from ..core.folder_export import write_csv
 from ..core.metrics import phase_boundary_f1, segmentation_report
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
@@ -236,10 +236,7 @@ def write_sweep_table(rows: Sequence[dict[str, Any]], out_dir: str | Path, stem:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(csv_path, rows)
     md_path.write_text(sweep_markdown(rows))
     return csv_path, md_path
 

@@ -31,7 +31,6 @@ The metric functions take plain arrays and can be used on their own:
 """
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from ..core.conditions import fraction_targets
+from ..core.folder_export import write_csv
 from ..core.metrics import confusion_matrix, fraction_mae, fraction_pearson_r2, fraction_r2, fraction_slope, mean_iou
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
@@ -721,13 +721,13 @@ class GeneratorEvaluation:
         (folder / "report.md").write_text(self.to_markdown())
         (folder / "evaluation.json").write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
         if self.fraction_control:
-            _write_csv(folder / "settings.csv", self.summary_rows())
-            _write_csv(folder / "fraction_control.csv", self.fraction_rows())
+            write_csv(folder / "settings.csv", self.summary_rows())
+            write_csv(folder / "fraction_control.csv", self.fraction_rows())
             plot_fraction_control(self.fraction_control, folder / "fraction_control.png")
         if self.distribution:
-            _write_csv(folder / "distribution.csv", [row for q in self.distribution for row in q.rows()])
+            write_csv(folder / "distribution.csv", [row for q in self.distribution for row in q.rows()])
         if self.timing:
-            _write_csv(folder / "timing.csv", [
+            write_csv(folder / "timing.csv", [
                 {k: v for k, v in vars(t).items() if k != "sampling"} | {"steps": t.sampling.get("steps")}
                 for t in self.timing
             ])
@@ -752,13 +752,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def evaluate_generator(

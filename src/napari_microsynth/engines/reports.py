@@ -2,15 +2,13 @@
 class balance of a training set and its real-vs-synthetic fraction histograms."""
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..core.folder_export import atomic_write_bytes, spreadsheet_safe
+from ..core.folder_export import write_csv
 from ..core.fractions import class_counts, mask_fractions
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
@@ -49,11 +47,7 @@ def write_fraction_csv(path: str | Path, names: Sequence[str], fractions: np.nda
     """CSV with one row per sample and one column per phase (fractions in [0, 1])."""
     path = Path(path)
     rows = fraction_rows(names, fractions, schema)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["name", *schema.names])
-        writer.writeheader()
-        writer.writerows(spreadsheet_safe(row) for row in rows)
-    return path
+    return write_csv(path, rows, ["name", *schema.names])
 
 
 def plot_fraction_histograms(path: str | Path, fractions: np.ndarray, schema: PhaseSchema, title: str = "") -> Path:
@@ -149,13 +143,7 @@ class ClassBalance:
         return "\n".join(lines)
 
     def write_csv(self, path: str | Path) -> Path:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.rows()[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(spreadsheet_safe(row) for row in self.rows())
-        path = Path(path)
-        atomic_write_bytes(path, buffer.getvalue().encode())
-        return path
+        return write_csv(path, self.rows())
 
     def plot(self, path: str | Path) -> Path:
         """Grouped bar chart: per phase, the pixel share in real only and in real + synthetic."""
