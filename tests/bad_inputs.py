@@ -1,20 +1,64 @@
 """The bad-input battery (issue 19): command lines that must end in exit status 2 and one ``error:`` line.
 
-Each row runs ``microsynth -q <argv>`` after writing its ``files`` (path under a fresh empty folder -> text).
-In ``argv``, ``{data}`` is the real data folder (``shared_data``) and ``{tmp}`` that fresh folder. ``message`` must appear in the
-error line. Add a row for every bad input that is fixed, so the battery grows with the program.
+Each row runs ``microsynth -q <argv>`` in a fresh empty folder ``{tmp}`` after (in this order) copying
+``copies`` (path under ``{tmp}`` -> folder or file to copy), copying a small valid two-sample store to
+``{tmp}/s.zarr`` when ``store`` is set, deleting ``removed`` and writing ``files`` (path -> text or bytes):
+damage injected into good files. In ``argv``, ``{data}`` is the real data folder (``shared_data``).
+``message`` must appear in the error line. Add a row for every bad input that is fixed, so the battery
+grows with the program.
 """
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
 GENERATE = ("generate", "pf-diffseg-uhcs-demo", "{tmp}/pairs.zarr", "--steps", "2", "--device", "cpu",
             "--threads", "1")
+FRACTIONS = ("--fractions", "0.7,0.1,0.1,0.1")
 SEGMENT = ("segment", "{data}/uhcs/images/uhcs1648.tif", "{tmp}/map.png", "--device", "cpu",
            "--threads", "1")
-PLM_CONFIG = (Path(__file__).resolve().parents[1] / "resources" / "models" / "plm-uhcs-demo" / "config.json").read_text()
+PLM = ROOT / "resources" / "models" / "plm-uhcs-demo"
+PLM_CONFIG = (PLM / "config.json").read_text()
 EXPORT_PLAN = '{"format": "napari-microsynth-training-set-plan", "version": 1, "settings": {}, "samples": []}'
+TRAIN_SEGMENTER = ("train-segmenter", "{data}/uhcs", "--preset", "tiny", "--tile", "64", "--steps", "2",
+                   "--device", "cpu", "--threads", "1", "--out", "{tmp}/run")
+
+
+def _encoded(fmt: str, size: tuple[int, int] = (64, 64), scale: int = 255) -> bytes:
+    pixels = (np.random.default_rng(0).random(size) * scale).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _zero_tiff() -> bytes:
+    import warnings
+
+    import tifffile
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile warns that a 0x0 TIFF does not conform
+        tifffile.imwrite(buffer, np.zeros((0, 0), np.uint8))
+    return buffer.getvalue()
+
+
+def _config_with(**changes) -> str:
+    config = json.loads(PLM_CONFIG)
+    config["arch_kwargs"].update(changes)
+    return json.dumps(config)
+
+
+PNG, JPEG = _encoded("PNG"), _encoded("JPEG")
+MASK = _encoded("PNG", (64, 64), scale=0)
+ZERO_TIFF = _zero_tiff()
+UHCS_TIFF = ROOT / "tests" / "data" / "uhcs" / "images" / "uhcs0006.tif"
 
 
 @dataclass(frozen=True)
@@ -22,14 +66,18 @@ class BadInput:
     name: str
     argv: tuple[str, ...]
     message: str
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    copies: dict[str, Path] = field(default_factory=dict)
+    store: bool = False
+    removed: tuple[str, ...] = ()
 
 
 BAD_INPUTS = [
     BadInput("describe a missing folder", ("describe", "/no/such/folder"), "no/such/folder"),
     BadInput("import with an unknown schema", ("import", "{data}/uhcs", "{tmp}/x.zarr", "--schema", "steel"),
              "steel"),
-    BadInput("import into an existing folder", ("import", "{data}/uhcs", "{tmp}/exists"), "already exists",
+    BadInput("import into an existing folder", ("import", "{data}/uhcs", "{tmp}/exists"),
+             "exists and is not a napari-microsynth store; refusing to delete or write into it",
              {"exists/keep.txt": "user data"}),
     BadInput("generate -n 0", (*GENERATE, "-n", "0", "--fractions", "0.7,0.1,0.1,0.1"), "-n must be at least 1"),
     BadInput("generate -n negative", (*GENERATE, "-n", "-3", "--fractions", "0.7,0.1,0.1,0.1"),
@@ -67,4 +115,83 @@ BAD_INPUTS = [
     BadInput("train-generator --set of an unknown setting",
              ("train-generator", "pf-diffseg", "{data}/uhcs", "--set", "stepz=3", "--out", "{tmp}/run"),
              "--set 'stepz=3': expected KEY=VALUE with KEY one of "),
+    # unreadable, empty and too small micrographs (issue 19 items 8 and 9)
+    BadInput("segment an empty PNG", ("segment", "{tmp}/a.png", "{tmp}/map.png"), "a.png: the file is empty (0 bytes)",
+             {"a.png": b""}),
+    BadInput("segment a truncated PNG", ("segment", "{tmp}/a.png", "{tmp}/map.png"),
+             "a.png: not a readable PNG file", {"a.png": PNG[: len(PNG) // 2]}),
+    BadInput("segment a PNG with a corrupt body", ("segment", "{tmp}/a.png", "{tmp}/map.png"),
+             "a.png: not a readable PNG file", {"a.png": PNG[:16] + b"garbage" * 40}),
+    BadInput("segment a truncated JPEG", ("segment", "{tmp}/a.jpg", "{tmp}/map.png"),
+             "a.jpg: not a readable JPG file", {"a.jpg": JPEG[: len(JPEG) // 2]}),
+    BadInput("segment a text file named .png", ("segment", "{tmp}/a.png", "{tmp}/map.png"),
+             "a.png: not a readable PNG file", {"a.png": "just some notes"}),
+    BadInput("segment a 0x0 TIFF", ("segment", "{tmp}/a.tif", "{tmp}/map.png"), "a.tif: the image is empty (0x0 pixels)",
+             {"a.tif": ZERO_TIFF}),
+    BadInput("segment a truncated TIFF", ("segment", "{tmp}/a.tif", "{tmp}/map.png"), "a.tif: not a readable TIF file",
+             {"a.tif": UHCS_TIFF.read_bytes()[:5000]}),
+    BadInput("segment a 1x1 image", (*SEGMENT[:1], "{tmp}/a.png", *SEGMENT[2:]),
+             "a.png: the micrograph is 1x1 px, smaller than the model's 256x256 px window",
+             {"a.png": _encoded("PNG", (1, 1))}),
+    BadInput("segment a missing micrograph", ("segment", "{tmp}/none.tif", "{tmp}/map.png"), "micrograph not found"),
+    BadInput("segment with an info band taller than the image", (*SEGMENT, "--info-band", "9999"),
+             "info_band=9999 rows, but the image has"),
+    # model folders
+    BadInput("segment with a model folder that does not exist", (*SEGMENT, "--model", "{tmp}/nothing"),
+             "no model folder"),
+    BadInput("segment with weights that do not fit config.json", (*SEGMENT, "--model", "{tmp}/model"),
+             "the weights do not fit the network its config.json describes",
+             {"model/config.json": _config_with(decoder_channels=[64, 32, 16, 16, 16])}, {"model": PLM}),
+    BadInput("segment with truncated weights", (*SEGMENT, "--model", "{tmp}/model"),
+             "segmenter.safetensors is not a readable safetensors file",
+             {"model/segmenter.safetensors": (PLM / "segmenter.safetensors").read_bytes()[:4000]}, {"model": PLM}),
+    BadInput("segment on a device that does not exist", (*SEGMENT[:4], "tpu", *SEGMENT[5:]),
+             "--device tpu: unknown device 'tpu'"),
+    BadInput("segment --trust without --ratio", (*SEGMENT, "--trust", "1"), "--trust needs --ratio"),
+    BadInput("segment NaN ratio", (*SEGMENT, "--ratio", "nan,0.1,0.1,0.1"), "finite numbers"),
+    # damaged stores (issue 19 items 5, 9, 10)
+    BadInput("describe a store whose root zarr.json is corrupt", ("describe", "{tmp}/s.zarr"),
+             "s.zarr/zarr.json is damaged (not readable JSON", {"s.zarr/zarr.json": "{garbage"}, store=True),
+    BadInput("describe a store with a garbage array zarr.json", ("describe", "{tmp}/s.zarr"),
+             "samples/000001/image/zarr.json is damaged (not readable JSON",
+             {"s.zarr/samples/000001/image/zarr.json": "{garbage"}, store=True),
+    BadInput("describe a store with a deleted image chunk", ("describe", "{tmp}/s.zarr"),
+             "sample 1 (samples/000001): 1 chunk file(s) of image are missing (c/0/0)", store=True,
+             removed=("s.zarr/samples/000001/image/c/0/0",)),
+    BadInput("export-folders a store with a deleted image chunk", ("export-folders", "{tmp}/s.zarr", "--out", "{tmp}/o"),
+             "1 chunk file(s) of image are missing", store=True, removed=("s.zarr/samples/000000/image/c/0/0",)),
+    BadInput("export-folders a store with a corrupt image chunk", ("export-folders", "{tmp}/s.zarr", "--out", "{tmp}/o"),
+             "sample 0 (samples/000000/image): a chunk cannot be decoded",
+             {"s.zarr/samples/000000/image/c/0/0": b"garbage"}, store=True),
+    BadInput("describe --full a store with a corrupt mask chunk", ("describe", "--full", "{tmp}/s.zarr"),
+             "a chunk cannot be decoded", {"s.zarr/samples/000001/mask/c/0/0": b"\x28\xb5\x2f\xfdgarbage"}, store=True),
+    BadInput("fractions of a split the store does not have", ("fractions", "{tmp}/s.zarr", "--split", "nope"),
+             "has no split 'nope'", store=True),
+    BadInput("tile with tiles larger than every sample", ("tile", "{tmp}/s.zarr", "{tmp}/t.zarr", "--size", "5000"),
+             "--size 5000 is larger than every sample", store=True),
+    BadInput("import over a store without --overwrite", ("import", "{data}/uhcs", "{tmp}/s.zarr"),
+             "replace it with --overwrite", store=True),
+    BadInput("import with tiles larger than every micrograph", ("import", "{data}/uhcs", "{tmp}/x.zarr", "--tile", "5000"),
+             "--tile 5000 is larger than every micrograph"),
+    BadInput("import a generic folder without a schema", ("import", "{tmp}/set", "{tmp}/x.zarr"),
+             "needs a phase schema; put schema.json in the folder or pass --schema NAME", {"set/images/a.png": PNG}),
+    BadInput("import a folder with a truncated micrograph", ("import", "{tmp}/set", "{tmp}/x.zarr", "--schema", "uhcs"),
+             "not a readable PNG file", {"set/images/a.png": PNG[:100], "set/masks/a.png": MASK}),
+    BadInput("export-folders of a folder that is not a store", ("export-folders", "{tmp}/d", "--out", "{tmp}/o"),
+             "not a dataset store (no zarr.json)", {"d/notes.txt": "mine"}),
+    BadInput("describe a folder that is not a dataset", ("describe", "{tmp}/d"), "not a dataset folder",
+             {"d/notes.txt": "mine"}),
+    BadInput("export --ratio without synthetic pairs", ("export", "{data}/uhcs", "--ratio", "2", "--out", "{tmp}/o"),
+             "needs synthetic pairs"),
+    # generate and train
+    BadInput("generate --guidance nan", (*GENERATE, "--guidance", "nan", *FRACTIONS), "guidance_scale must be finite"),
+    BadInput("generate with two kinds of targets", (*GENERATE, *FRACTIONS, "--csv", "{tmp}/t.csv"),
+             "give only one of --fractions, --csv and --boost-from"),
+    BadInput("generate without targets", GENERATE, "say what to generate"),
+    BadInput("generate into a folder of the user's", (*GENERATE[:2], "{tmp}/mine", *GENERATE[3:], *FRACTIONS),
+             "is not a napari-microsynth store", {"mine/notes.txt": "mine"}),
+    BadInput("generate from a model folder that does not exist", ("generate", "{tmp}/nothing", "{tmp}/p.zarr", *FRACTIONS),
+             "no model folder"),
+    BadInput("train-segmenter --checkpoint-every 0", (*TRAIN_SEGMENTER, "--checkpoint-every", "0"),
+             "checkpoint_every must be at least 1"),
 ]

@@ -91,7 +91,7 @@ def default_schema(folder: str | Path, layout: str | None = None) -> PhaseSchema
     path = folder / "schema.json"
     if not path.is_file():
         raise ValueError(
-            f"{folder}: a generic dataset needs a phase schema; put schema.json in the folder or pass schema="
+            f"{folder}: a generic dataset needs a phase schema; put schema.json in the folder or pass --schema NAME (schema= from Python)"
         )
     return PhaseSchema.load(path)
 

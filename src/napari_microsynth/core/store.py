@@ -296,19 +296,19 @@ class DatasetStore:
         if not isinstance(schema, PhaseSchema):
             raise TypeError(f"schema must be a PhaseSchema, got {type(schema).__name__}")
         if path.exists():
+            if not (path.is_dir() and (is_store(path) or not any(path.iterdir()))):
+                raise FileExistsError(
+                    f"{path} exists and is not a napari-microsynth store; refusing to delete or write into it "
+                    "(choose a new path or remove it yourself)"
+                )
             if not overwrite:
                 raise FileExistsError(f"{path} already exists; replace it with --overwrite (overwrite=True from Python)")
-            if path.is_dir() and is_store(path):
+            if is_store(path):
                 key = _lock(path)  # refuses a store another process is writing
                 shutil.rmtree(path)
                 _unlock(key)
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
             else:
-                raise FileExistsError(
-                    f"{path} exists and is not a napari-microsynth store; refusing to delete it "
-                    "(choose a new path or remove it yourself)"
-                )
+                path.rmdir()
         root = zarr.open_group(path, mode="w-", zarr_format=3)
         root.create_group("samples")
         from .. import __version__
