@@ -282,3 +282,33 @@ def test_instance_boundaries_mark_both_sides_of_4_neighbour_changes():
     rgb = np.zeros((2, 2, 3), dtype=np.uint8)
     rgb[0, 0] = (200, 10, 10)
     assert decode_instance_map(rgb).labels.tolist() == [[2, 1], [1, 1]]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.png", b"", "the file is empty (0 bytes)"),
+    ("a.png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, "not a readable PNG file"),
+    ("a.jpg", b"\xff\xd8\xff\xe0 truncated", "not a readable JPG file"),
+    ("a.tif", b"II*\x00 truncated", "not a readable TIF file"),
+    ("a.npy", b"not numpy", "not a readable NPY file"),
+])
+def test_unreadable_files_raise_one_value_error_naming_the_file(tmp_path, name, content, message):
+    """Issue 19 item 9: PIL's UnidentifiedImageError / OSError and tifffile's errors came out as tracebacks."""
+    from napari_microsynth.core.io import read_mask, read_micrograph
+
+    (tmp_path / name).write_bytes(content)
+    for read in (read_micrograph, lambda p: read_mask(p, PhaseSchema.bundled("uhcs"))):
+        with pytest.raises(ValueError) as info:
+            read(tmp_path / name)
+        assert str(info.value).startswith(f"{tmp_path / name}: {message}")
+
+
+def test_an_empty_tiff_is_refused(tmp_path):
+    import warnings
+
+    from napari_microsynth.core.io import read_micrograph
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tifffile.imwrite(tmp_path / "zero.tif", np.zeros((0, 0), np.uint8))
+    with pytest.raises(ValueError, match=r"zero.tif: the image is empty \(0x0 pixels\)"):
+        read_micrograph(tmp_path / "zero.tif")

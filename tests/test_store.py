@@ -519,3 +519,38 @@ def test_every_csv_writer_neutralises_formulas_in_names_and_column_names(tmp_pat
     assert (tmp_path / "f.csv").read_text().splitlines() == ["name,\"'=HYPERLINK(\"\"x\"\")\",b", "'@SUM(A1),0.25,0.75"]
     csv_path = write_csv(tmp_path / "runs.csv", [{"model": "+cmd|' /C calc'!A0", "ratio": "none", "miou": -0.5}])
     assert _read_csv(csv_path) == [{"model": "'+cmd|' /C calc'!A0", "ratio": "none", "miou": "-0.5"}]
+
+
+def test_a_killed_training_set_export_is_reported_unfinished_until_it_is_rerun(tmp_path, uhcs, capsys):
+    """Issue 19 item 11: a partly written export passed ``describe`` with exit 0."""
+    from napari_microsynth.core.datasets import load_split
+    from napari_microsynth.engines.training_set import export_training_set
+
+    def killed(done, total, message):
+        if done == 2:
+            raise KeyboardInterrupt  # as abrupt as a kill: no code of the export runs after it
+
+    with pytest.raises(KeyboardInterrupt):
+        export_training_set(tmp_path / "set", [uhcs[0]], [uhcs[1]], ratio=0, tile=256, progress=killed)
+    assert main(["-q", "describe", str(tmp_path / "set")]) == 1
+    out = capsys.readouterr().out
+    assert "samples      2 (training set" in out
+    assert "UNFINISHED   training-set export of 3 samples" in out and "again finishes it" in out
+    with pytest.raises(ValueError, match="is unfinished"):
+        load_split(tmp_path / "set" / "dataset.zarr", "train")
+    export_training_set(tmp_path / "set", [uhcs[0]], [uhcs[1]], ratio=0, tile=256)
+    assert main(["-q", "describe", str(tmp_path / "set" / "dataset.zarr")]) == 0
+    assert "UNFINISHED" not in capsys.readouterr().out
+    assert len(load_split(tmp_path / "set" / "dataset.zarr", "train")) == 2
+
+
+def test_fractions_of_a_store_come_from_the_stored_counts(tmp_path, uhcs, capsys):
+    """Issue 19 item 13: ``fractions`` reads no image or mask of a store (here every chunk is garbage)."""
+    path = _store_with_two(tmp_path, uhcs)
+    for chunk in path.glob("samples/*/*/c/*/*"):
+        chunk.write_bytes(b"garbage")
+    assert main(["-q", "fractions", str(path), "--csv", str(tmp_path / "f.csv")]) == 0
+    rows = _read_csv(tmp_path / "f.csv")
+    assert [r["name"] for r in rows] == ["uhcs1648", "uhcs0006"]
+    expected = mask_fractions(uhcs[1].mask, uhcs[1].schema)
+    assert np.allclose([float(rows[1][n]) for n in uhcs[1].schema.names], expected, atol=1e-6)

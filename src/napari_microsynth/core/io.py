@@ -48,6 +48,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ValueError("the TIFF holds no image")
         series = tif.series[0]
         data = series.asarray()
         axes = series.axes
