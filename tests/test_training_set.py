@@ -18,7 +18,7 @@ from napari_microsynth.core.curation import accepted_pairs
 from napari_microsynth.core.datasets import load_dataset
 from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.resample import to_real_scale
-from napari_microsynth.core.sample import Provenance, Sample
+from napari_microsynth.core.sample import Sample
 from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.core.tiles import labelled_tiles
 from napari_microsynth.engines.reports import class_balance

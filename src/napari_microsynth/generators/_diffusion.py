@@ -31,7 +31,7 @@ from ..models.diffusion import (
 )
 from ..models.diffusion_training import DenoiserBatch, TrainResult, train_denoiser
 from ..models.folder import ModelFolderMixin, load_weights
-from .base import ConditionSpec, Generator, TrainingRecord
+from .base import ConditionSpec, Generator, TrainingRecord, tile_pixel_size, training_tiles
 
 
 def preset_settings(label: str, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]) -> dict:
@@ -164,13 +164,7 @@ class DiffusionModel(ModelFolderMixin):
 
     def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
         """The checked training config (None = defaults) and the random training tiles of ``samples``."""
-        config = self.TrainConfig() if config is None else config
-        if not isinstance(config, self.TrainConfig):
-            raise TypeError(f"{self.label} takes a {self.TrainConfig.__name__}, got {type(config).__name__}")
-        foreign = [s.name for s in samples if s.schema.names != self.schema.names]
-        if foreign:
-            raise ValueError(f"samples {foreign} do not use this model's schema {self.schema.name!r}")
-        tiles = RandomPairTiles(samples, self.resolution, config.downscale, config.augment)
+        config, tiles = training_tiles(samples, config, self.TrainConfig, self.schema, self.resolution, self.label)
         self.model_checksum = ""
         return config, tiles
 
@@ -286,8 +280,7 @@ class DiffusionGenerator(DiffusionModel, Generator):
 
     def _training_tiles(self, samples: list[Sample], config: Any) -> tuple[Any, RandomPairTiles]:
         config, tiles = super()._training_tiles(samples, config)
-        known = [s.pixel_size_um for s in samples if s.pixel_size_um]
-        self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
+        self.pixel_size_um = tile_pixel_size(samples, config.downscale)
         return config, tiles
 
     def _fractions_of(self, masks: np.ndarray) -> torch.Tensor:

@@ -33,6 +33,7 @@ from ..core.options import Option, apply_options, declared_options
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
 from ..core.schema import PhaseSchema
+from ..core.tiles import RandomPairTiles
 from ..models.folder import ModelFolderMixin
 
 CONDITION_KINDS = ("fractions", "properties", "none")
@@ -399,3 +400,23 @@ class TrainingRecord:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+
+
+def training_tiles(samples: Sequence[Sample], config: Any, config_class: type, schema: PhaseSchema,
+                   resolution: int, label: str) -> tuple[Any, RandomPairTiles]:
+    """The checked training settings (``config`` None = ``config_class()``) and the random training tiles
+    of ``samples`` (crops of ``resolution * config.downscale`` px, ``config.augment``) for a model of
+    ``schema``; ``label`` names the model in errors."""
+    config = config_class() if config is None else config
+    if not isinstance(config, config_class):
+        raise TypeError(f"{label} takes a {config_class.__name__}, got {type(config).__name__}")
+    foreign = [s.name for s in samples if s.schema.names != schema.names]
+    if foreign:
+        raise ValueError(f"samples {foreign} do not use this model's schema {schema.name!r}")
+    return config, RandomPairTiles(samples, resolution, config.downscale, config.augment)
+
+
+def tile_pixel_size(samples: Sequence[Sample], downscale: int) -> float | None:
+    """Micrometres per pixel of tiles reduced ``downscale`` times from ``samples`` (median), when known."""
+    known = [s.pixel_size_um for s in samples if s.pixel_size_um]
+    return float(np.median(known)) * downscale if known else None

@@ -30,7 +30,6 @@ import numpy as np
 from ..core.options import option
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
-from ..core.schema import PhaseSchema
 from ..models.diffusion import DenoiserConfig, build_denoiser, decode_image, decode_mask, reverse_diffusion, seeded_noise
 from ..models.diffusion_training import DenoiserBatch, DiffusionTrainConfig
 from . import register_generator

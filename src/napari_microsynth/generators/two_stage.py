@@ -30,7 +30,6 @@ import torch
 from ..core.options import apply_options, option
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Provenance, Sample
-from ..core.schema import PhaseSchema
 from ..models.diffusion import (
     DenoiserConfig,
     build_denoiser,

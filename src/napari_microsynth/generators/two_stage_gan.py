@@ -36,7 +36,6 @@ import torch
 from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
 from ..core.sample import Sample
-from ..core.schema import PhaseSchema
 from ..models.diffusion import (
     SAMPLERS,
     DenoiserConfig,

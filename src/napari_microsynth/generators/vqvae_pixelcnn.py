@@ -45,7 +45,7 @@ from ..models.pixelcnn import PixelCNNPrior, PriorConfig, composition_tilt
 from ..models.trainer import LoopSettings, TrainResult
 from ..models.vqvae import DualImageVQVAE, VQVAEConfig, encode_dual, split_dual
 from . import register_generator
-from .base import ConditionSpec, Generator, TrainingRecord
+from .base import ConditionSpec, Generator, TrainingRecord, tile_pixel_size, training_tiles
 
 TIE_NOISE = 1  # noise stream of a seed for breaking ties in the decoded mask
 
@@ -181,18 +181,11 @@ class VQVAEPixelCNN(Generator):
     ) -> dict[str, Any]:
         """Train the VQ-VAE, encode a bank of training tiles, train the prior on their code grids.
 
-        Progress runs over both stages (``vqvae_steps + prior_steps``). Returns ``{"steps", "final_loss",
+        Progress runs over both stages (``steps + prior_steps``). Returns ``{"steps", "final_loss",
         "stages"}``: the VQ-VAE's steps and loss, and per stage its steps, final loss and losses.
         """
-        config = self.TrainConfig() if config is None else config
-        if not isinstance(config, self.TrainConfig):
-            raise TypeError(f"{self.name} takes a {self.TrainConfig.__name__}, got {type(config).__name__}")
-        foreign = [s.name for s in samples if s.schema.names != self.schema.names]
-        if foreign:
-            raise ValueError(f"samples {foreign} do not use this model's schema {self.schema.name!r}")
-        tiles = RandomPairTiles(samples, self.resolution, config.downscale, config.augment)
-        known = [s.pixel_size_um for s in samples if s.pixel_size_um]
-        self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
+        config, tiles = training_tiles(samples, config, self.TrainConfig, self.schema, self.resolution, self.name)
+        self.pixel_size_um = tile_pixel_size(samples, config.downscale)
         self.model_checksum = ""
         self.variance = float(self._dual(*tiles.draw(np.random.default_rng(config.seed), 64)).var())
         total = config.steps + config.prior_steps
