@@ -182,3 +182,16 @@ def test_bundled_model_card_states_its_split_and_metrics():
     card = (resources_dir() / "models" / DEMO_MODEL / "README.md").read_text()
     assert "miou" in card.lower()
     assert "test" in card.lower()
+
+
+def test_segment_waits_for_a_micrograph(make_napari_viewer):
+    """Item 6 of issue 16: no button that can only fail."""
+    from napari_microsynth.widgets.phase_ratio import PhaseRatioWidget
+
+    viewer = make_napari_viewer()
+    widget = PhaseRatioWidget(viewer)
+    assert not widget.segment_button.isEnabled() and "open a grey micrograph" in widget.segment_button.toolTip()
+    layer = viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="micrograph")
+    assert widget.segment_button.isEnabled()
+    viewer.layers.remove(layer)
+    assert not widget.segment_button.isEnabled()

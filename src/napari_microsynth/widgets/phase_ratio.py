@@ -177,6 +177,8 @@ class PhaseRatioWidget(PluginDock):
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
+        self.segment_button.setEnabled(bool(names) and not self.progress.busy)  # nothing to segment yet
+        self.segment_button.setToolTip("" if names else "open a grey micrograph first (File > Open, or the UHCS sample)")
 
     def _refresh_models(self) -> None:
         self._models = bundled_segmenters()
