@@ -41,8 +41,8 @@ def quick_config(cls):
 
 
 def quick_sampling(cls) -> dict:
-    """Few denoising steps where the family has them."""
-    return cls.declared_sampling({"steps": 3})
+    """Few denoising steps where the family has them, and the fraction control on."""
+    return cls.declared_sampling({"steps": 3, "fraction_control": 1.0})
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
