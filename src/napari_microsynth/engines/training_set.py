@@ -382,22 +382,12 @@ def export_training_set(
     real_px = median_pixel_size(real_train)
     for pair in chosen:
         scaled_shape(pair, real_px, (th, tw))  # refuse too-small pairs before writing anything
-
     items: list[tuple[str, Sample]] = ([("train", t) for t in tiles] + [("train", p) for p in chosen]
                                        + [("val", s) for s in real_val] + [("test", s) for s in real_test])
-    settings = {
-        "ratio": float(ratio),
-        "tile": [th, tw],
-        "schema": schema.name,
-        "real_pixel_size_um": real_px,
-        "fingerprint": data_fingerprint([*real_train, *chosen, *real_val, *real_test]),
-    }
-    plan = {
-        "format": PLAN_FORMAT,
-        "version": PLAN_VERSION,
-        "settings": settings,
-        "samples": [[s.name, split, s.provenance.origin] for split, s in items],
-    }
+    settings = {"ratio": float(ratio), "tile": [th, tw], "schema": schema.name, "real_pixel_size_um": real_px,
+                "fingerprint": data_fingerprint([*real_train, *chosen, *real_val, *real_test])}
+    plan = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "settings": settings,
+            "samples": [[s.name, split, s.provenance.origin] for split, s in items]}
     _prepare_out(out, plan, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if _read_plan(out) != plan:
@@ -407,21 +397,7 @@ def export_training_set(
                          f"(1:{float(ratio):g}); val/test whole real micrographs"
                          + (f"; {description}" if description else ""))
     store = _open_store(out, plan, schema, store_description)
-    note = (f"training-set export of {len(items)} samples into {out}, in progress or interrupted; running the same "
-            "export command again finishes it")
-    if store.unfinished != note:
-        store.set_unfinished(note)
-    resumed_from = len(store)
-    for i in range(resumed_from, len(items)):
-        check_stop(should_stop)
-        split, sample = items[i]
-        if split == "train" and sample.provenance.origin != "real":
-            sample = to_real_scale(sample, real_px, (th, tw))
-        store.append(sample, split=split, status="accepted")
-        progress(i + 1, len(items), f"stored {split} {sample.name}")
-
-    train = store.splits.get("train", [])
-    synth_ix = [i for i in train if plan["samples"][i][2] != "real"]
+    resumed_from = _store_items(store, items, out, real_px, (th, tw), progress, should_stop)
     balance, files = _write_reports(out, store, plan)
     if folders:
         files["folders"] = export_folder(store, out / FOLDERS_NAME, overwrite=True, progress=progress,
@@ -429,6 +405,7 @@ def export_training_set(
     split_counts: dict[str, dict[str, int]] = {}
     for name, split, origin in plan["samples"]:
         split_counts.setdefault(split, Counter())[origin] += 1
+    synth_ix = [i for i in store.splits.get("train", []) if plan["samples"][i][2] != "real"]
     summary = TrainingSetSummary(
         out=out, ratio=float(ratio), tile=(th, tw), counts={k: dict(v) for k, v in split_counts.items()},
         balance=balance, generators=_generator_uses(store, synth_ix), real_pixel_size_um=real_px,
@@ -439,3 +416,22 @@ def export_training_set(
     atomic_write_bytes(out / CARD_FILE, card.encode())
     files["card"] = out / CARD_FILE
     return summary
+
+
+def _store_items(store: DatasetStore, items: list[tuple[str, Sample]], out: Path, real_px: float | None,
+                 tile: tuple[int, int], progress: ProgressFn, should_stop: StopFn) -> int:
+    """Append the planned samples not yet in ``store`` (synthetic training pairs brought to the real pixel
+    size), the store marked unfinished meanwhile; returns how many were already there."""
+    note = (f"training-set export of {len(items)} samples into {out}, in progress or interrupted; running the same "
+            "export command again finishes it")
+    if store.unfinished != note:
+        store.set_unfinished(note)
+    resumed_from = len(store)
+    for i in range(resumed_from, len(items)):
+        check_stop(should_stop)
+        split, sample = items[i]
+        if split == "train" and sample.provenance.origin != "real":
+            sample = to_real_scale(sample, real_px, tile)
+        store.append(sample, split=split, status="accepted")
+        progress(i + 1, len(items), f"stored {split} {sample.name}")
+    return resumed_from
