@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
-from .sample import jsonable
+from .sample import Sample, jsonable
 
 if TYPE_CHECKING:
     from .store import DatasetStore
@@ -146,6 +146,23 @@ def _write_splits(store: "DatasetStore", out_dir: Path, rows: list[dict[str, Any
 
 
 
+def _sample_row(index: int, sample: Sample, splits: list[str], status: str, image_file: str, mask_file: str,
+                fractions: np.ndarray, property_names: list[str]) -> dict[str, Any]:
+    """One ``samples.csv`` row: where the sample's files are, its size, fractions, properties, provenance."""
+    row: dict[str, Any] = {
+        "index": index, "name": sample.name, "split": ";".join(splits), "status": status,
+        "origin": sample.provenance.origin, "image": f"images/{image_file}", "mask": f"masks/{mask_file}",
+        "height": sample.shape[0], "width": sample.shape[1],
+        "pixel_size_um": "" if sample.pixel_size_um is None else sample.pixel_size_um,
+    }
+    for c, phase in enumerate(sample.schema.names):
+        row[f"fraction_{phase}"] = f"{fractions[c]:.6f}"
+    for prop in property_names:
+        row[f"property_{prop}"] = sample.properties.get(prop, "")
+    row["provenance"] = json.dumps(jsonable(sample.provenance.to_dict()), sort_keys=True)
+    return row
+
+
 def export_folder(
     store: "DatasetStore",
     out_dir: str | Path,
@@ -200,23 +217,8 @@ def export_folder(
         atomic_write_bytes(out_dir / "masks" / mask_file, _mask_bytes(mask, mask_ext, schema.colors))
         written["images"].add(image_file)
         written["masks"].add(mask_file)
-        row: dict[str, Any] = {
-            "index": i,
-            "name": sample.name,
-            "split": ";".join(split_of.get(i, [])),
-            "status": statuses[i],
-            "origin": sample.provenance.origin,
-            "image": f"images/{image_file}",
-            "mask": f"masks/{mask_file}",
-            "height": sample.shape[0],
-            "width": sample.shape[1],
-            "pixel_size_um": "" if sample.pixel_size_um is None else sample.pixel_size_um,
-        }
-        for c, phase in enumerate(schema.names):
-            row[f"fraction_{phase}"] = f"{fractions[i, c]:.6f}"
-        for prop in property_names:
-            row[f"property_{prop}"] = sample.properties.get(prop, "")
-        row["provenance"] = json.dumps(jsonable(sample.provenance.to_dict()), sort_keys=True)
+        row = _sample_row(i, sample, split_of.get(i, []), statuses[i], image_file, mask_file, fractions[i],
+                          property_names)
         rows.append(row)
         progress(done + 1, len(indices), f"exported {sample.name}")
 

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QWidget,
 )
 
 from ..core.tiles import tile_boxes
