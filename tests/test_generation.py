@@ -70,3 +70,28 @@ def test_a_killed_generate_continues_where_it_stopped_and_other_runs_take_fresh_
     assert main(generate(killed, 2, fractions="0.4,0.4,0.1,0.1")) == 0  # another run: seeds after the highest
     assert "note: seeds 0..1 are already used" in capsys.readouterr().out
     assert seeds(DatasetStore.open(killed)) == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_generate_can_super_resolve_every_pair_before_storing_it(tmp_path, capsys):
+    """Paper 000's pipeline: pairs made at the generator's size and doubled by the super-resolution model."""
+    from napari_microsynth.core.fractions import mask_fractions
+    from napari_microsynth.core.schema import PhaseSchema
+    from napari_microsynth.generators.super_resolution import SuperResolution
+
+    sr = SuperResolution(PhaseSchema.bundled("uhcs"), "tiny", device="cpu")
+    sr.save(tmp_path / "sr")
+    store = tmp_path / "sr.zarr"
+    command = [*generate(store, 2), "--upscale", str(tmp_path / "sr"), "--upscale-steps", "2"]
+    assert main(command) == 0
+    pairs = DatasetStore.open(store)
+    assert len(pairs) == 2 and all(pairs.shape(i) == (128, 128) for i in range(2))  # the 64 px demo pairs, doubled
+    assert all(pairs.provenance(i).extra["super_resolution"] == sr.model_checksum for i in range(2))
+    assert main(generate(tmp_path / "plain.zarr", 2)) == 0  # the same pairs at the generator's size
+    for big, small in zip(pairs, DatasetStore.open(tmp_path / "plain.zarr")):
+        assert small.shape == (64, 64)  # the upscaled mask keeps the generated pair's fractions
+        assert np.abs(mask_fractions(big.mask, big.schema) - mask_fractions(small.mask, small.schema)).max() < 0.01
+    capsys.readouterr()
+    assert main(command) == 0  # the same command again: the run is complete, nothing is added
+    assert "wrote 0 synthetic pairs" in capsys.readouterr().out and len(DatasetStore.open(store)) == 2
+    assert main(generate(store, 2)) == 0  # without --upscale it is another run, on fresh seeds
+    assert seeds(DatasetStore.open(store)) == [0, 1, 2, 3]

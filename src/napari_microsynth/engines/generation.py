@@ -83,32 +83,41 @@ class GenerateRun:
     done: int
     options: dict[str, Any] = field(default_factory=dict)
     note: str | None = None  # why the seeds differ from the requested ones
+    upscaler: Any = None  # a SuperResolution model that doubles every pair before it is stored, or None
+    upscale_steps: int | None = None
 
     @classmethod
     def plan(cls, generator: Generator, store: DatasetStore, conditions: Any, n: int | None = None,
-             seed: int = 0, **options: Any) -> "GenerateRun":
+             seed: int = 0, upscaler: Any = None, upscale_steps: int | None = None, **options: Any) -> "GenerateRun":
         """Where a run of ``generator.sample(conditions, n, seed, **options)`` into ``store`` stands.
 
-        Bad conditions raise here, before anything is written; ``n`` must come to at least 1 pair.
+        ``upscaler``: a :class:`~napari_microsynth.generators.super_resolution.SuperResolution` model that
+        doubles each pair (paper 000's pipeline: generate at 128 px, super-resolve to 256 px) with
+        ``upscale_steps`` denoising steps (None: its sampler's default). Bad conditions, or an upscaler for
+        other phases, raise here, before anything is written; ``n`` must come to at least 1 pair.
         """
         expanded = generator.condition_spec.expand(conditions, n)
         if not expanded:
             raise ValueError("nothing to generate: the number of pairs must be at least 1")
+        if upscaler is not None and upscaler.schema.names != generator.schema.names:
+            raise ValueError(f"the super-resolution model is for phases {upscaler.schema.names}, the generator "
+                             f"makes {generator.schema.names}")
         identity = {"generator": generator.name, "version": generator.version, "model": generator.model_checksum,
-                    "conditions": expanded, "options": options, "seed": int(seed)}
+                    "conditions": expanded, "options": options, "seed": int(seed),
+                    **({} if upscaler is None else {"upscaler": upscaler.model_checksum, "upscale_steps": upscale_steps})}
         run_id = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         provenances = [store.provenance(i) for i in range(len(store))]
         ours = [p for p in provenances if p.extra.get("run", {}).get("id") == run_id]
         if ours:
             return cls(generator, conditions, len(expanded), run_id, ours[0].extra["run"]["first_seed"],
-                       len(ours), options)
+                       len(ours), options, None, upscaler, upscale_steps)
         n, first, note = len(expanded), int(seed), None
         used = {p.seed for p in provenances if p.seed is not None}
         if used & set(range(first, first + n)):
             first = max(used) + 1
             note = (f"seeds {seed}..{seed + n - 1} are already used in {store.path}; "
                     f"this run uses seeds {first}..{first + n - 1}")
-        return cls(generator, conditions, n, run_id, first, 0, options, note)
+        return cls(generator, conditions, n, run_id, first, 0, options, note, upscaler, upscale_steps)
 
     def _pairs(self, start: int, stop: int, progress: ProgressFn, should_stop: StopFn) -> Iterator[Sample]:
         """Pairs ``start .. stop - 1`` of the run (seeds ``first_seed + start ..``), the run recorded in each."""
@@ -116,8 +125,12 @@ class GenerateRun:
                 else self.conditions is not None and not isinstance(self.conditions, dict))
         conditions = self.conditions[start:stop] if many else self.conditions
         run = {"id": self.run_id, "first_seed": self.first_seed}
-        for pair in self.generator.sample(conditions, n=stop - start, seed=self.first_seed + start,
-                                          progress=progress, should_stop=should_stop, **self.options):
+        pairs = self.generator.sample(conditions, n=stop - start, seed=self.first_seed + start,
+                                      progress=progress, should_stop=should_stop, **self.options)
+        if self.upscaler is not None:  # each pair doubled with its own seed, so a resumed run gets the same
+            pairs = self.upscaler.upscale_many(pairs, steps=self.upscale_steps, progress=progress,
+                                               should_stop=should_stop)
+        for pair in pairs:
             yield replace(pair, provenance=replace(pair.provenance, extra={**pair.provenance.extra, "run": run}))
 
     def write(self, store: DatasetStore, split: str = "synthetic", progress: ProgressFn = no_progress,
