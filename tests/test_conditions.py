@@ -213,3 +213,23 @@ def test_convex_hull_one_dimension_is_the_interval():
     samples = sample_convex_hull(np.array([[2.0], [5.0], [3.0]]), 5000, np.random.default_rng(0))
     assert samples.min() >= 2 and samples.max() <= 5
     assert samples.mean() == pytest.approx(3.5, abs=0.05)
+
+
+def test_property_targets_lie_between_the_processing_conditions_of_the_data(shared_data):
+    """Paper 004's sampler on UHCS's recorded anneal temperatures and times: new combinations, none outside
+    the convex hull of what the micrographs record."""
+    from napari_microsynth.core.conditions import property_targets
+    from napari_microsynth.core.datasets import load_dataset
+
+    samples = load_dataset(shared_data / "uhcs")
+    names = ["anneal_temperature_c", "anneal_time_h"]
+    targets = property_targets(samples, names, 200, seed=3)
+    assert len(targets) == 200 and all(set(t) == set(names) for t in targets)
+    seen = np.array(sorted({tuple(s.properties[k] for k in names) for s in samples if set(names) <= set(s.properties)}))
+    points = np.array([[t[k] for k in names] for t in targets])
+    scale = seen.std(axis=0)
+    assert np.all(Delaunay(seen / scale).find_simplex(points / scale) >= 0)
+    assert len({tuple(p) for p in points}) == 200  # new combinations, not copies of the recorded ones
+    assert property_targets(samples, names, 200, seed=3) == targets  # seeded
+    with pytest.raises(ValueError, match="records all of the properties"):
+        property_targets(samples, ["hardness_hv"], 4)

@@ -139,8 +139,9 @@ def _sampling_flags(p: argparse.ArgumentParser, cls: type) -> None:
                      ALIASES)
 
 
-def _conditions(args: argparse.Namespace, schema, n: int | None):
-    """Target fraction vectors from --fractions, --csv, or paper 000's boosted sampler over --boost-from data;
+def _conditions(args: argparse.Namespace, generator, n: int | None):
+    """Target fraction vectors from --fractions, --csv, or paper 000's boosted sampler over --boost-from data
+    (for a property-conditioned generator: property values inside the data's convex hull, paper 004);
     ``n`` of them (None: one per CSV row, else DEFAULT_PAIRS)."""
     import numpy as np
 
@@ -153,20 +154,23 @@ def _conditions(args: argparse.Namespace, schema, n: int | None):
     if n is not None and n < 1:
         raise ValueError(f"-n must be at least 1, got {n}")
     if args.fractions:
-        fractions, note = parse_fractions(args.fractions, schema.names)
+        fractions, note = parse_fractions(args.fractions, generator.schema.names)
         if note:
             print(f"note: {note}")
         return np.tile(fractions, (n or DEFAULT_PAIRS, 1))
     if args.csv:
-        rows = conditions_from_csv(args.csv, schema)
+        rows = conditions_from_csv(args.csv, generator.condition_spec)
         if n is not None and n > len(rows):
             raise ValueError(f"{args.csv} has {len(rows)} condition rows but -n asks for {n} pairs; "
                              "leave -n out to use every row")
         return rows[:n]
     if args.boost_from:
-        from ..core.conditions import fraction_targets
+        from ..core.conditions import fraction_targets, property_targets
 
         real = labelled(Path(args.boost_from), args.split, None, args)
+        spec = generator.condition_spec
+        if spec.kind == "properties":
+            return property_targets(real, [p.name for p in spec.properties], n or DEFAULT_PAIRS, seed=args.seed)
         return fraction_targets(real, n or DEFAULT_PAIRS, seed=args.seed)
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
 
@@ -186,7 +190,7 @@ def _generate(args: argparse.Namespace) -> int:
     set_threads(args)
     generator = load_generator(model_folder(args.model), device=args.device)
     options = given_options(args, generator.sampling_options())  # the others keep the family's defaults
-    conditions = _conditions(args, generator.schema, args.n)
+    conditions = _conditions(args, generator, args.n)
     upscaler = _upscaler(args)
     out = Path(args.out)
     progress, stop = terminal(args, f"generating with {generator.name}")

@@ -269,3 +269,17 @@ def sample_convex_hull(points, n: int, rng: np.random.Generator) -> np.ndarray:
     chosen = rng.choice(len(volumes), size=int(n), p=volumes / volumes.sum())
     weights = _simplex_weights(rng, int(n), dim)  # (n, D+1)
     return np.einsum("nk,nkd->nd", weights, pts[tri.simplices[chosen]])
+
+
+def property_targets(samples: Sequence[Sample], names: Sequence[str], n: int, seed: int = 0) -> list[dict[str, float]]:
+    """``n`` property conditions (dicts over ``names``) drawn uniformly inside the convex hull of the
+    samples' recorded properties (paper 004, Algorithm 1: :func:`sample_convex_hull`), so a
+    property-conditioned generator is asked for combinations between the processing conditions it saw.
+
+    Samples without every one of ``names`` are left out; repeated property vectors count once.
+    """
+    rows = {tuple(float(s.properties[k]) for k in names) for s in samples if all(k in s.properties for k in names)}
+    if not rows:
+        raise ValueError(f"none of the {len(samples)} samples records all of the properties {list(names)}")
+    points = sample_convex_hull(np.array(sorted(rows)), n, np.random.default_rng(seed))
+    return [dict(zip(names, map(float, point))) for point in points]
