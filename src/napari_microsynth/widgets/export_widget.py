@@ -130,6 +130,21 @@ class ExportWidget(PluginDock):
         self.message.setWordWrap(True)
         self.export_button.setEnabled(False)
 
+        self._lay_out()
+
+        self.real_button.clicked.connect(
+            lambda: self._choose("Real labelled data: dataset folder or .zarr store", self.set_real))
+        self.synthetic_button.clicked.connect(
+            lambda: self._choose("Store with curated synthetic pairs (.zarr)", self.set_synthetic))
+        self.out_button.clicked.connect(self._choose_out)
+        self.export_button.clicked.connect(self.export)
+        self.split_combos["train"].currentTextChanged.connect(lambda _text: self._count_real_tiles())
+        for signal in (self.ratio_box.valueChanged, self.tile_box.valueChanged, self.out_edit.textChanged):
+            signal.connect(lambda _value: self._update_ratio_info())
+        self.set_synthetic(None)
+
+    def _lay_out(self) -> None:
+        """Place the controls: the choices as a form, then options, Export, progress, class balance, messages."""
         presets = QHBoxLayout()
         for button, ratio in zip(self.preset_buttons, PAPER_RATIOS):
             button.clicked.connect(lambda _=False, r=ratio: self.ratio_box.setValue(r))
@@ -153,17 +168,6 @@ class ExportWidget(PluginDock):
         layout.addWidget(self.progress)
         layout.addWidget(self.balance_view, 1)
         layout.addWidget(self.message)
-
-        self.real_button.clicked.connect(
-            lambda: self._choose("Real labelled data: dataset folder or .zarr store", self.set_real))
-        self.synthetic_button.clicked.connect(
-            lambda: self._choose("Store with curated synthetic pairs (.zarr)", self.set_synthetic))
-        self.out_button.clicked.connect(self._choose_out)
-        self.export_button.clicked.connect(self.export)
-        self.split_combos["train"].currentTextChanged.connect(lambda _text: self._count_real_tiles())
-        for signal in (self.ratio_box.valueChanged, self.tile_box.valueChanged, self.out_edit.textChanged):
-            signal.connect(lambda _value: self._update_ratio_info())
-        self.set_synthetic(None)
 
     # ------------------------------------------------------------------ choices
 
