@@ -1,10 +1,11 @@
-"""Train the best generator at a useful size on a GPU, evaluate it and time generation, within a wall budget.
+"""Train a generator at a useful size on a GPU, evaluate it and time generation, within a wall budget.
 
 Run through ``bench/gpu_run.sh`` (which sets up the packages the GPU machine lacks). Steps, each logged:
 
-1. a short probe measures training steps per second of the mask denoiser and of the translator;
-2. for each dataset, ``two-stage-gan`` is trained with step counts that fill its share of the budget
-   (mask stage 60 %, translator 40 %), saved, and evaluated with ``microsynth evaluate-generator`` on the
+1. a short probe measures training steps per second of the family's two stages;
+2. for each dataset, ``--family`` (``two-stage-gan``, the default, or ``vqvae-pixelcnn``) is trained with
+   step counts that fill its share of the budget (first stage 60 %: mask stage / VQ-VAE; second 40 %:
+   translator / PixelCNN), saved, and evaluated with ``microsynth evaluate-generator`` on the
    held-out split (fraction control off / guidance / on, agreement, FD/KID vs real-vs-real);
 3. ``bench/bench_generators.py`` times one- vs two-stage vs two-stage-gan generation at batch 1 and batched.
 
@@ -31,11 +32,11 @@ from pathlib import Path
 import torch
 
 from napari_microsynth.core.datasets import load_split
-from napari_microsynth.generators.two_stage_gan import TwoStageGAN
+from napari_microsynth.generators import get_generator
 
 SPLITS = {"uhcs": ("train16A", "test4A"), "metaldam": ("train", "test")}
 SHARES = {"train": 0.75, "evaluate": 0.15, "timing": 0.10}  # of the whole budget
-MASK_SHARE = 0.6  # of a dataset's training time
+FIRST_SHARE = 0.6  # of a dataset's training time, for the first stage (mask stage / VQ-VAE)
 
 
 def log(out: Path, message: str) -> None:
@@ -45,18 +46,34 @@ def log(out: Path, message: str) -> None:
         handle.write(line + "\n")
 
 
-def training_rates(samples, preset: str, batch: int, device: str, probe_steps: int) -> tuple[float, float]:
-    """Steps per second of the mask stage and of the translator (timed after the first steps)."""
-    stamps: dict[str, list[float]] = {"mask": [], "translator": []}
+#: per family: the progress-message prefix of each of its two training stages, the step setting of each,
+#: and training settings of a GPU run (batch sizes, learning rate, warm-up) beside the steps
+FAMILIES = {
+    "two-stage-gan": dict(stages=("mask", "translator"), steps=("steps", "translator_steps"),
+                          settings=lambda args, first: dict(batch_size=args.batch_size, learning_rate=args.lr,
+                                                            lr_warmup_steps=min(500, first // 10),
+                                                            translator_batch_size=args.batch_size)),
+    "vqvae-pixelcnn": dict(stages=("VQ-VAE", "PixelCNN"), steps=("steps", "prior_steps"),
+                           settings=lambda args, first: dict(batch_size=args.batch_size,
+                                                             prior_batch_size=args.batch_size)),
+}
+
+
+def training_rates(samples, args) -> tuple[float, float]:
+    """Training steps per second of the family's two stages (timed after the first steps)."""
+    family = FAMILIES[args.family]
+    stamps: dict[str, list[float]] = {stage: [] for stage in family["stages"]}
 
     def progress(done: int, total: int, message: str) -> None:
-        stamps["mask" if message.startswith("mask") else "translator"].append(time.perf_counter())
+        stamps[family["stages"][0] if message.startswith(family["stages"][0]) else family["stages"][1]].append(
+            time.perf_counter())
 
-    gen = TwoStageGAN(samples[0].schema, preset, device=device)
-    gen.train(samples, TwoStageGAN.TrainConfig(steps=probe_steps, batch_size=batch, translator_steps=probe_steps,
-                                               translator_batch_size=batch), progress)
+    cls = get_generator(args.family)
+    probe = {name: args.probe_steps for name in family["steps"]}
+    gen = cls(samples[0].schema, args.preset, device=args.device)
+    gen.train(samples, cls.training_config(**probe, **family["settings"](args, args.probe_steps)), progress)
     rates = []
-    for stage in ("mask", "translator"):
+    for stage in family["stages"]:
         t = stamps[stage][2:]  # skip start-up and the first (warm-up) steps
         rates.append((len(t) - 1) / max(t[-1] - t[0], 1e-6))
     return rates[0], rates[1]
@@ -65,20 +82,19 @@ def training_rates(samples, preset: str, batch: int, device: str, probe_steps: i
 def train_one(name: str, data: Path, args, seconds: float, out: Path) -> Path:
     train_split, _ = SPLITS[name]
     samples = [s for s in load_split(data, train_split) if s.mask is not None]
-    mask_rate, translator_rate = training_rates(samples, args.preset, args.batch_size, args.device, args.probe_steps)
-    mask_steps = max(1, int(mask_rate * seconds * MASK_SHARE))
-    translator_steps = max(1, int(translator_rate * seconds * (1 - MASK_SHARE)))
-    log(out, f"{name}: {mask_rate:.2f} mask steps/s, {translator_rate:.2f} translator steps/s -> "
-             f"{mask_steps} + {translator_steps} steps in {seconds:.0f} s")
-    gen = TwoStageGAN(samples[0].schema, args.preset, device=args.device)
-    config = TwoStageGAN.TrainConfig(
-        steps=mask_steps, batch_size=args.batch_size, learning_rate=args.lr, lr_warmup_steps=min(500, mask_steps // 10),
-        translator_steps=translator_steps, translator_batch_size=args.batch_size,
-        checkpoint_dir=str(out / "work" / name), checkpoint_every=max(mask_steps, translator_steps),
-    )
+    family = FAMILIES[args.family]
+    first_rate, second_rate = training_rates(samples, args)
+    first = max(1, int(first_rate * seconds * FIRST_SHARE))
+    second = max(1, int(second_rate * seconds * (1 - FIRST_SHARE)))
+    log(out, f"{name}: {args.family} {first_rate:.2f} {family['stages'][0]} steps/s, {second_rate:.2f} "
+             f"{family['stages'][1]} steps/s -> {first} + {second} steps in {seconds:.0f} s")
+    cls = get_generator(args.family)
+    gen = cls(samples[0].schema, args.preset, device=args.device)
+    config = cls.training_config(**dict(zip(family["steps"], (first, second))), **family["settings"](args, first),
+                                 checkpoint_dir=str(out / "work" / name), checkpoint_every=max(first, second))
     start = time.perf_counter()
     summary = gen.train(samples, config)
-    log(out, f"{name}: trained in {time.perf_counter() - start:.0f} s, mask loss {summary['final_loss']:.4f}")
+    log(out, f"{name}: trained in {time.perf_counter() - start:.0f} s, first-stage loss {summary['final_loss']:.4f}")
     return gen.save(out / "work" / name / "model")
 
 
@@ -86,8 +102,8 @@ def evaluate(name: str, model: Path, data: Path, args, out: Path) -> Path:
     _, test_split = SPLITS[name]
     folder = out / "work" / f"eval-{name}"
     command = [sys.executable, "-m", "napari_microsynth.cli", "-q", "evaluate-generator", str(model), str(data),
-               "--split", test_split, "-n", str(args.eval_n), "--sampler", "dpm++", "--timing-n", "0",
-               "--device", args.device, "--out", str(folder)]
+               "--split", test_split, "-n", str(args.eval_n), "--timing-n", "0", "--device", args.device,
+               "--out", str(folder), *(["--sampler", "dpm++"] if args.family == "two-stage-gan" else [])]
     log(out, "running " + " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True)
     log(out, result.stdout[-4000:] + result.stderr[-2000:])
@@ -128,7 +144,8 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=8.0)
     parser.add_argument("--datasets", nargs="+", default=["uhcs", "metaldam"], choices=sorted(SPLITS))
     parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--preset", default="small", help="two-stage-gan preset: tiny, small, large")
+    parser.add_argument("--family", default="two-stage-gan", choices=sorted(FAMILIES), help="generator family")
+    parser.add_argument("--preset", default="small", help="the family's preset: tiny, small, large")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--probe-steps", type=int, default=12)
