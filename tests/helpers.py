@@ -11,11 +11,11 @@ import torch
 
 from napari_microsynth.core.options import option
 from napari_microsynth.core.progress import check_stop, never_stop, no_progress
-from napari_microsynth.core.sample import Provenance, Sample, data_fingerprint
+from napari_microsynth.core.sample import Provenance, Sample
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.core.tiles import reduced_tiles, tile_samples
-from napari_microsynth.generators.base import ConditionSpec, Generator, TrainingRecord
+from napari_microsynth.generators.base import ConditionSpec, Generator, TrainingRecord, tile_pixel_size
 from napari_microsynth.models.folder import load_weights
 
 CHECKSUM = "0123456789abcdef"
@@ -127,10 +127,8 @@ class FakeGenerator(Generator):
         check_stop(should_stop)
         self.tiles = reduced_tiles(samples, self.resolution, config.downscale)
         self._downscale = config.downscale
-        known = [s.pixel_size_um for s in samples if s.pixel_size_um]
-        self.pixel_size_um = float(np.median(known)) * config.downscale if known else None
-        self.training = TrainingRecord(data_fingerprint(samples), [s.name for s in samples], config.steps, 0.0,
-                                       asdict(config))
+        self.pixel_size_um = tile_pixel_size(samples, config.downscale)
+        self.training = TrainingRecord.of_run(samples, config, config.steps, 0.0)
         progress(config.steps, config.steps, f"{len(self.tiles)} tiles memorised")
         return {"steps": config.steps, "final_loss": 0.0}
 

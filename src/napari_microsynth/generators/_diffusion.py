@@ -16,7 +16,7 @@ from ..core.cleanup import remove_small_regions
 from ..core.fractions import mask_fractions
 from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop
-from ..core.sample import Provenance, Sample, data_fingerprint
+from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
 from ..core.tiles import RandomPairTiles
 from ..models.device import resolve_device
@@ -31,7 +31,7 @@ from ..models.diffusion import (
 )
 from ..models.diffusion_training import DenoiserBatch, TrainResult, train_denoiser
 from ..models.folder import ModelFolderMixin, load_weights
-from .base import ConditionSpec, Generator, TrainingRecord, tile_pixel_size, training_tiles
+from .base import ConditionSpec, Generator, TrainingRecord, batch_ranges, tile_pixel_size, training_tiles
 
 
 def preset_settings(label: str, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]) -> dict:
@@ -47,11 +47,6 @@ def encode_pair(images: np.ndarray, masks: np.ndarray, schema: PhaseSchema) -> t
         [encode_image(torch.from_numpy(images)), encode_mask(torch.from_numpy(masks), schema.n_classes, schema.ignore_id)],
         dim=1,
     )
-
-
-def batch_ranges(n: int, batch_size: int) -> list[range]:
-    """The indices ``0 .. n - 1`` in consecutive batches of at most ``batch_size``."""
-    return [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
 def run_summary(result: TrainResult) -> dict[str, Any]:
@@ -200,13 +195,8 @@ class DiffusionModel(ModelFolderMixin):
         **settings: Any,
     ) -> None:
         """Set :attr:`training` from a run (``settings``: entries added to the training settings)."""
-        self.training = TrainingRecord(
-            data_fingerprint=data_fingerprint(samples),
-            sample_names=[s.name for s in samples],
-            steps=steps,
-            final_loss=final_loss,
-            settings={**asdict(config), "device": str(self.device), "mixed_precision": mixed_precision, **settings},
-        )
+        self.training = TrainingRecord.of_run(samples, config, steps, final_loss, device=str(self.device),
+                                              mixed_precision=mixed_precision, **settings)
 
     def _training_line(self, steps: str = "steps", loss_of: str = "mean of last 50 steps") -> str:
         """The model card's line about the training run."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.options import Option, apply_options, declared_options
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
-from ..core.sample import Sample
+from ..core.sample import Sample, data_fingerprint
 from ..core.schema import PhaseSchema
 from ..core.tiles import RandomPairTiles
 from ..models.folder import ModelFolderMixin
@@ -399,7 +399,28 @@ class TrainingRecord:
     final_loss: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of_run(cls, samples: Sequence[Sample], config: Any, steps: int, final_loss: float | None,
+               **settings: Any) -> "TrainingRecord":
+        """The record of a run on ``samples`` with the settings dataclass ``config`` (``settings``: more
+        entries, e.g. the device)."""
+        return cls(data_fingerprint=data_fingerprint(samples), sample_names=[s.name for s in samples],
+                   steps=steps, final_loss=final_loss, settings={**dataclasses.asdict(config), **settings})
 
+
+def batch_ranges(n: int, batch_size: int) -> list[range]:
+    """The indices ``0 .. n - 1`` in consecutive batches of at most ``batch_size``.
+
+    >>> batch_ranges(5, 2)
+    [range(0, 2), range(2, 4), range(4, 5)]
+    """
+    return [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def stage_records(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The steps and final loss of each stage of a multi-stage training (trainer results by stage name)."""
+    return {"stage_steps": {stage: r.steps for stage, r in results.items()},
+            "stage_final_loss": {stage: r.final_loss for stage, r in results.items()}}
 
 
 def training_tiles(samples: Sequence[Sample], config: Any, config_class: type, schema: PhaseSchema,

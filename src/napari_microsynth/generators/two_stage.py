@@ -47,10 +47,10 @@ from ._diffusion import (
     DenoiserSampling,
     DiffusionGenerator,
     architecture_text,
-    batch_ranges,
     preset_settings,
     run_summary,
 )
+from .base import batch_ranges, stage_records
 from .pf_diffseg import PRESETS
 
 STAGES = ("mask", "image")
@@ -183,8 +183,7 @@ class TwoStage(DiffusionGenerator):
             steps=min(r.steps for r in results.values()) if len(results) == 2 else 0,
             final_loss=float(np.mean(known)) if known else None,
             mixed_precision=next(iter(results.values())).mixed_precision,
-            stage_steps={stage: r.steps for stage, r in results.items()},
-            stage_final_loss=finals,
+            **stage_records(results),
         )
 
     # ------------------------------------------------------------ files

@@ -51,6 +51,7 @@ from ..models.translator import TranslatorConfig, build_translator, one_hot_mask
 from ..models.translator_training import TranslatorTrainConfig, train_translator
 from . import register_generator
 from ._diffusion import DiffusionGenerator, DiffusionSampling, architecture_text, preset_settings, run_summary
+from .base import stage_records
 from .pf_diffseg import PRESETS as DENOISER_PRESETS
 
 MASK_NOISE, IMAGE_NOISE = 0, 1  # noise streams of one seed
@@ -209,8 +210,7 @@ class TwoStageGAN(DiffusionGenerator):
             steps=mask.steps if mask else 0,
             final_loss=mask.final_loss if mask else None,
             mixed_precision=mask.mixed_precision if mask else "no",
-            stage_steps={stage: r.steps for stage, r in results.items()},
-            stage_final_loss={stage: r.final_loss for stage, r in results.items()},
+            **stage_records(results),
         )
 
     # ------------------------------------------------------------ files

@@ -37,7 +37,7 @@ from ..core.cleanup import kmeans_snap, remove_small_regions
 from ..core.fractions import mask_fractions
 from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
-from ..core.sample import Provenance, Sample, data_fingerprint
+from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
 from ..core.tiles import RandomPairTiles
 from ..models.device import resolve_device
@@ -48,7 +48,7 @@ from ..models.pixelcnn import PixelCNNPrior, PriorConfig, composition_tilt
 from ..models.trainer import LoopSettings, TrainResult
 from ..models.vqvae import DualImageVQVAE, VQVAEConfig, encode_dual, split_dual
 from . import register_generator
-from .base import ConditionSpec, Generator, TrainingRecord, tile_pixel_size, training_tiles
+from .base import ConditionSpec, Generator, TrainingRecord, batch_ranges, stage_records, tile_pixel_size, training_tiles
 
 TIE_NOISE = 1  # noise stream of a seed for breaking ties in the decoded mask
 
@@ -248,21 +248,15 @@ class VQVAEPixelCNN(Generator):
 
     def _record(self, samples: list[Sample], config: VQVAEPixelCNNTrainConfig, results: dict[str, TrainResult]) -> None:
         first = results.get("vqvae")
-        self.training = TrainingRecord(
-            data_fingerprint=data_fingerprint(samples),
-            sample_names=[s.name for s in samples],
-            steps=first.steps if first else 0,
-            final_loss=first.final_loss if first else None,
-            settings={**asdict(config), "device": str(self.device),
-                      "stage_steps": {stage: r.steps for stage, r in results.items()},
-                      "stage_final_loss": {stage: r.final_loss for stage, r in results.items()}},
-        )
+        self.training = TrainingRecord.of_run(samples, config, first.steps if first else 0,
+                                              first.final_loss if first else None, device=str(self.device),
+                                              **stage_records(results))
 
     # ------------------------------------------------------------ sampling
 
     def _generate(self, conditions, seeds, progress, should_stop, sampling: VQVAEPixelCNNSampling) -> Iterator[Sample]:
         n, rows = len(conditions), self.grid
-        batches = [range(start, min(start + sampling.batch_size, n)) for start in range(0, n, sampling.batch_size)]
+        batches = batch_ranges(n, sampling.batch_size)
         for b, index in enumerate(batches):
             check_stop(should_stop)
 
