@@ -382,7 +382,7 @@ class PhaseRatioWidget(PluginDock):
             origin="predicted",
             source=self._image_name,
             generator=f"segmenter:{self.model.arch}",
-            model_checksum=_checksum(self.model_folder),
+            model_checksum=self.model.model_checksum,  # computed when the folder was loaded
             condition=None if ratio is None else {"fractions": [float(v) for v in ratio], "trust": self.trust.value},
             changed_pixels=changed,
         )
@@ -427,12 +427,6 @@ def slider_update(session, ratio, trust: float) -> tuple[np.ndarray, np.ndarray]
     """Worker job for one slider position: the phase map (uint8) and its phase fractions."""
     labels = session.labels(ratio, trust)
     return labels, mask_fractions(labels, session.schema)
-
-
-def _checksum(folder: Path | None) -> str:
-    from ..models.folder import folder_checksum
-
-    return folder_checksum(folder) if folder is not None else ""
 
 
 def as_unit_grey(data: np.ndarray) -> np.ndarray:
