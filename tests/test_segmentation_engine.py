@@ -191,4 +191,4 @@ def test_comparison_writes_table_plot_and_model_folders(uhcs, tmp_path):
     assert result.csv_path.read_text().count("\n") == 5
     assert result.plot_path.stat().st_size > 10_000
     plm_card = json.loads((result.model_folders[1] / "config.json").read_text())
-    assert plm_card["metrics"]["miou (no ratio)"] == pytest.approx(result.rows[1]["miou"])
+    assert plm_card["metrics"]["miou (test, no ratio)"] == pytest.approx(result.rows[1]["miou"])

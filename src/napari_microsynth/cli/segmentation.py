@@ -24,6 +24,19 @@ def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ratio-dropout", type=float, default=0.2,
                    help="share of tiles trained without a ratio (0 = paper 001 setting)")
+    p.add_argument("--ratio-source", choices=("micrograph", "tile"), default="micrograph",
+                   help="PLM training ratio: the whole micrograph's fractions, as at inference (default), or each "
+                        "tile's own (paper 001)")
+    p.add_argument("--ratio-alpha", type=float, nargs=2, default=(0.6, 1.0), metavar=("LOW", "HIGH"),
+                   help="train on expert guesses of the ratio with accuracy alpha drawn from [LOW, HIGH] (paper 001 "
+                        "App. A.2); 1 1 = exact ratios")
+    p.add_argument("--ratio-weight", type=float, default=20.0,
+                   help="weight of the ratio MSE loss against Dice + CE (paper 001: 1)")
+    p.add_argument("--plm-width", type=int, default=0, metavar="E",
+                   help="PLM channel width; 0 = one channel per phase (paper 001's text), 256 = its Table 6 sizes")
+    p.add_argument("--paper-recipe", action="store_true",
+                   help="paper 001's ratio training: each tile's exact ratio, ratio weight 1, no dropout, width 0 "
+                        "(overrides the four options above and --ratio-dropout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="N", help="checkpoint every N steps (a kill loses < N)")
     add_device_options(p)
@@ -33,11 +46,14 @@ def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
 def _segmentation_config(args: argparse.Namespace, plm: str):
     from ..engines.segmentation import SegmentationConfig
 
-    return SegmentationConfig(
+    config = SegmentationConfig(
         arch=args.arch, preset=args.preset, encoder=args.encoder, plm=plm, tile_size=args.tile,
         input_scale=args.input_scale, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
-        ratio_dropout=args.ratio_dropout, seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
+        ratio_dropout=args.ratio_dropout, ratio_source=args.ratio_source, ratio_alpha=tuple(args.ratio_alpha),
+        ratio_weight=args.ratio_weight, plm_width=args.plm_width, seed=args.seed, device=args.device,
+        checkpoint_every=args.checkpoint_every,
     )
+    return config.with_paper_ratio_recipe() if args.paper_recipe else config
 
 
 @command("train-segmenter", "train a segmentation model (with or without the PLM)",
@@ -77,6 +93,10 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="split the ratio correction's temperature is fitted on ('none': temperature 1)")
     p.add_argument("--trust", type=float, nargs="+", default=[0.5, 1.0], metavar="L",
                    help="trust levels of the 'baseline + correction' and 'PLM + correction' rows (0: none)")
+    p.add_argument("--variants", nargs="+", metavar="V",
+                   help="networks to compare instead of baseline and --plm: PLM settings (baseline, RE, SA, SA+FA, "
+                        "RE+SA, RE+SA+FA) with optional ':paper' (paper 001's ratio recipe) and ':wE' (PLM width E), "
+                        "e.g. baseline RE+SA+FA RE+SA+FA:paper RE SA SA+FA RE+SA (paper 001's ablation)")
 
 
 @command("evaluate", "baseline vs PLM on held-out micrographs, over ratio accuracy alpha",
@@ -84,7 +104,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
           "micrographs (sliding window, 50 % overlap) with the PLM given no ratio and expert-guess ratios of "
           "accuracy alpha in {0.3, 0.5, 0.66, 0.9, 1.0} (paper 001, App. A.2), and both networks with the ratio "
           "correction towards each guess at each --trust (temperature fitted on --val-split); write "
-          "alpha_sweep.csv/.md/.png."),
+          "alpha_sweep-<test split>.csv/.md/.png. Trained networks are reused when run again with another "
+          "--test-split."),
          _evaluate_arguments)
 def _evaluate(args: argparse.Namespace) -> int:
     from ..engines.evaluation import run_comparison
@@ -100,7 +121,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"test split {args.test_split!r} ({len(test)} whole micrographs)")
         result = run_comparison(train, test, config, seeds=args.seeds, out_dir=Path(args.out),
                                 progress=progress, should_stop=stop, data_description=data,
-                                trusts=[t for t in args.trust if t > 0], val_samples=val)
+                                trusts=[t for t in args.trust if t > 0], val_samples=val,
+                                variants=args.variants, test_split=args.test_split)
     progress.close()
     print(result.markdown_path.read_text())
     print(f"table: {result.csv_path}\nplot: {result.plot_path}")

@@ -26,6 +26,7 @@ from ..core.folder_export import write_csv
 from ..core.metrics import phase_boundary_f1, segmentation_report
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Sample
+from ..models.plm import PLMFlags
 from .inference import PhaseRatioSession, calibrate_temperature, predict_image
 
 #: Guess accuracies of the sweep; None = no ratio (zeros). Paper 001 infers at 0.9 (sec. 3.2).
@@ -191,14 +192,14 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"
 
 
-def crossover_alpha(rows: Sequence[dict[str, Any]], baseline: str = "baseline") -> float | None:
-    """The guess accuracy above which the PLM's mean mIoU reaches the baseline's (linear interpolation
-    between swept alphas), or None if it never does or always does."""
+def crossover_alpha(rows: Sequence[dict[str, Any]], model: str, baseline: str = "baseline") -> float | None:
+    """The guess accuracy above which ``model``'s mean mIoU (no correction) reaches the baseline's (linear
+    interpolation between swept alphas), or None if it never does or always does."""
     base = _mean_std([r["miou"] for r in rows if r["model"] == baseline])[0]
     points = sorted(
         (alpha, _mean_std([r["miou"] for r in group])[0])
-        for (model, _), group in _group(rows)
-        if model != baseline and group[0]["trust"] == 0 and not math.isnan(alpha := group[0]["alpha"])
+        for (name, _), group in _group(rows)
+        if name == model and not math.isnan(alpha := group[0]["alpha"])
     )
     for (a0, m0), (a1, m1) in zip(points, points[1:]):
         if m0 < base <= m1:
@@ -206,13 +207,15 @@ def crossover_alpha(rows: Sequence[dict[str, Any]], baseline: str = "baseline") 
     return None
 
 
-def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of the sweep, mean ± std over seeds per (model, ratio input)."""
+def sweep_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    """Markdown table of the sweep, mean ± std over seeds per (model, ratio input), under ``title``
+    (which data and split), and where each PLM variant wins or loses against the baseline."""
     phase_cols = [k for k in rows[0] if k.startswith("iou ")]
     seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
     header = ["model", "ratio input", "mIoU", "mean Dice", "accuracy", "missing-class IoU", "boundary F1",
               *phase_cols]
     lines = [
+        *([title.strip(), ""] if title.strip() else []),
         f"Scores on {len(seeds) or 1} training seed(s) (mean ± std where more than one).",
         "",
         "| " + " | ".join(header) + " |",
@@ -221,9 +224,7 @@ def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     for (model, ratio), group in _group(rows):
         cells = [_cell([r[m] for r in group]) for m in (*METRICS, *phase_cols)]
         lines.append("| " + " | ".join([model, ratio, *cells]) + " |")
-    cross = crossover_alpha(rows)
-    if cross is not None:
-        lines += ["", f"The PLM reaches the baseline's mIoU from a guess accuracy of about {cross:.2f}."]
+    lines += _against_baseline(rows)
     if any(r["trust"] > 0 for r in rows):
         lines += ["", "'+ correction (trust L)': per-class logit bias moving the phase map's fractions the share L "
                       "of the way from the network's own to the guessed ratio (L = 1: exactly the guess); "
@@ -231,13 +232,34 @@ def sweep_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sweep_table(rows: Sequence[dict[str, Any]], out_dir: str | Path, stem: str = "alpha_sweep") -> tuple[Path, Path]:
-    """``<stem>.csv`` (one row per seed, model and ratio input) and ``<stem>.md`` (aggregated)."""
+def _against_baseline(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Lines saying, per PLM variant without correction, its mIoU and Dice difference to the baseline at
+    no ratio and at each guess accuracy (mean over seeds), and its crossover accuracy."""
+    base = {m: _mean_std([r[m] for r in rows if r["model"] == "baseline"])[0] for m in ("miou", "mean_dice")}
+    if math.isnan(base["miou"]):
+        return []
+    lines = ["", "Against the baseline (mean over seeds; negative: the PLM loses):", ""]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        if not model.startswith("PLM ") or "correction" in model:
+            continue
+        diffs = [f"{ratio} {100 * (_mean_std([r['miou'] for r in g])[0] - base['miou']):+.1f} mIoU / "
+                 f"{100 * (_mean_std([r['mean_dice'] for r in g])[0] - base['mean_dice']):+.1f} Dice points"
+                 for (name, ratio), g in _group(rows) if name == model]
+        cross = crossover_alpha(rows, model)
+        lines.append(f"- {model}: " + "; ".join(diffs)
+                     + (f"; reaches the baseline's mIoU from a guess accuracy of about {cross:.2f}" if cross else ""))
+    return lines
+
+
+def write_sweep_table(rows: Sequence[dict[str, Any]], out_dir: str | Path, stem: str = "alpha_sweep",
+                      title: str = "") -> tuple[Path, Path]:
+    """``<stem>.csv`` (one row per seed, model and ratio input) and ``<stem>.md`` (aggregated, under
+    ``title``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     write_csv(csv_path, rows)
-    md_path.write_text(sweep_markdown(rows))
+    md_path.write_text(sweep_markdown(rows, title))
     return csv_path, md_path
 
 
@@ -284,6 +306,65 @@ def plot_alpha_sweep(rows: Sequence[dict[str, Any]], path: str | Path, metric: s
 # baseline vs PLM
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One network of a comparison: a PLM setting (an ablation name; "baseline" = no PLM) and, for PLM
+    settings, its ratio recipe ("default", or "paper": paper 001's exact per-tile ratios) and width
+    (None: the config's).
+
+    Spelled ``SETTING[:paper][:wN]`` on the command line, e.g. ``RE+SA:paper`` or ``RE+SA+FA:w64``.
+    """
+
+    setting: str
+    paper_recipe: bool = False
+    width: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        setting, *modifiers = str(text).strip().split(":")
+        flags = PLMFlags.from_name(setting)  # raises on an unknown setting
+        paper, width = False, None
+        for modifier in modifiers:
+            if modifier.lower() == "paper":
+                paper = True
+            elif modifier.lower().startswith("w") and modifier[1:].isdigit() and int(modifier[1:]) > 0:
+                width = int(modifier[1:])
+            else:
+                raise ValueError(f"unknown modifier {modifier!r} in {text!r}: use ':paper' (paper 001's ratio "
+                                 "recipe) or ':wN' (PLM width N channels)")
+        if flags is None and (paper or width):
+            raise ValueError(f"{text!r}: the baseline has no PLM, so no ratio recipe or width")
+        return cls("baseline" if flags is None else flags.name, paper, width)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.setting == "baseline"
+
+    @property
+    def label(self) -> str:
+        """The model column of the tables: ``baseline``, ``PLM RE+SA``, ``PLM RE+SA+FA (paper recipe)``."""
+        if self.is_baseline:
+            return "baseline"
+        extras = [*(["paper recipe"] if self.paper_recipe else []), *([f"width {self.width}"] if self.width else [])]
+        return f"PLM {self.setting}" + (f" ({', '.join(extras)})" if extras else "")
+
+    @property
+    def folder_name(self) -> str:
+        """Work folder per seed: ``baseline``, ``plm`` (the full PLM, default recipe) or e.g. ``plm-RE+SA-paper``."""
+        if self.is_baseline:
+            return "baseline"
+        parts = [] if self.setting == "RE+SA+FA" else [self.setting]
+        parts += (["paper"] if self.paper_recipe else []) + ([f"w{self.width}"] if self.width else [])
+        return "-".join(["plm", *parts])
+
+    def config(self, base, seed: int):
+        """``base`` (a SegmentationConfig) for this variant and seed."""
+        config = replace(base, plm=self.setting, seed=int(seed))
+        if self.paper_recipe:
+            config = config.with_paper_ratio_recipe()
+        return replace(config, plm_width=self.width) if self.width else config
+
+
 @dataclass
 class ComparisonResult:
     """Rows of the sweep and the files written by :func:`run_comparison`."""
@@ -295,16 +376,28 @@ class ComparisonResult:
     model_folders: list[Path]
 
 
-def _metrics_for_card(report: dict[str, Any], sweep: list[dict[str, Any]] | None) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"test micrographs": report["n_samples"]}
-    metrics.update({f"{m} (no ratio)": report[m] for m in METRICS})
+def _metrics_for_card(report: dict[str, Any], sweep: list[dict[str, Any]] | None, split: str) -> dict[str, Any]:
+    """The card's metrics on ``split`` (named in every key, so cards keep the scores of several splits)."""
+    metrics: dict[str, Any] = {f"test micrographs ({split})": report["n_samples"]}
+    metrics.update({f"{m} ({split}, no ratio)": report[m] for m in METRICS})
     for row in sweep or []:
         if not math.isnan(row["alpha"]):
             setting = row["ratio"] if row["trust"] == 0 else f"{row['ratio']}, correction trust {row['trust']:g}"
-            metrics[f"miou ({setting})"] = row["miou"]
-    metrics["IoU (no ratio)"] = report["per_class_iou"]
-    metrics["Dice (no ratio)"] = report["dice"]
+            metrics[f"miou ({split}, {setting})"] = row["miou"]
+            metrics[f"mean_dice ({split}, {setting})"] = row["mean_dice"]
+    metrics[f"IoU ({split}, no ratio)"] = report["per_class_iou"]
+    metrics[f"Dice ({split}, no ratio)"] = report["dice"]
     return metrics
+
+
+def _earlier_metrics(folder: Path) -> dict[str, Any]:
+    """Metrics an existing model folder already records (scores of other test splits), else none."""
+    import json
+
+    try:
+        return dict(json.loads((folder / "config.json").read_text()).get("metrics") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _shifted(progress: ProgressFn, base: int, total: int, label: str) -> ProgressFn:
@@ -324,35 +417,41 @@ def run_comparison(
     data_description: str = "",
     trusts: Sequence[float] = (),
     val_samples: Sequence[Sample] = (),
+    variants: Sequence[str | Variant] | None = None,
+    test_split: str = "test",
 ) -> ComparisonResult:
-    """Train a baseline and a PLM model (``config.plm``, or the full PLM if that is "baseline") on the
-    same samples for each seed, score both on ``test_samples`` and write ``alpha_sweep.csv/.md/.png``.
-    ``data_description`` (which data and split) is recorded in every model card.
+    """Train each of ``variants`` (default: the baseline and ``config.plm``, or the full PLM if that is
+    "baseline") on the same samples for each seed, score them on ``test_samples`` and write
+    ``alpha_sweep-<test_split>.csv/.md/.png``. ``data_description`` (which data and split) is recorded in
+    every model card.
 
-    ``trusts`` (each > 0) add correction rows for both models; their temperature is fitted on
+    ``trusts`` (each > 0) add correction rows for every network; their temperature is fitted on
     ``val_samples`` (1.0 without) and recorded in the model folder (``training.temperature``).
 
-    Each training runs in ``out_dir/seed<k>/<baseline|plm>`` (so an interrupted comparison resumes) and
-    leaves a model folder ``model`` there with the measured metrics in its card.
+    Each training runs in ``out_dir/seed<k>/<variant folder>`` (so an interrupted comparison resumes, and
+    another test split reuses the trained networks) and leaves a model folder ``model`` there whose card
+    keeps the measured metrics of every test split scored so far.
     """
     from .segmentation import train_segmenter
 
     if not seeds:
         raise ValueError("give at least one seed")
+    if variants is None:
+        variants = ("baseline", config.plm if config.plm.lower() != "baseline" else "RE+SA+FA")
+    variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
+    if not variants or len({v.folder_name for v in variants}) < len(variants):
+        raise ValueError(f"give distinct variants, got {[v.label for v in variants]}")
     out_dir = Path(out_dir)
-    plm_setting = config.plm if config.plm.lower() != "baseline" else "RE+SA+FA"
-    variants = (("baseline", "baseline"), ("plm", plm_setting))
     unit_total = len(seeds) * len(variants) * (config.steps + len(val_samples) + len(test_samples))
     rows: list[dict[str, Any]] = []
     folders: list[Path] = []
     offset = 0
     for seed in seeds:
-        for folder_name, setting in variants:
+        for variant in variants:
             check_stop(should_stop)
-            run_config = replace(config, plm=setting, seed=int(seed))
-            work = out_dir / f"seed{seed}" / folder_name
-            label = f"seed {seed}, {setting}"
-            result = train_segmenter(train_samples, run_config, work,
+            work = out_dir / f"seed{seed}" / variant.folder_name
+            label = f"seed {seed}, {variant.label}"
+            result = train_segmenter(train_samples, variant.config(config, seed), work,
                                      _shifted(progress, offset, unit_total, label), should_stop)
             offset += config.steps
             model, temperature = result.model, 1.0
@@ -365,13 +464,18 @@ def run_comparison(
             reports = sweep_reports(model, test_samples, swept, None, _shifted(progress, offset, unit_total, label),
                                     should_stop, (0.0, *trusts), temperature)
             offset += len(test_samples)
-            name = "baseline" if model.plm_flags is None else f"PLM {model.plm_flags.name}"
-            sweep = [_row(name, alpha, r, seed, trust) for alpha, trust, r in reports]
+            sweep = [_row(variant.label, alpha, r, seed, trust) for alpha, trust, r in reports]
             rows.extend(sweep)
-            report = reports[0][2]
             if data_description:
                 result.extra["data"] = data_description
-            folders.append(result.save(work / "model", metrics=_metrics_for_card(report, sweep)))
-    csv_path, md_path = write_sweep_table(rows, out_dir)
-    plot_path = plot_alpha_sweep(rows, out_dir / "alpha_sweep.png")
+            metrics = {**_earlier_metrics(work / "model"), **_metrics_for_card(reports[0][2], sweep, test_split)}
+            folders.append(result.save(work / "model", metrics=metrics))
+    stem = f"alpha_sweep-{_file_safe(test_split)}"
+    csv_path, md_path = write_sweep_table(rows, out_dir, stem, title=f"Test split: {test_split}. {data_description}")
+    plot_path = plot_alpha_sweep(rows, out_dir / f"{stem}.png")
     return ComparisonResult(rows, csv_path, md_path, plot_path, folders)
+
+
+def _file_safe(name: str) -> str:
+    """``name`` with characters other than letters, digits, '-', '_' and '.' replaced by '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "split"

@@ -5,7 +5,7 @@ the window), overlapping by half. Images smaller than a window are padded by ref
 cropped back.
 
 Blending: what is averaged over overlapping windows is the output of the image-dependent part of the
-network (:meth:`Segmenter.image_features`: the PLM's ``n`` phase-feature channels after feature
+network (:meth:`Segmenter.image_features`: the PLM's phase-feature channels after feature
 extraction and spatial awareness, or a baseline's class scores). The ratio-dependent part of the PLM is
 per pixel, so it then runs once over the blended whole-micrograph map, followed by the ratio correction
 (:mod:`~napari_microsynth.core.ratio_correction`, at trust > 0) and the softmax. For a baseline network
@@ -87,7 +87,7 @@ def blended_features(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
 ) -> np.ndarray:
-    """The image-dependent network output ``(n, H, W)`` for a whole micrograph, averaged over the 50 %
+    """The image-dependent network output ``(c, H, W)`` for a whole micrograph, averaged over the 50 %
     overlapping windows (holds ``batch_size`` windows of activations at a time)."""
     image = _as_image(image)
     full_shape = image.shape
@@ -96,7 +96,7 @@ def blended_features(
     model.eval()
     padded = pad_to_window(image, model.tile_size)
     boxes = sliding_window_boxes(padded.shape, model.tile_size, OVERLAP)
-    acc = WindowAccumulator(padded.shape, model.n_classes)
+    acc = WindowAccumulator(padded.shape, model.feature_channels)
     for start in range(0, len(boxes), batch_size):
         check_stop(should_stop)
         chunk = boxes[start : start + batch_size]
@@ -124,7 +124,7 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
 
 @torch.inference_mode()
 def ratio_logits(model: Segmenter, features: torch.Tensor, ratio: torch.Tensor | None) -> torch.Tensor:
-    """Blended features ``(n, H, W)`` (a tensor on the model's device) + ratio -> logits ``(n, H * W)``,
+    """Blended features ``(c, H, W)`` (a tensor on the model's device) + ratio -> logits ``(n, H * W)``,
     the per-pixel head run in chunks of :data:`HEAD_CHUNK_PIXELS`."""
     flat = features.reshape(features.shape[0], -1)
     parts = [model.ratio_head(flat[None, :, start : start + HEAD_CHUNK_PIXELS], ratio)[0]

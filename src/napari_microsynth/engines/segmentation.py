@@ -1,10 +1,18 @@
 """Training a phase segmenter (with or without the Phase Learning Module) on annotated micrographs.
 
-Each step draws random tiles from the training micrographs, augments them, and takes the phase ratio of
-each tile from its ground-truth mask (paper 001, sec. 2.1: during training the ratio is computed from
-the labels). The loss is Dice + cross-entropy (paper 001, sec. 3.2) plus, for PLM models, the mean
-squared error between the phase fractions of the soft prediction (mean softmax over the tile) and the
-true fractions (paper 001, sec. 2.2 and 3.2; the paper gives no weights for the terms, all default to 1).
+Each step draws random tiles from the training micrographs and augments them. A PLM model gets a phase
+ratio computed from the labels (paper 001, sec. 2.1). The loss is Dice + cross-entropy (paper 001, sec.
+3.2) plus, for PLM models, the mean squared error between the phase fractions of the soft prediction
+(mean softmax over the tile) and the tile's true fractions (paper 001, sec. 2.2 and 3.2).
+
+Two recipes for the ratio input (paper 001 gives no loss weights and trains on exact ratios):
+
+- ``PAPER_RATIO_RECIPE``: each tile's own true fractions, loss weights all 1, no ratio dropout.
+- the default: the fractions of the whole micrograph the tile comes from (what inference feeds every
+  window), turned into a simulated expert guess of accuracy alpha drawn from ``ratio_alpha`` (paper
+  001's own error model, appendix A.2, eq. 4-5, which it uses only at inference), and a ratio-loss weight
+  of 20: the MSE of fractions is ~1e-3 once trained against ~0.5 for Dice + CE, so at weight 1 it
+  barely trains the ratio path.
 
 Training runs through the one trainer (``models.trainer``: accelerate, mixed precision only on a GPU,
 batches sharded across processes), checkpoints every ``checkpoint_every`` steps into
@@ -21,7 +29,7 @@ no-ratio prediction, which seeds the ratio sliders, is trained too. Set it to 0 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.conditions import expert_guess
 from ..core.domain_check import training_statistics
 from ..core.fractions import class_counts
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
@@ -61,8 +70,11 @@ class SegmentationConfig:
     weight_decay: float = 1e-4
     dice_weight: float = 1.0
     ce_weight: float = 1.0
-    ratio_weight: float = 1.0
+    ratio_weight: float = 20.0
     ratio_dropout: float = 0.2
+    ratio_source: str = "micrograph"  # the ratio input: "tile" (paper 001) or "micrograph" (as at inference)
+    ratio_alpha: tuple[float, float] = (0.6, 1.0)  # guess accuracy range of the ratio input; (1, 1): exact
+    plm_width: int = 0  # PLM channel width; 0: one channel per phase (paper 001's text)
     scale_range: tuple[float, float] = (0.8, 1.25)  # magnification augmentation (paper 001, sec. 3.1)
     input_scale: float = 1.0  # the network sees micrographs resized by this factor (0.5: 4x less compute)
     seed: int = 0
@@ -72,6 +84,7 @@ class SegmentationConfig:
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)  # type: ignore[assignment]
+        self.ratio_alpha = tuple(float(v) for v in self.ratio_alpha)  # type: ignore[assignment]
         PLMFlags.from_name(self.plm)
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -81,6 +94,12 @@ class SegmentationConfig:
             (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (0.0 <= self.ratio_dropout <= 1.0, f"ratio_dropout must be in [0, 1], got {self.ratio_dropout}"),
+            (self.ratio_source in RATIO_SOURCES,
+             f"ratio_source must be one of {', '.join(RATIO_SOURCES)}, got {self.ratio_source!r}"),
+            (len(self.ratio_alpha) == 2 and 0.0 <= self.ratio_alpha[0] <= self.ratio_alpha[1] <= 1.0,
+             f"ratio_alpha must be (low, high) with 0 <= low <= high <= 1, got {self.ratio_alpha}"),
+            (self.ratio_weight >= 0, f"ratio_weight must be at least 0, got {self.ratio_weight}"),
+            (self.plm_width >= 0, f"plm_width must be at least 0 (0: one channel per phase), got {self.plm_width}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
             (0 < self.scale_range[0] <= self.scale_range[1], f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}"),
@@ -92,7 +111,12 @@ class SegmentationConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scale_range"] = list(self.scale_range)
+        data["ratio_alpha"] = list(self.ratio_alpha)
         return data
+
+    def with_paper_ratio_recipe(self) -> "SegmentationConfig":
+        """This config with paper 001's ratio training (:data:`PAPER_RATIO_RECIPE`)."""
+        return replace(self, **PAPER_RATIO_RECIPE)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmentationConfig":
@@ -106,7 +130,15 @@ class SegmentationConfig:
         """A freshly initialised network for this config (seeded)."""
         torch.manual_seed(self.seed)
         return Segmenter.build(schema, arch=self.arch, preset=self.preset, encoder=self.encoder,
-                               plm=self.plm, tile_size=self.tile_size, input_scale=self.input_scale)
+                               plm=self.plm, tile_size=self.tile_size, input_scale=self.input_scale,
+                               plm_width=self.plm_width or None)
+
+
+#: Where a PLM's training ratio comes from (see the module docstring).
+RATIO_SOURCES = ("tile", "micrograph")
+#: Paper 001's ratio training: each tile's exact ratio, unit loss weights, no dropout, n-channel modules.
+PAPER_RATIO_RECIPE: dict[str, Any] = {"ratio_source": "tile", "ratio_alpha": (1.0, 1.0), "ratio_weight": 1.0,
+                                      "ratio_dropout": 0.0, "plm_width": 0}
 
 
 @dataclass(kw_only=True)
@@ -209,18 +241,25 @@ def _tile_fractions(mask: np.ndarray, schema: PhaseSchema) -> np.ndarray | None:
     return counts / total if total > 0 else None
 
 
-def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: np.random.Generator):
-    """``(images (B,1,T,T), masks (B,T,T) int64, fractions (B,C), ratio_given (B,))`` for one step.
+def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: np.random.Generator,
+                   micrograph_fractions: Sequence[np.ndarray] | None = None):
+    """``(images (B,1,T,T), masks (B,T,T) int64, fractions (B,C), ratios (B,C))`` for one step.
 
-    Tiles whose mask is all ``ignore_id`` are drawn again. ``ratio_given`` is False where the ratio is
-    dropped (the model gets zeros).
+    ``fractions`` are each tile's true fractions (the ratio loss's target); ``ratios`` the PLM's ratio
+    input: the tile's or its micrograph's fractions (``config.ratio_source``; pass the samples'
+    ``micrograph_fractions`` to save recomputing them) as an expert guess of accuracy drawn from
+    ``config.ratio_alpha``, and zeros (no ratio) where dropped. Tiles whose mask is all ``ignore_id`` are
+    drawn again.
     """
     schema = samples[0].schema
-    images, masks, fracs = [], [], []
+    if config.ratio_source == "micrograph" and micrograph_fractions is None:
+        micrograph_fractions = [s.fractions for s in samples]
+    images, masks, fracs, ratios = [], [], [], []
     for _ in range(100 * config.batch_size):
         if len(images) == config.batch_size:
             break
-        sample = samples[int(rng.integers(0, len(samples)))]
+        index = int(rng.integers(0, len(samples)))
+        sample = samples[index]
         scale_range = tuple(v / config.input_scale for v in config.scale_range)
         image, mask = random_tile(sample, config.tile_size, rng, scale_range)
         fractions = _tile_fractions(mask, schema)
@@ -229,6 +268,8 @@ def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: n
         images.append(image)
         masks.append(mask.astype(np.int64))
         fracs.append(fractions)
+        source = fractions if config.ratio_source == "tile" else micrograph_fractions[index]
+        ratios.append(expert_guess(source, float(rng.uniform(*config.ratio_alpha))))
     if len(images) < config.batch_size:
         raise ValueError("could not draw tiles with labelled pixels: the masks are almost all ignore id")
     given = rng.random(config.batch_size) >= config.ratio_dropout
@@ -236,7 +277,7 @@ def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: n
         torch.from_numpy(np.stack(images)[:, None]),
         torch.from_numpy(np.stack(masks)),
         torch.from_numpy(np.stack(fracs)).float(),
-        torch.from_numpy(given),
+        torch.from_numpy(np.stack(ratios) * given[:, None]).float(),
     )
 
 
@@ -311,9 +352,11 @@ def _segmenter_recipe(samples: list[Sample], config: SegmentationConfig, fingerp
         optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
     )
 
+    micrograph_fractions = [s.fractions for s in samples]
+
     def step(run: Run, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-        images, masks, fractions, given = (t.to(run.device) for t in batch)
-        ratio = fractions * given[:, None].float() if run.unwrap("model").uses_ratio else None
+        images, masks, fractions, ratios = (t.to(run.device) for t in batch)
+        ratio = ratios if run.unwrap("model").uses_ratio else None
         logits = run.modules["model"](images, ratio)
         loss, parts = segmentation_loss(logits, masks, fractions, config, schema.ignore_id, with_ratio_loss)
         run.update("model", loss)
@@ -321,7 +364,8 @@ def _segmenter_recipe(samples: list[Sample], config: SegmentationConfig, fingerp
 
     resumable = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
     return Recipe(
-        {"model": model}, {"model": optimizer}, lambda rng: training_batch(samples, config, rng), step,
+        {"model": model}, {"model": optimizer},
+        lambda rng: training_batch(samples, config, rng, micrograph_fractions), step,
         identity={"config": resumable, "data_fingerprint": fingerprint}, schedulers={"lr": scheduler},
     )
 

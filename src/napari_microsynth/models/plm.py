@@ -22,13 +22,20 @@ With no ratio the paper feeds a zero vector (appendix A.2, Fig. 10); ``ratio=Non
 
 Choices the paper leaves open, made here: FE and SA use 3x3 kernels; the FA gate convolution and the
 final convolution are 1x1 (per-pixel linear layers), so everything that depends on the ratio is per
-pixel, which keeps an interactive ratio slider cheap. The RE hidden width is 128. (The paper's Table 6
-counts for its SAM variant, 0.0335 M for RE and 1.179 M for FA, would fit an MLP 3 -> 128 -> 256 and a
-3x3 convolution from 512 to 256 channels, i.e. modules working at the 256-channel embedding width; the
-text's n-channel design is followed here.) With a module switched off, for the paper's ablation
-(Tables 2 and 3): without SA the phase features go on unchanged; without RE there is no ratio input and
-FA gates the spatially aware features with themselves; without FA the ratio-encoded features are added
-to the spatially aware ones. The final 1x1 convolution is kept in every setting.
+pixel, which keeps an interactive ratio slider cheap. The RE hidden width is 128.
+
+Width. The text describes modules working on ``n`` channels, one per phase (``width=None``, the default
+and the bundled models' setting). The paper's Table 6 counts for its SAM variant, 0.0335 M parameters
+for RE and 1.179 M for FA, instead fit modules working at the 256-channel embedding width: an MLP
+3 -> 128 -> 256 (33 536 parameters) and a 3x3 convolution from 512 to 256 channels (1.18 M). ``width=E``
+builds that variant: FE concentrates the image features into ``E`` channels, SA, RE and FA work on
+``E`` channels and the final layer maps them to the ``n`` phase logits (with ``E = 256`` the RE matches
+Table 6 exactly; the FA gate stays 1x1, so it has ``4 E^2`` parameters, not the 3x3 count). The
+ratio-dependent part then costs ``O(E^2)`` per pixel instead of ``O(n^2)``.
+
+With a module switched off, for the paper's ablation (Tables 2 and 3): without SA the phase features go
+on unchanged; without RE there is no ratio input and FA gates the spatially aware features with
+themselves; without FA the ratio-encoded features are added to the spatially aware ones. The final 1x1 convolution is kept in every setting.
 """
 from __future__ import annotations
 
@@ -85,12 +92,12 @@ def coordinate_maps(height: int, width: int, like: torch.Tensor) -> torch.Tensor
 
 
 class RatioEncoder(nn.Module):
-    """2-layer MLP: phase ratio ``(B, n)`` -> ratio encoding ``(B, n)``, one value per phase channel
-    (paper 001, sec. 2.2, Fig. 4b)."""
+    """2-layer MLP: phase ratio ``(B, n)`` -> ratio encoding ``(B, width)``, one value per feature channel
+    (paper 001, sec. 2.2, Fig. 4b; ``width`` defaults to ``n``, one per phase)."""
 
-    def __init__(self, n_phases: int, hidden: int = 128):
+    def __init__(self, n_phases: int, hidden: int = 128, width: int | None = None):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(n_phases, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_phases))
+        self.mlp = nn.Sequential(nn.Linear(n_phases, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width or n_phases))
 
     def forward(self, ratio: torch.Tensor) -> torch.Tensor:
         return self.mlp(ratio)
@@ -152,6 +159,9 @@ class FeatureAggregator(nn.Module):
 class PhaseLearningModule(nn.Module):
     """The PLM head: image features ``(B, C, h, w)`` + phase ratio ``(B, n)`` -> logits ``(B, n, h, w)``.
 
+    The modules work on :attr:`width` channels: ``n`` (one per phase, the paper's text) unless ``width``
+    is given (the paper's Table 6 sizes, see the module docstring).
+
     Split into :meth:`phase_features` (depends on the image only: FE and SA, 3x3 convolutions) and
     :meth:`fuse` (everything that depends on the ratio, per pixel), so an interactive caller can compute
     the first once per image and rerun only the second when the ratio changes.
@@ -161,24 +171,28 @@ class PhaseLearningModule(nn.Module):
     torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, in_channels: int, n_phases: int, flags: PLMFlags | None = None, ratio_hidden: int = 128):
+    def __init__(self, in_channels: int, n_phases: int, flags: PLMFlags | None = None, ratio_hidden: int = 128,
+                 width: int | None = None):
         super().__init__()
         if n_phases < 1 or in_channels < 1:
             raise ValueError(f"PLM needs at least one phase and one input channel, got {n_phases}, {in_channels}")
+        if width is not None and width < 1:
+            raise ValueError(f"PLM width must be a positive channel count (or None: one per phase), got {width}")
         self.flags = flags or PLMFlags()
         self.n_phases = n_phases
-        self.feature_extractor = nn.Conv2d(in_channels, n_phases, kernel_size=3, padding=1)
-        self.spatial_awareness = SpatialAwareness(n_phases) if self.flags.spatial_awareness else None
-        self.ratio_encoder = RatioEncoder(n_phases, ratio_hidden) if self.flags.ratio_encoder else None
-        self.aggregator = FeatureAggregator(n_phases) if self.flags.feature_aggregator else None
-        self.output = nn.Linear(n_phases, n_phases)
+        self.width = int(width or n_phases)
+        self.feature_extractor = nn.Conv2d(in_channels, self.width, kernel_size=3, padding=1)
+        self.spatial_awareness = SpatialAwareness(self.width) if self.flags.spatial_awareness else None
+        self.ratio_encoder = RatioEncoder(n_phases, ratio_hidden, self.width) if self.flags.ratio_encoder else None
+        self.aggregator = FeatureAggregator(self.width) if self.flags.feature_aggregator else None
+        self.output = nn.Linear(self.width, n_phases)
 
     @property
     def uses_ratio(self) -> bool:
         return self.ratio_encoder is not None
 
     def phase_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The ratio-independent part: FE, then SA -> ``(B, n, h, w)``."""
+        """The ratio-independent part: FE, then SA -> ``(B, width, h, w)``."""
         phases = self.feature_extractor(features)
         return self.spatial_awareness(phases) if self.spatial_awareness is not None else phases
 
@@ -196,8 +210,8 @@ class PhaseLearningModule(nn.Module):
         return ratio
 
     def fuse(self, spatial: torch.Tensor, ratio=None) -> torch.Tensor:
-        """The ratio-dependent part on phase features ``(B, n, *pixels)`` (any pixel layout): RE, fusion,
-        FA and the output layer -> logits of the same shape. Works on a whole micrograph at once."""
+        """The ratio-dependent part on phase features ``(B, width, *pixels)`` (any pixel layout): RE, fusion,
+        FA and the output layer -> logits ``(B, n, *pixels)``. Works on a whole micrograph at once."""
         if self.ratio_encoder is None and ratio is not None:
             raise ValueError(f"this PLM ({self.flags.name}) has no ratio encoder and takes no phase ratio")
         shape = spatial.shape
@@ -211,7 +225,7 @@ class PhaseLearningModule(nn.Module):
             fused = pixels + pixels * encoding[:, :, None]
         else:
             fused = pixels
-        return _per_pixel(self.output, fused).reshape(shape)
+        return _per_pixel(self.output, fused).reshape(shape[0], self.n_phases, *shape[2:])
 
     def forward(self, features: torch.Tensor, ratio=None) -> torch.Tensor:
         return self.fuse(self.phase_features(features), ratio)

@@ -118,6 +118,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
         tile_size: int = 256,
         preset: str | None = None,
         input_scale: float = 1.0,
+        plm_width: int | None = None,
     ):
         super().__init__()
         arch, cls = _smp_class(arch)
@@ -149,7 +150,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
         if plm is None:
             self.head: nn.Module = conv
         else:
-            self.head = PhaseLearningModule(conv.in_channels, schema.n_classes, plm)
+            self.head = PhaseLearningModule(conv.in_channels, schema.n_classes, plm, width=plm_width)
         stride = self.output_stride
         if self.tile_size % stride:
             raise ValueError(f"tile size {self.tile_size} must be a multiple of the encoder's output stride {stride}")
@@ -164,12 +165,15 @@ class Segmenter(ModelFolderMixin, nn.Module):
         plm: str | PLMFlags | None = "RE+SA+FA",
         tile_size: int = 256,
         input_scale: float = 1.0,
+        plm_width: int | None = None,
     ) -> "Segmenter":
         """A fresh network by architecture name, size preset and PLM setting (an ablation name from
-        :data:`~napari_microsynth.models.plm.ABLATIONS`, flags, or None / "baseline" for no PLM)."""
+        :data:`~napari_microsynth.models.plm.ABLATIONS`, flags, or None / "baseline" for no PLM);
+        ``plm_width`` the PLM's channel width (None: one channel per phase)."""
         kwargs = resolve_architecture(arch, preset, encoder)
         flags = PLMFlags.from_name(plm) if isinstance(plm, str) else plm
-        return cls(schema, plm=flags, tile_size=tile_size, preset=preset, input_scale=input_scale, **kwargs)
+        return cls(schema, plm=flags, tile_size=tile_size, preset=preset, input_scale=input_scale,
+                   plm_width=plm_width, **kwargs)
 
     @property
     def output_stride(self) -> int:
@@ -178,6 +182,11 @@ class Segmenter(ModelFolderMixin, nn.Module):
     @property
     def n_classes(self) -> int:
         return self.schema.n_classes
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of :meth:`image_features`: the PLM's width, or one class score per phase (baseline)."""
+        return self.head.width if isinstance(self.head, PhaseLearningModule) else self.n_classes
 
     @property
     def uses_ratio(self) -> bool:
@@ -195,7 +204,8 @@ class Segmenter(ModelFolderMixin, nn.Module):
             )
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The ratio-independent part for images ``(B, 1, H, W)`` in [0, 1] -> ``(B, n, H, W)``: encoder,
+        """The ratio-independent part for images ``(B, 1, H, W)`` in [0, 1] -> ``(B, c, H, W)`` (c:
+        :attr:`feature_channels`): encoder,
         decoder and the PLM's phase features (FE + SA), or the baseline's class scores, brought to input
         resolution by the architecture's upsampling (identity for U-Net-like decoders)."""
         self._check_input(x)
@@ -230,6 +240,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
             "preset": self.preset,
             "plm": None if self.plm_flags is None else self.plm_flags.to_dict(),
             "plm_name": "baseline" if self.plm_flags is None else self.plm_flags.name,
+            "plm_width": self.head.width if isinstance(self.head, PhaseLearningModule) else None,
             "tile_size": self.tile_size,
             "input_scale": self.input_scale,
             "in_channels": 1,
@@ -286,6 +297,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
             tile_size=int(config["tile_size"]),
             input_scale=float(config.get("input_scale", 1.0)),
             preset=config.get("preset"),
+            plm_width=config.get("plm_width"),
             **config["arch_kwargs"],
         )
         model.load_state_dict(load_weights(folder, WEIGHTS_NAME))
