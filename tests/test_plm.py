@@ -154,3 +154,32 @@ def test_flags_round_trip_through_names():
     assert PLMFlags.from_name("re+sa+fa") == PLMFlags()
     with pytest.raises(ValueError, match="unknown PLM setting"):
         PLMFlags.from_name("FA")
+
+
+def test_a_wide_plm_has_the_ratio_encoder_size_of_paper_table_6(tiles):
+    """Width 256 with three phases: RE 3 -> 128 -> 256 has 33 536 parameters (paper 001, Table 6: 0.0335 M)."""
+    phases = [{"id": i, "name": n, "color": c} for i, (n, c) in
+              enumerate([("bainite", (200, 0, 0)), ("ferrite", (0, 200, 0)), ("martensite", (0, 0, 200))])]
+    three = PhaseSchema.from_dict({"name": "three", "phases": phases})
+    torch.manual_seed(0)
+    model = Segmenter.build(three, preset="tiny", plm="RE+SA+FA", tile_size=TILE, plm_width=256).eval()
+    assert sum(p.numel() for p in model.head.ratio_encoder.parameters()) == 33_536
+    assert model.feature_channels == 256
+    with torch.no_grad():
+        features = model.image_features(tiles)
+        logits = model.ratio_head(features, torch.tensor([0.6, 0.3, 0.1]))
+    assert features.shape == (2, 256, TILE, TILE) and logits.shape == (2, 3, TILE, TILE)
+    narrow = Segmenter.build(three, preset="tiny", plm="RE+SA+FA", tile_size=TILE)
+    assert narrow.feature_channels == 3
+    with pytest.raises(ValueError, match="width"):
+        PhaseLearningModule(16, 3, width=0)
+
+
+def test_a_wide_plm_round_trips_through_its_model_folder(schema, tiles, tmp_path):
+    torch.manual_seed(0)
+    model = Segmenter.build(schema, preset="tiny", plm="RE+SA", tile_size=TILE, plm_width=12).eval()
+    loaded = Segmenter.load(model.save(tmp_path / "wide"))
+    ratio = torch.tensor([0.3, 0.5, 0.1, 0.05, 0.05])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tiles, ratio), model(tiles, ratio))
+    assert loaded.head.width == 12

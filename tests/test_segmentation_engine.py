@@ -192,3 +192,59 @@ def test_comparison_writes_table_plot_and_model_folders(uhcs, tmp_path):
     assert result.plot_path.stat().st_size > 10_000
     plm_card = json.loads((result.model_folders[1] / "config.json").read_text())
     assert plm_card["metrics"]["miou (test, no ratio)"] == pytest.approx(result.rows[1]["miou"])
+
+
+def test_training_ratios_follow_the_chosen_recipe(uhcs):
+    """Default: the tile's micrograph's ratio as an expert guess; paper recipe: the tile's exact ratio."""
+    from napari_microsynth.core.conditions import expert_guess
+    from napari_microsynth.engines.segmentation import training_batch
+
+    samples = uhcs[0][:2]
+    exact_micrograph = tiny_config(ratio_alpha=(1.0, 1.0), ratio_dropout=0.0)
+    _, _, tile_fractions, ratios = training_batch(samples, exact_micrograph, np.random.default_rng(0))
+    whole = np.stack([s.fractions for s in samples])
+    assert all(np.isclose(whole, r).all(axis=1).any() for r in ratios.numpy())  # each is one micrograph's ratio
+    assert not np.allclose(ratios.numpy(), tile_fractions.numpy(), atol=1e-3)
+
+    paper = tiny_config().with_paper_ratio_recipe()
+    assert (paper.ratio_source, paper.ratio_alpha, paper.ratio_weight, paper.ratio_dropout) == ("tile", (1.0, 1.0), 1.0, 0.0)
+    _, _, tile_fractions, ratios = training_batch(samples, paper, np.random.default_rng(0))
+    np.testing.assert_allclose(ratios.numpy(), tile_fractions.numpy(), atol=1e-6)
+
+    guessed = tiny_config(ratio_source="tile", ratio_alpha=(0.5, 0.5), ratio_dropout=0.0)
+    _, _, tile_fractions, ratios = training_batch(samples, guessed, np.random.default_rng(0))
+    np.testing.assert_allclose(ratios.numpy(), expert_guess(tile_fractions.numpy().astype(float), 0.5), atol=1e-5)
+
+    dropped = tiny_config(ratio_dropout=1.0)
+    assert not training_batch(samples, dropped, np.random.default_rng(0))[3].any()  # no ratio: the zero input
+    with pytest.raises(ValueError, match="ratio_alpha"):
+        tiny_config(ratio_alpha=(0.9, 0.5))
+    with pytest.raises(ValueError, match="ratio_source"):
+        tiny_config(ratio_source="image")
+
+
+def test_comparison_variants_and_splits_keep_every_result(uhcs, tmp_path):
+    """Ablation variants train side by side; a second test split reuses the networks and keeps the first
+    split's files and card metrics."""
+    from napari_microsynth.engines.evaluation import Variant
+
+    assert Variant.parse("re+sa:paper").label == "PLM RE+SA (paper recipe)"
+    assert Variant.parse("RE+SA+FA:w64").folder_name == "plm-w64"
+    for bad in ("baseline:paper", "RE:w0", "RE+XX", "SA:fast"):
+        with pytest.raises(ValueError):
+            Variant.parse(bad)
+    config = tiny_config(batch_size=2, steps=2, checkpoint_every=2)
+    first = run_comparison(uhcs[0][:2], uhcs[1][:1], config, out_dir=tmp_path, alphas=(None, 1.0),
+                           variants=["baseline", "SA", "RE+SA:paper"], test_split="test")
+    assert [r["model"] for r in first.rows] == ["baseline", "PLM SA", "PLM RE+SA (paper recipe)",
+                                                "PLM RE+SA (paper recipe)"]
+    assert sorted(p.name for p in (tmp_path / "seed0").iterdir()) == ["baseline", "plm-RE+SA-paper", "plm-SA"]
+    second = run_comparison(uhcs[0][:2], uhcs[1][1:2], config, out_dir=tmp_path, alphas=(None, 1.0),
+                            variants=["baseline", "SA", "RE+SA:paper"], test_split="other split")
+    assert second.markdown_path.name == "alpha_sweep-other_split.md" and first.markdown_path.exists()
+    assert first.markdown_path.read_text().startswith("Test split: test.")
+    assert "Against the baseline" in second.markdown_path.read_text()
+    metrics = json.loads((second.model_folders[2] / "config.json").read_text())["metrics"]
+    assert {"miou (test, no ratio)", "miou (other split, no ratio)", "miou (other split, alpha=1)"} <= set(metrics)
+    trained_config = json.loads((second.model_folders[2] / "config.json").read_text())["training"]["config"]
+    assert trained_config["ratio_source"] == "tile" and trained_config["ratio_weight"] == 1.0
