@@ -85,10 +85,31 @@ def test_describe_metaldam_reports_the_inconsistent_metadata_row(shared_data, ca
 
 
 def test_segment_warns_when_the_micrograph_is_of_another_material(shared_data, tmp_path, capsys):
+    """The bundled default model is refused for a dataset of other phases; asked for by name, it runs and
+    the micrograph is flagged."""
     iron = sorted((shared_data / "fastfinecut_iron" / "images").iterdir())[0]
-    assert main(["-q", "segment", str(iron), str(tmp_path / "phases.png"), "--threads", "2"]) == 0
+    assert main(["-q", "segment", str(iron), str(tmp_path / "phases.png"), "--threads", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "'grains' dataset" in error and "pass --model" in error and not (tmp_path / "phases.png").exists()
+    argv = ["-q", "segment", str(iron), str(tmp_path / "phases.png"), "--threads", "2", "--model", "plm-uhcs-demo"]
+    assert main(argv) == 0
     warnings = capsys.readouterr().err
     assert "comes from a grains dataset (grain, boundary)" in warnings and "mean grey level" in warnings
+    assert "no --model given" not in warnings
+
+
+def test_segment_without_a_model_says_loudly_which_one_it_used(shared_data, tmp_path, capsys):
+    """A micrograph outside any dataset folder that does not look like UHCS gets the default model and a
+    warning naming it."""
+    from PIL import Image
+
+    from napari_microsynth.core.io import read_micrograph
+
+    image, _ = read_micrograph(shared_data / "metaldam" / "images" / "micrograph0.jpg")
+    Image.fromarray((255 * image[:400, :500]).astype(np.uint8)).save(tmp_path / "other alloy.png")
+    argv = ["-q", "segment", str(tmp_path / "other alloy.png"), str(tmp_path / "out.png"), "--threads", "2"]
+    assert main(argv) == 0
+    assert "no --model given, so the bundled plm-uhcs-demo (UHCS steels) segmented" in capsys.readouterr().err
 
 
 def test_segment_writes_the_phase_map_in_colour_and_an_overlay_with_a_legend(shared_data, tmp_path, capsys):

@@ -135,7 +135,8 @@ def _segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image")
     p.add_argument("out", help="output PNG of class ids in the phase colours")
     p.add_argument("--overlay", metavar="PNG", help="also write the micrograph tinted by phase, with a legend")
-    p.add_argument("--model", default="plm-uhcs-demo", help="model folder or bundled model name")
+    p.add_argument("--model", help=f"model folder or bundled model name (default: the bundled {DEFAULT_MODEL}, "
+                                   "for UHCS steels only: refused for micrographs of a dataset of other phases)")
     p.add_argument("--ratio", help="comma-separated phase ratio, e.g. 0.7,0.1,0.15,0.05: a PLM model's input and "
                                    "the target of --trust")
     p.add_argument("--trust", type=float, default=0.0, metavar="L",
@@ -143,6 +144,21 @@ def _segment_arguments(p: argparse.ArgumentParser) -> None:
                         "--ratio fractions, in between that share of the way from the network's own fractions")
     p.add_argument("--info-band", default="auto", help="'auto', a row count, or 'none'")
     add_device_options(p)
+
+
+#: The bundled model ``segment`` uses when no ``--model`` is given.
+DEFAULT_MODEL = "plm-uhcs-demo"
+
+
+def _check_default_model_applies(model_schema, image_schema, image_path: str) -> None:
+    """Refuse the bundled default model for a micrograph of a dataset whose phases it does not know."""
+    if image_schema is not None and image_schema.names != model_schema.names:
+        raise ValueError(
+            f"{image_path} belongs to a {image_schema.name!r} dataset ({', '.join(image_schema.names)}), but the "
+            f"bundled default model {DEFAULT_MODEL} segments {model_schema.name} phases "
+            f"({', '.join(model_schema.names)}); pass --model with a model trained on this material "
+            "(microsynth train-segmenter)"
+        )
 
 
 @command("segment", "segment one micrograph with a model folder",
@@ -160,8 +176,11 @@ def _segment(args: argparse.Namespace) -> int:
     from ..models.segmenter import Segmenter
 
     set_threads(args)
-    folder = model_folder(args.model)
+    folder = model_folder(args.model or DEFAULT_MODEL)
     model = Segmenter.load(folder, device=args.device)
+    image_schema = dataset_schema_of(args.image)
+    if args.model is None:
+        _check_default_model_applies(model.schema, image_schema, args.image)
     ratio = None
     if args.ratio:
         ratio, note = parse_fractions(args.ratio, model.schema.names)
@@ -177,8 +196,13 @@ def _segment(args: argparse.Namespace) -> int:
     if image.shape[0] < rows:
         print(f"info band: bottom {rows - image.shape[0]} rows cropped, segmenting {image.shape[0]} of {rows} rows")
     print(f"model {folder.name} segments into {model.schema.name} phases: {', '.join(model.schema.names)}")
-    for warning in micrograph_warnings(folder, model.schema, image, pixel_size, dataset_schema_of(args.image)):
+    warnings = micrograph_warnings(folder, model.schema, image, pixel_size, image_schema)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if warnings and args.model is None:
+        print(f"warning: no --model given, so the bundled {DEFAULT_MODEL} (UHCS steels) segmented this micrograph; "
+              "for another material pass --model with a model trained on it (microsynth train-segmenter)",
+              file=sys.stderr)
     progress, stop = terminal(args, "segmenting")
     with stop.installed():
         labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
