@@ -248,3 +248,29 @@ def test_comparison_variants_and_splits_keep_every_result(uhcs, tmp_path):
     assert {"miou (test, no ratio)", "miou (other split, no ratio)", "miou (other split, alpha=1)"} <= set(metrics)
     trained_config = json.loads((second.model_folders[2] / "config.json").read_text())["training"]["config"]
     assert trained_config["ratio_source"] == "tile" and trained_config["ratio_weight"] == 1.0
+
+
+def test_windows_blend_without_seams_on_the_window_grid(uhcs):
+    """A network whose output depends on the position in the window (the PLM's coordinate channels, untrained
+    so out of its domain everywhere): flat averaging steps where one window's coverage ends, every 32 px;
+    the Gaussian-weighted blend does not."""
+    from napari_microsynth.core.tiles import WindowAccumulator, sliding_window_boxes
+    from napari_microsynth.engines.inference import blended_features
+
+    image = uhcs[1][0].image[:128, :256]
+    torch.manual_seed(0)
+    model = Segmenter.build(uhcs[1][0].schema, preset="tiny", plm="RE+SA+FA", tile_size=TILE).eval()
+    flat = WindowAccumulator(image.shape, model.feature_channels)
+    with torch.no_grad():
+        for y0, x0, y1, x1 in sliding_window_boxes(image.shape, TILE, 0.5):
+            window = torch.from_numpy(image[None, None, y0:y1, x0:x1].copy())
+            flat.add((y0, x0, y1, x1), model.image_features(window)[0].numpy())
+
+    def seam_strength(features: np.ndarray) -> float:
+        """Mean column-to-column change on the window grid over the median change elsewhere."""
+        steps = np.abs(np.diff(features, axis=2)).mean(axis=(0, 1))
+        grid = [x - 1 for x in range(TILE // 2, image.shape[1], TILE // 2)]
+        return float(steps[grid].mean() / np.median(np.delete(steps, grid)))
+
+    assert seam_strength(flat.result()) > 5
+    assert seam_strength(blended_features(model, image)) < 1.3

@@ -81,6 +81,21 @@ def sliding_window_boxes(shape, tile=256, overlap: float = 0.5) -> list[Box]:
     ]
 
 
+def gaussian_window(size, sigma_fraction: float = 0.125, floor: float = 1e-6) -> np.ndarray:
+    """``(h, w)`` blending weights for a window: a Gaussian centred on it with sigma ``sigma_fraction`` of
+    the side (1/8, as nnU-Net blends its sliding windows), at most 1 and at least ``floor`` so that an
+    image corner covered by one window still has a weight. The weight must be close to 0 where a window
+    ends (3e-4 at the middle of an edge for sigma 1/8; a wider Gaussian or a higher floor leaves a step).
+
+    Averaging overlapping windows with these weights instead of flat ones makes the blended map change
+    smoothly where one window's coverage ends, instead of in a step on the window grid.
+    """
+    h, w = tile_shape(size)
+    axes = [np.exp(-0.5 * ((np.arange(n) + 0.5 - n / 2) / (sigma_fraction * n)) ** 2) for n in (h, w)]
+    weights = np.outer(*axes)
+    return np.maximum(weights / weights.max(), floor).astype(np.float32)
+
+
 class WindowAccumulator:
     """Blends per-window outputs ``(C, h, w)`` into a ``(C, H, W)`` map by (weighted) averaging.
 

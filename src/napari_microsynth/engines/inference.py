@@ -4,7 +4,8 @@ The network runs on square windows of its training tile size (the PLM's coordina
 the window), overlapping by half. Images smaller than a window are padded by reflection and the result
 cropped back.
 
-Blending: what is averaged over overlapping windows is the output of the image-dependent part of the
+Blending: what is averaged over overlapping windows, with Gaussian weights that fall to ~0 at each
+window's edge (no seams on the window grid; paper 000 averages flat), is the output of the image-dependent part of the
 network (:meth:`Segmenter.image_features`: the PLM's phase-feature channels after feature
 extraction and spatial awareness, or a baseline's class scores). The ratio-dependent part of the PLM is
 per pixel, so it then runs once over the blended whole-micrograph map, followed by the ratio correction
@@ -23,7 +24,7 @@ from ..core.domain_check import domain_warnings
 from ..core.fractions import mask_fractions, normalize_fractions
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.ratio_correction import correction_bias, fit_temperature
-from ..core.tiles import WindowAccumulator, sliding_window_boxes
+from ..core.tiles import WindowAccumulator, gaussian_window, sliding_window_boxes
 from ..models.device import resolve_device
 from ..models.folder import read_model_config
 from ..models.segmenter import Segmenter
@@ -87,8 +88,9 @@ def blended_features(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
 ) -> np.ndarray:
-    """The image-dependent network output ``(c, H, W)`` for a whole micrograph, averaged over the 50 %
-    overlapping windows (holds ``batch_size`` windows of activations at a time)."""
+    """The image-dependent network output ``(c, H, W)`` for a whole micrograph: the 50 % overlapping
+    windows averaged with Gaussian weights (:func:`~napari_microsynth.core.tiles.gaussian_window`, so no
+    seams on the window grid); holds ``batch_size`` windows of activations at a time."""
     image = _as_image(image)
     full_shape = image.shape
     image = _rescale(image, model.input_scale)
@@ -97,13 +99,14 @@ def blended_features(
     padded = pad_to_window(image, model.tile_size)
     boxes = sliding_window_boxes(padded.shape, model.tile_size, OVERLAP)
     acc = WindowAccumulator(padded.shape, model.feature_channels)
+    weight = gaussian_window(model.tile_size)
     for start in range(0, len(boxes), batch_size):
         check_stop(should_stop)
         chunk = boxes[start : start + batch_size]
         batch = np.stack([padded[y0:y1, x0:x1] for y0, x0, y1, x1 in chunk])[:, None]
         features = model.image_features(torch.from_numpy(batch).to(device)).float().cpu().numpy()
         for box, values in zip(chunk, features):
-            acc.add(box, values)
+            acc.add(box, values, weight)
         done = start + len(chunk)
         progress(done, len(boxes), f"segmenting window {done}/{len(boxes)}")
     features = acc.result()[:, : image.shape[0], : image.shape[1]]
