@@ -218,3 +218,51 @@ def _segment(args: argparse.Namespace) -> int:
         Image.fromarray(phase_overlay(image, labels, model.schema)).save(args.overlay)
         print(f"overlay with legend written to {args.overlay}")
     return 0
+
+
+def _quantify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="a folder of micrographs, or a dataset folder (its images/ are used)")
+    p.add_argument("--out", required=True, help="output folder (re-running resumes with the next micrograph)")
+    p.add_argument("--model", help=f"model folder or bundled model name (default: the bundled {DEFAULT_MODEL}, "
+                                   "for UHCS steels only)")
+    p.add_argument("--ratio", help="comma-separated phase ratio: a PLM model's input and the target of --trust")
+    p.add_argument("--trust", type=float, default=0.0, metavar="L", help="ratio correction in [0, 1] (see segment)")
+    add_device_options(p)
+
+
+@command("quantify", "phase fractions of every micrograph in a folder, with a summary and a plot",
+         ("Segment every micrograph of FOLDER with one model and write OUT/fractions.csv (one row per micrograph), "
+          "OUT/summary.csv/.md (per phase: mean with its 95 % confidence interval over micrographs, sd, min, max) "
+          "and OUT/fractions.png. Unreadable or too small files are listed and skipped. An interrupted run resumes."),
+         _quantify_arguments)
+def _quantify(args: argparse.Namespace) -> int:
+    from ..core.domain_check import dataset_schema_of
+    from ..core.fractions import parse_fractions
+    from ..engines.inference import stored_temperature
+    from ..engines.quantify import micrograph_files, quantify
+    from ..models.segmenter import Segmenter
+
+    set_threads(args)
+    files = micrograph_files(args.folder)
+    folder = model_folder(args.model or DEFAULT_MODEL)
+    model = Segmenter.load(folder, device=args.device)
+    if args.model is None:
+        _check_default_model_applies(model.schema, dataset_schema_of(files[0]), str(files[0]))
+    ratio = None
+    if args.ratio:
+        ratio, note = parse_fractions(args.ratio, model.schema.names)
+        if note:
+            print(f"note: {note}")
+    if args.trust and ratio is None:
+        raise ValueError("--trust needs --ratio (the fractions to correct the phase maps towards)")
+    print(f"{len(files)} micrographs; model {folder.name} segments into {', '.join(model.schema.names)}")
+    progress, stop = terminal(args, "quantifying")
+    with stop.installed():
+        result = quantify(model, files, args.out, ratio, args.trust, stored_temperature(folder), folder.name,
+                          progress, stop)
+    progress.close()
+    for skipped in result.skipped:
+        print(f"skipped {skipped['micrograph']}: {skipped['reason']}", file=sys.stderr)
+    print(result.summary_path.read_text())
+    print(f"per micrograph: {result.csv_path}\nplot: {result.plot_path}")
+    return 0
