@@ -70,7 +70,7 @@ def test_metaldam_jpeg_reads_as_grey_float_without_the_band(shared_data):
 @pytest.mark.real_data("metaldam")
 def test_coloured_band_text_is_refused_when_not_cropped(shared_data):
     path = shared_data / "metaldam" / "images" / "micrograph0.jpg"
-    with pytest.raises(ValueError, match="colour image.*info_band"):
+    with pytest.raises(ValueError, match="colour image.*--info-band"):
         read_micrograph(path, info_band=None)
     with pytest.raises(ValueError, match="info_band=800 rows, but the image has 768 rows"):
         read_micrograph(path, info_band=800)
@@ -197,7 +197,7 @@ def test_grey_colour_legend_and_explicit_kinds(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "grains.png", grains), classes)
     colour = METALDAM.colors[classes]
     Image.fromarray(colour).save(tmp_path / "colour.png")
-    with pytest.raises(ValueError, match="use kind='color'"):
+    with pytest.raises(ValueError, match="read it as colours"):
         read_mask(tmp_path / "colour.png", METALDAM, kind="index")
     np.testing.assert_array_equal(read_mask(tmp_path / "colour.png", METALDAM, kind="color"), classes)
 

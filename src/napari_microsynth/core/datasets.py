@@ -8,8 +8,13 @@ Recognised layouts (``detect_layout``):
   (processing conditions and scale bar per micrograph_id NNNN) + ``splits/`` (16/4/4 lists, 6-fold CV).
 - ``grains``: ``images/*`` + ``masks/*.tif`` RGB grain instance maps (one random colour per grain, as
   in Fast-FineCut); a sample's mask is the grain/boundary class map, ``instances`` the grain labels.
-- ``generic``: ``images/*`` + ``masks/*`` with matching file stems, ``schema.json`` in the folder (or a
-  schema passed in), optional ``splits/<name>.txt``. Images without a mask load unlabelled.
+- ``generic``: ``images/*`` + ``masks/*``, ``schema.json`` in the folder (or a schema passed in; its
+  ``"masks"`` entry says how the masks encode the phases, :class:`~napari_microsynth.core.schema.MaskFiles`),
+  optional ``splits/<name>.txt``. Images without a mask load unlabelled.
+
+A mask belongs to the micrograph whose file stem it has, or the stem followed by a common suffix
+(``a.tif`` <- ``a.png``, ``a_mask.tif``, ``a-label.png``, ``a gt.png`` ...), or, when the schema sets a
+``pattern`` such as ``{stem}_phases``, the stem that pattern gives.
 
 Masks shorter than their image (same width) cover the part above a bottom information band; the
 image is cropped to them (``image[:mask.shape[0]]``), as MetalDAM's README prescribes.
@@ -32,7 +37,7 @@ from .fractions import class_counts
 from .io import MASK_SUFFIXES, MICROGRAPH_SUFFIXES, image_shape, read_instance_map, read_mask, read_micrograph
 from .progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from .sample import Provenance, Sample
-from .schema import PhaseSchema
+from .schema import MaskFiles, PhaseSchema
 from .store import DatasetStore, has_store_metadata
 
 LAYOUTS = ("metaldam", "uhcs", "grains", "generic")
@@ -41,6 +46,15 @@ METALDAM_METADATA = "MetalDAM_metadata.sqlite"
 UHCS_METADATA = "uhcs-metadata.csv"
 # UHCS split files by short name (MatSeg's 16/4/4 split).
 UHCS_SPLIT_FILES = {"train": "train16A.txt", "val": "validate4A.txt", "test": "test4A.txt"}
+
+
+#: words after the micrograph's stem (and a space, ``_``, ``-`` or ``.``) that name its mask file
+MASK_NAME_SUFFIXES = ("mask", "masks", "label", "labels", "labeled", "labelled", "gt", "groundtruth",
+                      "seg", "segmentation", "annotation", "annotations", "annot")
+_SUFFIXED = re.compile(r"(?P<stem>.+?)[ _.-](?:" + "|".join(MASK_NAME_SUFFIXES) + ")", re.IGNORECASE)
+MASK_NAMING = ("a mask is named after its micrograph: images/a.tif <- masks/a.png, a_mask.tif, a-label.png ...; "
+               "other names: set \"masks\": {\"pattern\": \"{stem}_mine\"} in schema.json")
+NO_MASKS = f"no micrograph has a mask in masks/ ({MASK_NAMING})"
 
 
 def _natural_key(name: str) -> list:
@@ -77,8 +91,11 @@ def detect_layout(folder: str | Path) -> str:
         import tifffile
 
         with tifffile.TiffFile(tiffs[0]) as tif:
-            if tif.series[0].axes.endswith("S") and tif.series[0].shape[-1] == 3:
-                return "grains"
+            series = tif.series[0]
+            if series.axes.endswith("S") and series.shape[-1] == 3:
+                rgb = series.asarray()
+                if np.mean(rgb.max(axis=-1) == rgb.min(axis=-1)) < 0.5:  # mostly grey: an overlay, not grains
+                    return "grains"
     return "generic"
 
 
@@ -91,7 +108,8 @@ def default_schema(folder: str | Path, layout: str | None = None) -> PhaseSchema
     path = folder / "schema.json"
     if not path.is_file():
         raise ValueError(
-            f"{folder}: a generic dataset needs a phase schema; put schema.json in the folder or pass --schema NAME (schema= from Python)"
+            f"{folder}: a generic dataset needs a phase schema; put schema.json in the folder (draft one with "
+            f"'microsynth describe {folder} --propose-schema') or pass --schema NAME"
         )
     return PhaseSchema.load(path)
 
@@ -103,15 +121,37 @@ class _Entry:
     mask: Path | None
 
 
-def _entries(folder: Path) -> tuple[list[_Entry], list[str]]:
-    """Image/mask pairs by stem (natural order) and the stems of masks without an image."""
+def _micrograph_of(mask_stem: str, images: dict[str, Path], pattern: str) -> str | None:
+    """The stem of the micrograph a mask file stem belongs to (module docstring), None when none."""
+    if pattern != "{stem}":
+        head, tail = pattern.split("{stem}")
+        found = re.fullmatch(re.escape(head) + "(?P<stem>.+)" + re.escape(tail), mask_stem)
+    elif mask_stem in images:
+        return mask_stem
+    else:
+        found = _SUFFIXED.fullmatch(mask_stem)
+    return found["stem"] if found and found["stem"] in images else None
+
+
+def paired_files(folder: str | Path, masks: MaskFiles = MaskFiles()) -> tuple[list[_Entry], list[str]]:
+    """Micrograph/mask file pairs of a folder (natural order of the micrograph names; ``mask`` None for a
+    micrograph without one) and the stems of the mask files that belong to no micrograph."""
+    folder = Path(folder)
     images = _files_by_stem(folder / "images", MICROGRAPH_SUFFIXES)
-    masks = _files_by_stem(folder / "masks", MASK_SUFFIXES)
     if not images:
         raise ValueError(f"{folder / 'images'}: no micrographs ({', '.join(MICROGRAPH_SUFFIXES)})")
-    entries = [_Entry(stem, images[stem], masks.get(stem)) for stem in sorted(images, key=_natural_key)]
-    orphans = sorted(set(masks) - set(images), key=_natural_key)
-    return entries, orphans
+    mask_of: dict[str, Path] = {}
+    orphans = []
+    for mask_stem, path in _files_by_stem(folder / "masks", MASK_SUFFIXES).items():
+        stem = _micrograph_of(mask_stem, images, masks.pattern)
+        if stem is None:
+            orphans.append(mask_stem)
+        elif stem in mask_of:
+            raise ValueError(f"{folder / 'masks'}: two masks for micrograph {stem!r}: {mask_of[stem].name}, {path.name}")
+        else:
+            mask_of[stem] = path
+    entries = [_Entry(stem, images[stem], mask_of.get(stem)) for stem in sorted(images, key=_natural_key)]
+    return entries, sorted(orphans, key=_natural_key)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,13 +384,15 @@ class _Loader:
             mask = None
             image, pixel_size = read_micrograph(entry.image, info_band="auto")
         else:
-            if self.layout == "grains":
+            encoding = self.schema.masks
+            if self.layout == "grains" or encoding.encoding == "instances":
                 grains = read_instance_map(entry.mask)
                 mask = grains.boundary.astype(np.uint8)  # grains schema: 0 grain, 1 boundary
                 instances = grains.labels
                 provenance.extra["instance_colors"] = ["#%02x%02x%02x" % tuple(c) for c in grains.colors.tolist()]
             else:
-                mask = read_mask(entry.mask, self.schema)
+                mask = read_mask(entry.mask, self.schema, kind=encoding.encoding, background_id=encoding.background,
+                                 tolerance=encoding.tolerance)
             image, pixel_size = read_micrograph(entry.image, info_band=_pair_band(entry, mask.shape))
         if self.layout == "metaldam" and entry.name in self.metaldam:
             record = self.metaldam[entry.name]
@@ -409,9 +451,10 @@ def load_dataset(
     """
     folder = Path(folder)
     loader = _Loader(folder, schema, layout)
-    entries, orphans = _entries(folder)
+    entries, orphans = paired_files(folder, loader.schema.masks)
     if orphans:
-        raise ValueError(f"{folder / 'masks'}: masks without a micrograph in images/: {', '.join(orphans)}")
+        raise ValueError(f"{folder / 'masks'}: masks without a micrograph in images/: {', '.join(orphans)} "
+                         f"({MASK_NAMING})")
     if split is not None:
         wanted = read_split(folder, split)
         by_name = {e.name: e for e in entries}
@@ -445,6 +488,7 @@ class DatasetSummary:
     class_fractions: list[float]  # pixel share of each class over all loaded masks
     splits: dict[str, int]  # split name -> number of samples
     problems: list[str]
+    masks: str = ""  # how the mask files are read, in words
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -454,6 +498,7 @@ class DatasetSummary:
         lines = [
             f"{self.folder}: {self.layout} layout, {self.n_samples} micrographs, {self.n_labelled} with masks",
             "image sizes: " + ", ".join(f"{size} px ({n})" for size, n in self.image_sizes.items()),
+            f"masks read as {self.masks}",
             f"schema {self.schema!r}:",
         ]
         for i, (name, share) in enumerate(zip(self.class_names, self.class_fractions)):
@@ -463,6 +508,21 @@ class DatasetSummary:
         lines.append(f"problems ({len(self.problems)}):" if self.problems else "problems: none")
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+def _mask_reading(schema: PhaseSchema, layout: str) -> str:
+    """How :class:`_Loader` reads the mask files, in words."""
+    masks = schema.masks
+    if layout == "grains" or masks.encoding == "instances":
+        how = "grain maps (one colour per grain: grain / boundary)"
+    elif masks.encoding == "overlay":
+        how = (f"overlays (phase colours painted on the micrograph; unpainted grey pixels are "
+               f"{schema.names[masks.background]!r})")
+    else:
+        how = {"index": "class ids (pixel value = phase id)", "color": "phase colours",
+               "auto": "class ids, or phase colours for colour files"}[masks.encoding]
+    return (how + (f", colour tolerance {masks.tolerance}" if masks.tolerance else "")
+            + (f", file names {masks.pattern}" if masks.pattern != "{stem}" else ""))
 
 
 def describe_dataset(
@@ -476,8 +536,11 @@ def describe_dataset(
     conditions are listed as problems instead of stopping the summary."""
     folder = Path(folder)
     loader = _Loader(folder, schema, "auto")
-    entries, orphans = _entries(folder)
+    entries, orphans = paired_files(folder, loader.schema.masks)
     problems = [f"{name}: mask without a micrograph in images/" for name in orphans]
+    no_masks = all(entry.mask is None for entry in entries)
+    if no_masks:
+        problems.insert(0, NO_MASKS)
     sizes: dict[str, int] = {}
     counts = np.zeros(loader.schema.n_classes, dtype=np.int64)
     n_labelled = 0
@@ -492,7 +555,8 @@ def describe_dataset(
         size = f"{sample.shape[1]}x{sample.shape[0]}"
         sizes[size] = sizes.get(size, 0) + 1
         if sample.mask is None:
-            problems.append(f"{entry.name}: micrograph without a mask in masks/ (unlabelled)")
+            if not no_masks:
+                problems.append(f"{entry.name}: micrograph without a mask in masks/ (unlabelled)")
             continue
         n_labelled += 1
         mask_counts = class_counts(sample.mask, loader.schema.n_classes, loader.schema.ignore_id)
@@ -522,6 +586,7 @@ def describe_dataset(
         class_fractions=(counts / total).tolist() if total else [0.0] * loader.schema.n_classes,
         splits=splits,
         problems=problems,
+        masks=_mask_reading(loader.schema, loader.layout),
     )
 
 

@@ -299,8 +299,8 @@ def _grey_from_rgb(values: np.ndarray, band_rows: int) -> np.ndarray:
         raise ValueError(
             f"colour image: {n_coloured} pixels {where} have channels differing by more than "
             f"{_COLOUR_TOLERANCE:.0%} of the range (first at row {ys[0]}, column {xs[0]}); expected grey "
-            "or RGB with equal channels. If the colour sits in a bottom information band, pass "
-            "info_band='auto' or its row count; a true colour micrograph must be converted to grey first"
+            "or RGB with equal channels. If the colour sits in a bottom information band, crop it (--info-band "
+            "auto or its row count); a true colour micrograph must be converted to grey first"
         )
     return (values[..., 0] + values[..., 1] + values[..., 2]) / np.float32(3)
 
@@ -402,9 +402,13 @@ def _raise_unknown_colours(rgb: np.ndarray, unknown: np.ndarray, legend: Legend,
     colours, counts = np.unique(rgb[unknown].reshape(-1, 3), axis=0, return_counts=True)
     known, _ = _legend_table(legend)
     name = f" of schema {legend.name!r}" if isinstance(legend, PhaseSchema) else ""
+    grey = counts[colours.max(axis=1) - colours.min(axis=1) == 0].sum()
+    hint = ("; most of them are grey, as in a hand-painted overlay on the micrograph: set \"masks\": "
+            "{\"encoding\": \"overlay\", \"background\": PHASE} in schema.json "
+            "('microsynth describe FOLDER --propose-schema' drafts one)" if grey > counts.sum() / 2 else "")
     raise ValueError(
         f"{what} holds {int(unknown.sum())} pixels in {len(colours)} colours not in the legend{name}: "
-        f"{_colour_list(colours, counts)}; legend colours: {[tuple(int(v) for v in c) for c in known]}"
+        f"{_colour_list(colours, counts)}; legend colours: {[tuple(int(v) for v in c) for c in known]}{hint}"
     )
 
 
@@ -431,13 +435,19 @@ def decode_overlay(rgb: np.ndarray, legend: Legend, background_id: int, *, toler
     (R = G = B within ``tolerance``, i.e. the micrograph showing through) are ``background_id``.
 
     Any other colour raises ``ValueError`` naming it with its pixel count. The legend must not hold
-    grey colours, since those could not be told apart from unpainted pixels.
+    grey colours, since those could not be told apart from unpainted pixels. With a schema as the legend,
+    the background phase's own colour is only its display colour (it may be grey) and is not looked up.
 
     >>> legend = {(255, 0, 0): 2, (0, 255, 0): 1}
     >>> decode_overlay(np.array([[[90, 90, 90], [255, 0, 0]]], np.uint8), legend, background_id=0).tolist()
     [[0, 2]]
     """
     rgb = _drop_alpha(np.asarray(rgb))
+    if isinstance(legend, PhaseSchema):
+        valid = set(range(legend.n_classes)) | ({legend.ignore_id} if legend.ignore_id is not None else set())
+        if int(background_id) not in valid:
+            raise ValueError(f"background class {background_id} is not a class of schema {legend.name!r}")
+        legend = {tuple(int(v) for v in colour): i for i, colour in enumerate(legend.colors) if i != background_id}
     colours, _ = _legend_table(legend)
     grey_entries = colours[(colours.max(axis=1) - colours.min(axis=1)) <= tolerance]
     if len(grey_entries):
@@ -445,10 +455,6 @@ def decode_overlay(rgb: np.ndarray, legend: Legend, background_id: int, *, toler
             f"legend holds grey colours {grey_entries.tolist()} that cannot be told apart from unpainted "
             "micrograph pixels; use a colour legend for overlays"
         )
-    if isinstance(legend, PhaseSchema):
-        valid = set(range(legend.n_classes)) | ({legend.ignore_id} if legend.ignore_id is not None else set())
-        if int(background_id) not in valid:
-            raise ValueError(f"background class {background_id} is not a class of schema {legend.name!r}")
     labels, matched = _match_legend(rgb, legend, tolerance)
     pixels = rgb.astype(np.int64)
     grey = (pixels.max(axis=2) - pixels.min(axis=2)) <= tolerance
@@ -457,6 +463,13 @@ def decode_overlay(rgb: np.ndarray, legend: Legend, background_id: int, *, toler
     if unknown.any():
         _raise_unknown_colours(rgb, unknown, legend, "overlay")
     return labels.astype(np.uint8 if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0 else np.int32)
+
+
+def mask_array(path: Path) -> np.ndarray:
+    """The pixel values of a mask file as stored: palette indices of a palette PNG, RGB without its alpha
+    channel (whose pixels must be opaque), 8 or 16 bits. Raises ``ValueError`` without the file name."""
+    data, _ = _read_array(path, palette_as_index=True)
+    return _drop_alpha(np.asarray(data))
 
 
 def read_mask(
@@ -472,11 +485,13 @@ def read_mask(
     ``kind``:
       - ``"index"``: pixel values are class ids (grey PNG/TIFF, palette PNG indices, ``.npy``; an RGB
         file whose channels are all equal, like MetalDAM's micrograph26.png, gives its first channel).
-      - ``"color"``: RGB(A) colours looked up in the schema's phase colours (:func:`decode_color_mask`).
+      - ``"color"``: RGB(A) colours looked up in the schema's phase colours (:func:`decode_color_mask`);
+        a grey mask's value v is the colour (v, v, v).
       - ``"overlay"``: hand-painted RGB overlay; grey pixels become ``background_id`` (:func:`decode_overlay`).
       - ``"auto"``: ``"index"`` for single-channel data and for RGB with equal channels whose values are
         class ids; ``"color"`` otherwise.
-    Values or colours the schema does not define raise ``ValueError`` naming them with pixel counts.
+    16-bit colours are brought to 8 bits (v / 257) before they are looked up. Values or colours the schema
+    does not define raise ``ValueError`` naming them with pixel counts.
     """
     path = Path(path)
     if not path.is_file():
@@ -484,30 +499,44 @@ def read_mask(
     if kind not in ("auto", "index", "color", "overlay"):
         raise ValueError(f"mask kind must be 'auto', 'index', 'color' or 'overlay', got {kind!r}")
     try:
-        data, _ = _read_array(path, palette_as_index=True)
-        data = _drop_alpha(np.asarray(data))
+        data = mask_array(path)
+        if kind in ("color", "overlay") and data.ndim == 2:
+            data = np.stack([data] * 3, axis=-1)
         if kind == "overlay":
             if background_id is None:
                 raise ValueError("kind='overlay' needs background_id (the class of unpainted pixels)")
-            return decode_overlay(data, schema, background_id, tolerance=tolerance).astype(schema.mask_dtype)
+            return decode_overlay(eight_bit_colours(data), schema, background_id,
+                                  tolerance=tolerance).astype(schema.mask_dtype)
         if kind == "color":
-            return decode_color_mask(data, schema, tolerance=tolerance).astype(schema.mask_dtype)
+            return decode_color_mask(eight_bit_colours(data), schema, tolerance=tolerance).astype(schema.mask_dtype)
         if data.ndim == 3:
             if data.shape[2] != 3:
                 raise ValueError(f"mask has {data.shape[2]} channels; expected 1 (class ids) or 3 (RGB colours)")
             equal = bool(np.all(data[..., 0] == data[..., 1]) and np.all(data[..., 0] == data[..., 2]))
             if kind == "index":
                 if not equal:
-                    raise ValueError("RGB mask with differing channels read as kind='index'; use kind='color'")
+                    raise ValueError("RGB mask with differing channels read as class ids; read it as colours "
+                                     "(\"masks\": {\"encoding\": \"color\"} in schema.json)")
                 return _index_mask(data[..., 0], schema)
             colours = schema.colors.astype(int)
             grey_legend = bool(np.all(colours.max(axis=1) == colours.min(axis=1)))
             if equal and not (grey_legend and not _are_class_ids(data[..., 0], schema)):
                 return _index_mask(data[..., 0], schema)
-            return decode_color_mask(data, schema, tolerance=tolerance).astype(schema.mask_dtype)
+            return decode_color_mask(eight_bit_colours(data), schema, tolerance=tolerance).astype(schema.mask_dtype)
         return _index_mask(data, schema)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def eight_bit_colours(data: np.ndarray) -> np.ndarray:
+    """16-bit colours as 8-bit ones (v / 257, rounded: 65535 -> 255); other data unchanged.
+
+    >>> eight_bit_colours(np.array([[[65535, 0, 32896]]], np.uint16)).tolist()
+    [[[255, 0, 128]]]
+    """
+    if data.dtype != np.uint16:
+        return data
+    return np.rint(data / 257.0).astype(np.uint8)
 
 
 def write_mask(path: str | Path, mask: np.ndarray, schema: PhaseSchema) -> Path:
@@ -595,8 +624,7 @@ def read_instance_map(path: str | Path) -> InstanceMap:
     if not path.is_file():
         raise FileNotFoundError(f"instance map not found: {path}")
     try:
-        data, _ = _read_array(path, palette_as_index=True)
-        data = _drop_alpha(np.asarray(data))
+        data = mask_array(path)
         if data.ndim == 3:
             return decode_instance_map(data)
         if data.ndim != 2 or not np.issubdtype(data.dtype, np.integer) or data.min() < 0:
