@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from napari_microsynth.cli import COMMANDS, EXIT_BAD_INPUT, main
-from napari_microsynth.core.datasets import load_dataset, read_split
+from napari_microsynth.core.datasets import available_splits, load_dataset, read_split
 from napari_microsynth.core.io import read_mask
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
@@ -19,7 +19,7 @@ UHCS = PhaseSchema.bundled("uhcs")
 def test_import_fractions_tile_export_on_uhcs(shared_data, tmp_path, capsys):
     folder, store = shared_data / "uhcs", tmp_path / "uhcs.zarr"
     n = len(list((folder / "images").glob("*.tif")))  # 24, or 10 in the bundled fixtures
-    splits = {name: len(read_split(folder, name)) for name in ("train", "val", "test")}
+    splits = {name: len(read_split(folder, name)) for name in available_splits(folder)}  # incl. the CV folds
     assert main(["-q", "import", str(folder), str(store)]) == 0
     opened = DatasetStore.open(store)
     assert len(opened) == n
@@ -30,8 +30,9 @@ def test_import_fractions_tile_export_on_uhcs(shared_data, tmp_path, capsys):
     table = tmp_path / "fractions.csv"
     assert main(["-q", "fractions", str(store), "--split", "test", "--csv", str(table), "--histogram", str(hist)]) == 0
     printed = capsys.readouterr().out
-    assert "uhcs1648" in printed and "mean" in printed and "sample (area %)" in printed
+    assert "uhcs1648" in printed and "mean" in printed and "name (area %)" in printed
     rows = list(csv.DictReader(table.open()))
+    assert list(rows[0]) == ["name", *opened.schema.names]  # the columns the table shows
     assert len(rows) == splits["test"]
     row = next(r for r in rows if r["name"] == "uhcs1648")
     truth = np.bincount(np.load(shared_data / "uhcs" / "masks" / "uhcs1648.npy").ravel(), minlength=4) / (484 * 645)
@@ -41,6 +42,8 @@ def test_import_fractions_tile_export_on_uhcs(shared_data, tmp_path, capsys):
     tiles = tmp_path / "tiles.zarr"
     assert main(["-q", "tile", str(store), str(tiles), "--size", "256"]) == 0
     assert len(DatasetStore.open(tiles)) == n * 2  # 645x484 holds two 256x256 tiles
+    assert {name: len(ix) for name, ix in DatasetStore.open(tiles).splits.items()} == {  # every split kept
+        name: 2 * count for name, count in splits.items()}
 
     out = tmp_path / "export"
     assert main(["-q", "export-folders", str(store), "--out", str(out)]) == 0

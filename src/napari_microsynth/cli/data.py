@@ -1,4 +1,5 @@
-"""Data commands: check, import, tile, describe fractions, export; and the whole-pipeline demo."""
+"""Data commands: check (and propose a schema), import, tile, describe fractions, curate, export; and the
+whole-pipeline demo."""
 from __future__ import annotations
 
 import argparse
@@ -14,12 +15,18 @@ def _describe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="stores: also read every image and mask (decoding, mask "
                                                        "values, class counts); without it only the structure "
                                                        "is checked")
+    p.add_argument("--propose-schema", nargs="?", const="", metavar="JSON",
+                   help="folders: inspect the masks (class ids, grey levels, colours, overlays, grain maps; file "
+                        "names) and write a draft schema explaining each field to JSON (default FOLDER/schema.json) "
+                        "for you to rename its phases; then summarise the folder with it")
 
 
 @command("describe", "check a dataset folder or store and summarise it",
          ("Check a dataset folder (images/ + masks/) or a dataset store and print what it holds and any problem "
-          "found (with --strict, problems give exit status 1). A store's structure is checked quickly; --full "
-          "reads all its data. An unfinished store (an export in progress or interrupted) gives exit status 1."),
+          "found (with --strict, problems give exit status 1; a folder where no micrograph has a mask always "
+          "does). A store's structure is checked quickly; --full reads all its data. An unfinished store (an "
+          "export in progress or interrupted) gives exit status 1. --propose-schema drafts the schema.json of a "
+          "folder of your own."),
          _describe_arguments)
 def _describe(args: argparse.Namespace) -> int:
     from ..core.store import DatasetStore, has_store_metadata
@@ -35,12 +42,35 @@ def _describe(args: argparse.Namespace) -> int:
         return 1 if store.unfinished else 0
     from ..core.datasets import describe_dataset
 
+    schema = _proposed_schema(path, args) if args.propose_schema is not None else schema_arg(args.schema)
     progress, stop = terminal(args, "reading")
     with stop.installed():
-        report = describe_dataset(path, schema=schema_arg(args.schema), progress=progress, should_stop=stop)
+        report = describe_dataset(path, schema=schema, progress=progress, should_stop=stop)
     progress.close()
     print(report.as_text())
-    return 1 if (args.strict and report.problems) else 0
+    return 1 if (report.n_labelled == 0 or args.strict and report.problems) else 0
+
+
+def _proposed_schema(folder: Path, args: argparse.Namespace):
+    """Write the draft schema of ``--propose-schema`` (never over an existing file) and return it."""
+    from ..core.schema_draft import propose_schema
+
+    if args.schema:
+        raise ValueError("give either --schema or --propose-schema")
+    target = Path(args.propose_schema) if args.propose_schema else folder / "schema.json"
+    if target.exists():
+        raise FileExistsError(f"{target} exists; remove it to propose a new one, or name another file: "
+                              "--propose-schema draft.json")
+    progress, stop = terminal(args, "inspecting masks")
+    with stop.installed():
+        draft = propose_schema(folder, progress, stop)
+    progress.close()
+    draft.save(target)
+    print(draft.as_text())
+    use = "" if target == folder / "schema.json" else f" --schema {target}"
+    print(f"draft schema written to {target}: rename its phases (and the schema), then run "
+          f"'microsynth describe {folder}{use}' and 'microsynth import {folder} STORE{use}'\n")
+    return draft.schema
 
 
 def _import_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,11 +84,12 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @command("import", "import a dataset folder into a dataset store",
-         ("Read every image/mask pair of a folder (MetalDAM, UHCS, grain-map or generic images/ + masks/ layout) "
-          "and write them, with their splits, into a new store."),
+         ("Read every image/mask pair of a folder (MetalDAM, UHCS, grain-map or generic images/ + masks/ layout; "
+          "the masks read as its schema.json says) and write them, with every split of its split files (a "
+          "micrograph may be in several), into a new store. Micrographs without a mask are left out."),
          _import_arguments)
 def _import(args: argparse.Namespace) -> int:
-    from ..core.datasets import available_splits, load_dataset, read_split
+    from ..core.datasets import NO_MASKS, available_splits, load_dataset, read_split
     from ..core.store import DatasetStore, removed_if_left_empty
     from ..core.tiles import tile_samples
 
@@ -66,17 +97,22 @@ def _import(args: argparse.Namespace) -> int:
     schema = schema_arg(args.schema)
     progress, stop = terminal(args, "reading")
     with stop.installed():
-        samples = load_dataset(folder, schema=schema, progress=progress, should_stop=stop)
+        read = load_dataset(folder, schema=schema, progress=progress, should_stop=stop)
     progress.close()
+    samples = [s for s in read if s.mask is not None]
     if not samples:
-        raise ValueError(f"no image/mask pairs found in {folder}")
+        raise ValueError(f"{folder}: {NO_MASKS}")
+    if len(samples) < len(read):
+        unlabelled = [s.name for s in read if s.mask is None]
+        print(f"note: {len(unlabelled)} micrographs without a mask are left out: {', '.join(unlabelled[:5])}"
+              + (" ..." if len(unlabelled) > 5 else ""))
     if args.tile and not any(min(s.shape) >= args.tile for s in samples):
         raise ValueError(f"--tile {args.tile} is larger than every micrograph of {folder} (largest "
                          f"{max(max(s.shape) for s in samples)} px); choose a smaller tile or leave --tile out")
-    split_of: dict[str, str] = {}
-    for split in sorted({"train", "val", "test"} & set(available_splits(folder))):
+    splits_of: dict[str, list[str]] = {}
+    for split in available_splits(folder):
         for name in read_split(folder, split):
-            split_of[name] = split
+            splits_of.setdefault(name, []).append(split)
     progress, stop = terminal(args, "writing")
     n_written = 0
     with removed_if_left_empty(out), stop.installed():
@@ -87,7 +123,7 @@ def _import(args: argparse.Namespace) -> int:
                 break
             pieces = tile_samples(sample, args.tile) if args.tile else [sample]
             for piece in pieces:
-                store.append(piece, split=split_of.get(sample.name))
+                store.append(piece, split=splits_of.get(sample.name))
                 n_written += 1
             progress(i + 1, len(samples), sample.name)
     progress.close()
@@ -113,7 +149,10 @@ def _tile(args: argparse.Namespace) -> int:
     from ..core.tiles import tile_samples
 
     source = DatasetStore.open(Path(args.store))
-    split_of = {i: name for name, indices in source.splits.items() for i in indices}
+    splits_of: dict[int, list[str]] = {}
+    for name, indices in source.splits.items():
+        for i in indices:
+            splits_of.setdefault(i, []).append(name)
     progress, stop = terminal(args, "tiling")
     n = 0
     with removed_if_left_empty(args.out), stop.installed():
@@ -123,7 +162,7 @@ def _tile(args: argparse.Namespace) -> int:
             if stop():
                 break
             for tile in tile_samples(source[i], args.size):
-                out.append(tile, split=split_of.get(i))
+                out.append(tile, split=splits_of.get(i))
                 n += 1
             progress(i + 1, len(source), "")
         if not n and not stop():
@@ -160,6 +199,47 @@ def _fractions(args: argparse.Namespace) -> int:
         print(f"table written to {write_fraction_csv(args.csv, names, fractions, schema)}")
     if args.histogram:
         print(f"histograms written to {plot_fraction_histograms(args.histogram, fractions, schema, title=path.name)}")
+    return 0
+
+
+def _curate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="dataset store of generated pairs (e.g. written by 'generate')")
+    p.add_argument("--reject-smaller-than", type=int, metavar="PX",
+                   help="reject pairs in which a phase that is present covers fewer than PX pixels")
+    p.add_argument("--accept-within", type=float, metavar="POINTS",
+                   help="accept pairs whose mask is within POINTS percentage points of its target fractions in "
+                        "every phase")
+    p.add_argument("--accept-all", action="store_true", help="accept every pair still pending after the rules above")
+
+
+@command("curate", "accept or reject generated pairs by rule",
+         ("Apply the Curation widget's batch rules to the pending pairs of a store, in this order: reject pairs "
+          "with a too small phase, accept pairs close to their target fractions, accept all the rest. Pairs "
+          "already accepted, rejected or flagged keep their status. Only accepted pairs are exported."),
+         _curate_arguments)
+def _curate(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from ..core.curation import accept_all, accept_within, reject_small_phases
+    from ..core.store import DatasetStore
+
+    if args.reject_smaller_than is None and args.accept_within is None and not args.accept_all:
+        raise ValueError("say which rule to apply: --reject-smaller-than PX, --accept-within POINTS, --accept-all")
+    if args.reject_smaller_than is not None and args.reject_smaller_than < 0:
+        raise ValueError(f"--reject-smaller-than must be 0 or more pixels, got {args.reject_smaller_than}")
+    if args.accept_within is not None and not 0 <= args.accept_within <= 100:
+        raise ValueError(f"--accept-within must be 0..100 percentage points, got {args.accept_within:g}")
+    with DatasetStore.open(Path(args.store), mode="a") as store:
+        if args.reject_smaller_than is not None:
+            changed = reject_small_phases(store, args.reject_smaller_than)
+            print(f"rejected {len(changed)} pairs with a phase under {args.reject_smaller_than} px")
+        if args.accept_within is not None:
+            changed = accept_within(store, args.accept_within / 100)
+            print(f"accepted {len(changed)} pairs within {args.accept_within:g} points of their target fractions")
+        if args.accept_all:
+            print(f"accepted the {len(accept_all(store))} other pending pairs")
+        states = Counter(store.statuses())
+    print(f"{args.store}: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
     return 0
 
 

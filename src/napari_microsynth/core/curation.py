@@ -17,6 +17,8 @@ image or mask array, so they run in moments on stores of thousands of samples.
 [0, 2, 3]
 >>> reject_small_phases(store, min_pixels=50)                        # doctest: +SKIP
 [5]
+>>> accept_all(store)                                                # doctest: +SKIP
+[1, 4]
 
 By default the rules change only samples whose status is ``"pending"``: a sample a user has already
 accepted, rejected or flagged keeps that decision (pass ``only_pending=False`` to re-judge them too).
@@ -161,7 +163,15 @@ def reject_small_phases(
     return _set(store, chosen, hit, "rejected")
 
 
+def accept_all(store: DatasetStore, indices: Iterable[int] | None = None, only_pending: bool = True) -> list[int]:
+    """Set status ``"accepted"`` on every sample (``indices`` and ``only_pending`` as in :func:`accept_within`:
+    by default every pending one); returns the indices whose status changed, ascending."""
+    chosen = _candidates(store, indices, only_pending)
+    return _set(store, chosen, np.ones(len(store), dtype=bool), "accepted")
+
+
 __all__ = [
+    "accept_all",
     "accept_within",
     "fraction_error",
     "fraction_errors",

@@ -302,7 +302,7 @@ class DatasetStore:
                     "(choose a new path or remove it yourself)"
                 )
             if not overwrite:
-                raise FileExistsError(f"{path} already exists; replace it with --overwrite (overwrite=True from Python)")
+                raise FileExistsError(f"{path} already exists; replace it with --overwrite")
             if is_store(path):
                 key = _lock(path)  # refuses a store another process is writing
                 shutil.rmtree(path)
@@ -661,10 +661,11 @@ class DatasetStore:
         array[...] = data
 
     # ------------------------------------------------------------------ writing
-    def append(self, sample: Sample, split: str | None = None, status: str = "pending") -> int:
+    def append(self, sample: Sample, split: str | Iterable[str] | None = None, status: str = "pending") -> int:
         """Add one sample (it must have a mask of this store's schema); returns its index.
 
-        ``split`` adds the index to that split; ``status`` is the curation state (one of ``STATUSES``).
+        ``split`` adds the index to that split (a list of names: to each, e.g. ``train`` and a fold);
+        ``status`` is the curation state (one of ``STATUSES``).
         """
         self._require_writable()
         if not isinstance(sample, Sample):
@@ -678,8 +679,9 @@ class DatasetStore:
             )
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-        if split is not None and (not isinstance(split, str) or not split):
-            raise ValueError(f"split must be a non-empty name, got {split!r}")
+        split_names = [] if split is None else [split] if isinstance(split, str) else list(split)
+        if not all(isinstance(name, str) and name for name in split_names):
+            raise ValueError(f"split must be a non-empty name or a list of them, got {split!r}")
         counts = _class_counts(sample.mask, self.schema)
         image = self._encode_image(sample.image)
         index = self._count
@@ -699,8 +701,8 @@ class DatasetStore:
         if sample.instances is not None:
             self._write_array(group, "instances", np.asarray(sample.instances).astype(np.int32, copy=False))
         splits = self.splits
-        if split is not None:
-            splits.setdefault(split, []).append(index)
+        for name in dict.fromkeys(split_names):
+            splits.setdefault(name, []).append(index)
         # The commit point: one atomic rewrite of the root metadata.
         self._root.update_attributes({"count": index + 1, "splits": splits})
         self._count = index + 1

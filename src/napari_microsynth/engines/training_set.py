@@ -65,11 +65,13 @@ def synthetic_needed(ratio: float, n_real: int) -> int:
     return int(math.floor(ratio * n_real + 0.5))
 
 
-def compose_training_set(real_tiles: Sequence[Sample], synthetic: Sequence[Sample], ratio: float) -> list[Sample]:
+def compose_training_set(real_tiles: Sequence[Sample], synthetic: Sequence[Sample], ratio: float,
+                         not_available: str = "") -> list[Sample]:
     """The real tiles followed by the first ``round(ratio * len(real_tiles))`` synthetic pairs (given order).
 
     ``ratio`` 0 gives the real tiles only. Deterministic: the same inputs give the same list. Raises
-    ``ValueError`` when fewer synthetic pairs are available than the ratio needs.
+    ``ValueError`` when fewer synthetic pairs are available than the ratio needs (``not_available``, e.g.
+    what else their store holds, ends its message).
     """
     if not real_tiles:
         raise ValueError("no real training tiles: the training set needs real samples (micrographs smaller "
@@ -78,7 +80,7 @@ def compose_training_set(real_tiles: Sequence[Sample], synthetic: Sequence[Sampl
     if needed > len(synthetic):
         raise ValueError(
             f"ratio 1:{float(ratio):g} with {len(real_tiles)} real tiles needs {needed} synthetic pairs, "
-            f"but only {len(synthetic)} are available"
+            f"but only {len(synthetic)} are available{not_available}"
         )
     return list(real_tiles) + list(synthetic[:needed])
 
@@ -184,7 +186,7 @@ def _prepare_out(out: Path, plan: dict, overwrite: bool) -> None:
     if not overwrite:
         why = ("already holds a finished export" if same
                else f"holds an export with a different plan ({_plan_difference(old, plan)})")
-        raise FileExistsError(f"{out} {why}; replace it with --overwrite (overwrite=True from Python)")
+        raise FileExistsError(f"{out} {why}; replace it with --overwrite")
     entries = list(out.iterdir())
     foreign = sorted(e.name for e in entries if e.name.removesuffix(".partial") not in EXPORT_ENTRIES)
     if foreign:
@@ -208,7 +210,7 @@ def _open_store(out: Path, plan: dict, schema: PhaseSchema, description: str) ->
         split_of = {i: s for s, indices in store.splits.items() for i in indices}
         found = [(store.names[i], split_of.get(i)) for i in range(done)]
         if done > len(plan["samples"]) or found != expected:
-            raise FileExistsError(f"{path} does not match {out / PLAN_FILE}; redo the export with --overwrite (overwrite=True from Python)")
+            raise FileExistsError(f"{path} does not match {out / PLAN_FILE}; redo the export with --overwrite")
         return store
     if path.exists():  # a store whose creation was interrupted before its metadata was written
         shutil.rmtree(path)
@@ -292,13 +294,21 @@ def _card(summary: TrainingSetSummary, description: str, source: str, synthetic_
     return "\n".join(lines)
 
 
-def _synthetic_pairs(synthetic: Sequence[Sample] | DatasetStore | str | Path | None) -> tuple[list[Sample], str]:
-    """The synthetic pairs to mix in (a store's accepted pairs) and the store they came from ('' for a list)."""
+def _synthetic_pairs(synthetic: Sequence[Sample] | DatasetStore | str | Path | None) -> tuple[list[Sample], str, str]:
+    """The synthetic pairs to mix in (a store's accepted pairs), the store they came from ('' for a list) and,
+    for a store, the synthetic pairs it holds that are not accepted, in words ('' when none)."""
     if isinstance(synthetic, (str, Path)):
         synthetic = DatasetStore.open(synthetic)
-    if isinstance(synthetic, DatasetStore):
-        return accepted_pairs(synthetic), str(synthetic.path)
-    return list(synthetic or []), ""
+    if not isinstance(synthetic, DatasetStore):
+        return list(synthetic or []), "", ""
+    statuses = synthetic.statuses()
+    others = Counter(statuses[i] for i in range(len(synthetic))
+                     if statuses[i] != "accepted" and synthetic.provenance(i).is_synthetic)
+    not_accepted = ("" if not others else f" (accepted ones; {synthetic.path} also holds "
+                    + ", ".join(f"{n} {state}" for state, n in sorted(others.items()))
+                    + (" pairs: accept pending pairs with 'microsynth curate' or the Curation widget)"
+                       if others["pending"] else " pairs)"))
+    return accepted_pairs(synthetic), str(synthetic.path), not_accepted
 
 
 def _check_inputs(real: dict[str, Sequence[Sample]], synthetic: Sequence[Sample], schema: PhaseSchema) -> None:
@@ -374,11 +384,11 @@ def export_training_set(
         raise ValueError("real_train is empty: a training set needs real training micrographs")
     schema = real_train[0].schema
     th, tw = tile_shape(tile)
-    synthetic, synthetic_source = _synthetic_pairs(synthetic)
+    synthetic, synthetic_source, not_accepted = _synthetic_pairs(synthetic)
     _check_inputs({"train": real_train, "val": real_val, "test": real_test}, synthetic, schema)
 
     tiles = labelled_tiles(real_train, (th, tw))
-    chosen = compose_training_set(tiles, synthetic, ratio)[len(tiles):]
+    chosen = compose_training_set(tiles, synthetic, ratio, not_accepted)[len(tiles):]
     real_px = median_pixel_size(real_train)
     for pair in chosen:
         scaled_shape(pair, real_px, (th, tw))  # refuse too-small pairs before writing anything
