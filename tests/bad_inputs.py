@@ -55,7 +55,24 @@ def _config_with(**changes) -> str:
     return json.dumps(config)
 
 
+def _overlay() -> bytes:
+    """A 64x64 grey micrograph with a red square painted on it, as an RGB PNG."""
+    grey = (np.random.default_rng(0).random((64, 64)) * 200 + 20).astype(np.uint8)
+    rgb = np.stack([grey] * 3, axis=-1)
+    rgb[10:20, 10:20] = (255, 0, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _schema(**masks) -> str:
+    """A two-phase schema.json (grey matrix, red carbide) with ``masks`` as its "masks" entry."""
+    phases = [{"id": 0, "name": "matrix", "color": [90, 90, 90]}, {"id": 1, "name": "carbide", "color": [255, 0, 0]}]
+    return json.dumps({"name": "alloy", "phases": phases, **({"masks": masks} if masks else {})})
+
+
 PNG, JPEG = _encoded("PNG"), _encoded("JPEG")
+OVERLAY = _overlay()
 MASK = _encoded("PNG", (64, 64), scale=0)
 ZERO_TIFF = _zero_tiff()
 UHCS_TIFF = ROOT / "tests" / "data" / "uhcs" / "images" / "uhcs0006.tif"
@@ -106,10 +123,10 @@ BAD_INPUTS = [
              {"set/export_plan.json": EXPORT_PLAN, "set/notes.txt": "my notes"}),
     BadInput("generate with a sampling option out of its range", (*GENERATE[:3], "--steps", "0", *GENERATE[5:],
                                                                   "--fractions", "0.7,0.1,0.1,0.1"),
-             "steps must be in [1, inf], got 0"),
+             "--steps must be in [1, inf], got 0"),
     BadInput("generate with a sampler the family does not have",
              (*GENERATE, "--sampler", "euler", "--fractions", "0.7,0.1,0.1,0.1"),
-             "sampler must be one of ddim, dpm++; got 'euler'"),
+             "--sampler must be one of ddim, dpm++; got 'euler'"),
     BadInput("train-generator of an unknown family", ("train-generator", "stable-diffusion", "{data}/uhcs", "--out",
                                                       "{tmp}/run"), "no generator 'stable-diffusion'; available: "),
     BadInput("train-generator --set of an unknown setting",
@@ -174,7 +191,7 @@ BAD_INPUTS = [
     BadInput("import with tiles larger than every micrograph", ("import", "{data}/uhcs", "{tmp}/x.zarr", "--tile", "5000"),
              "--tile 5000 is larger than every micrograph"),
     BadInput("import a generic folder without a schema", ("import", "{tmp}/set", "{tmp}/x.zarr"),
-             "needs a phase schema; put schema.json in the folder or pass --schema NAME", {"set/images/a.png": PNG}),
+             "needs a phase schema; put schema.json in the folder (draft one with 'microsynth describe", {"set/images/a.png": PNG}),
     BadInput("import a folder with a truncated micrograph", ("import", "{tmp}/set", "{tmp}/x.zarr", "--schema", "uhcs"),
              "not a readable PNG file", {"set/images/a.png": PNG[:100], "set/masks/a.png": MASK}),
     BadInput("export-folders of a folder that is not a store", ("export-folders", "{tmp}/d", "--out", "{tmp}/o"),
@@ -184,7 +201,7 @@ BAD_INPUTS = [
     BadInput("export --ratio without synthetic pairs", ("export", "{data}/uhcs", "--ratio", "2", "--out", "{tmp}/o"),
              "needs synthetic pairs"),
     # generate and train
-    BadInput("generate --guidance nan", (*GENERATE, "--guidance", "nan", *FRACTIONS), "guidance_scale must be finite"),
+    BadInput("generate --guidance nan", (*GENERATE, "--guidance", "nan", *FRACTIONS), "--guidance-scale must be finite"),
     BadInput("generate with two kinds of targets", (*GENERATE, *FRACTIONS, "--csv", "{tmp}/t.csv"),
              "give only one of --fractions, --csv and --boost-from"),
     BadInput("generate without targets", GENERATE, "say what to generate"),
@@ -194,4 +211,36 @@ BAD_INPUTS = [
              "no model folder"),
     BadInput("train-segmenter --checkpoint-every 0", (*TRAIN_SEGMENTER, "--checkpoint-every", "0"),
              "checkpoint_every must be at least 1"),
+    # a lab's own folder: schema, mask encoding and mask names (issue 20)
+    BadInput("describe --propose-schema over an existing schema.json", ("describe", "{tmp}/set", "--propose-schema"),
+             "schema.json exists; remove it to propose a new one, or name another file",
+             {"set/images/a.png": PNG, "set/masks/a_mask.png": OVERLAY, "set/schema.json": _schema()}),
+    BadInput("describe --propose-schema and --schema", ("describe", "{tmp}/set", "--propose-schema", "--schema", "uhcs"),
+             "give either --schema or --propose-schema", {"set/images/a.png": PNG, "set/masks/a.png": OVERLAY}),
+    BadInput("describe --propose-schema of masks named after no micrograph",
+             ("describe", "{tmp}/set", "--propose-schema"), "no micrograph has a mask in masks/",
+             {"set/images/a.png": PNG, "set/masks/b.png": OVERLAY}),
+    BadInput("import a folder whose micrographs have no mask", ("import", "{tmp}/set", "{tmp}/x.zarr"),
+             "no micrograph has a mask in masks/", {"set/images/a.png": PNG, "set/schema.json": _schema()}),
+    BadInput("import overlays read as a colour legend", ("import", "{tmp}/set", "{tmp}/x.zarr"),
+             "most of them are grey, as in a hand-painted overlay",
+             {"set/images/a.png": PNG, "set/masks/a_mask.png": OVERLAY, "set/schema.json": _schema()}),
+    BadInput("import with two masks for one micrograph", ("import", "{tmp}/set", "{tmp}/x.zarr"),
+             "two masks for micrograph 'a'",
+             {"set/images/a.png": PNG, "set/masks/a.png": MASK, "set/masks/a_mask.png": MASK, "set/schema.json": _schema()}),
+    BadInput("schema.json: an overlay without a background phase", ("describe", "{tmp}/set"),
+             "an overlay needs \"background\"",
+             {"set/images/a.png": PNG, "set/schema.json": _schema(encoding="overlay")}),
+    BadInput("schema.json: a background that is not a phase", ("describe", "{tmp}/set"),
+             "\"masks\" background 'ferrite' is not a phase name (matrix, carbide)",
+             {"set/images/a.png": PNG, "set/schema.json": _schema(encoding="overlay", background="ferrite")}),
+    BadInput("schema.json: an unknown mask setting", ("describe", "{tmp}/set"), "\"masks\" has unknown keys ['encodng']",
+             {"set/images/a.png": PNG, "set/schema.json": _schema(encodng="overlay")}),
+    BadInput("schema.json: a mask pattern without {stem}", ("describe", "{tmp}/set"), "pattern must hold {stem} once",
+             {"set/images/a.png": PNG, "set/schema.json": _schema(pattern="mask_*")}),
+    BadInput("curate without a rule", ("curate", "{tmp}/s.zarr"), "say which rule to apply", store=True),
+    BadInput("curate --accept-within over 100 points", ("curate", "{tmp}/s.zarr", "--accept-within", "150"),
+             "--accept-within must be 0..100 percentage points, got 150", store=True),
+    BadInput("curate a folder that is not a store", ("curate", "{tmp}/d", "--accept-all"), "not a dataset store",
+             {"d/notes.txt": "mine"}),
 ]

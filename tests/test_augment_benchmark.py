@@ -10,7 +10,7 @@ import pytest
 from napari_microsynth.cli import main
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.engines.augment_benchmark import AugmentBenchmarkConfig, run_augment_benchmark
+from napari_microsynth.engines.augment_benchmark import AugmentBenchmarkConfig, conclusion, run_augment_benchmark
 from napari_microsynth.engines.segmentation import SegmentationConfig
 from napari_microsynth.generators.pf_diffseg import PFDiffSeg
 
@@ -50,8 +50,18 @@ def test_benchmark_compares_real_only_with_real_plus_synthetic(read_uhcs, genera
     assert {pool.provenance(i).origin for i in range(len(pool))} == {"synthetic"}
     report = result["report"].read_text()
     assert "real only" in report and "1:0.5" in report and "hardware: CPU" in report
+    assert "±" not in report  # one seed: no spread to show
+    gain = table[1]["miou"] - table[0]["miou"]
+    assert ("Best real+synthetic ratio" in report) == (gain > 0)
     assert (tmp_path / "miou_vs_synthetic_volume.png").stat().st_size > 0
     assert (tmp_path / "summary.csv").read_text().count("\n") == 3
+
+
+def test_a_ratio_that_loses_against_real_only_is_not_called_best():
+    """Issue 20 item 11: a -17.4 point result was reported as the "best" ratio."""
+    assert conclusion({"miou": 0.50}, {"miou": 0.326, "ratio": 1.0}) == (
+        "No real+synthetic ratio beat real only; the closest, 1:1, scored mIoU -17.4 points against it.")
+    assert conclusion({"miou": 0.50}, {"miou": 0.53, "ratio": 2.0}).startswith("Best real+synthetic ratio 1:2: mIoU +3.0")
 
 
 @pytest.mark.usefixtures("one_thread")

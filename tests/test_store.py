@@ -108,7 +108,7 @@ def test_create_refuses_existing_paths(tmp_path, uhcs):
     schema = PhaseSchema.bundled("uhcs")
     store = DatasetStore.create(tmp_path / "d.zarr", schema)
     store.append(uhcs[0])
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="replace it with --overwrite"):
         DatasetStore.create(tmp_path / "d.zarr", schema)
     assert len(DatasetStore.create(tmp_path / "d.zarr", schema, overwrite=True)) == 0
     (tmp_path / "photos").mkdir()
@@ -494,7 +494,7 @@ def test_an_interrupted_export_reruns_without_duplicates(tmp_path, uhcs):
     assert len(_read_csv(out / "samples.csv")) == 2
     assert len(list((out / "images").iterdir())) == 2 and len(list((out / "masks").iterdir())) == 2
 
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="replace it with --overwrite"):
         export_folder(store, out)
     writable = DatasetStore.open(store.path, mode="a")
     writable.set_status(1, "rejected")

@@ -20,6 +20,7 @@ from . import data, segmentation, generators  # noqa: F401, I001  (registers the
 from ._common import COMMANDS, EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, Command, add_global_options
 from ._errors import bad_input_message, check_device, one_line
 from ._options import without_family_flags
+from ._terminal import quiet_readers
 
 
 class _Unreadable(Exception):
@@ -58,7 +59,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no file-reader warnings")
     parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     words = [i for i, token in enumerate(argv) if not token.startswith("-")]
@@ -91,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_BAD_INPUT
         check_device(args)
-        return COMMANDS[args.command].run(args)
+        with quiet_readers(args.quiet):
+            return COMMANDS[args.command].run(args)
     except Cancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         return EXIT_CANCELLED

@@ -66,7 +66,8 @@ def add_data_options(p: argparse.ArgumentParser, *splits: tuple[str, str]) -> No
 
 def add_global_options(p: argparse.ArgumentParser) -> None:
     """``-q`` and ``--debug`` after the command too; SUPPRESS keeps one given before the command."""
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bars and no file-reader warnings")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="print the traceback of a failure")
 

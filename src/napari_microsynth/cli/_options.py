@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from ..core.options import Option
 
 DEST = "option:"  # namespace prefix of the family flags' values
+FLAGS = "option-flags"  # namespace entry: option name -> the flag it got on this command
 
 
 def _metavar(option: Option) -> str:
@@ -37,18 +38,24 @@ def add_option_flags(
     """
     groups = {False: parser.add_argument_group(title), True: parser.add_argument_group(f"{title}, advanced")}
     taken = set(parser._option_string_actions)  # noqa: SLF001 (argparse has no public accessor)
+    named = dict(parser.get_default(FLAGS) or {})
     for option in sorted(options, key=lambda o: o.advanced):
         flag = option.flag if option.flag not in taken else f"--{prefix}{option.name.replace('_', '-')}"
         flags = [flag, *(a for a in (aliases or {}).get(option.name, ()) if a not in taken and a != flag)]
         groups[option.advanced].add_argument(*flags, dest=DEST + option.name, default=argparse.SUPPRESS,
                                              metavar=_metavar(option), help=option.describe().replace("%", "%%"))
         taken.update(flags)
+        named[option.name] = flag
+    parser.set_defaults(**{FLAGS: named})
 
 
 def given_options(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
-    """The values of the option flags given on the command line, parsed and checked."""
+    """The values of the option flags given on the command line, parsed and checked (a bad value's
+    message names the flag, e.g. ``--guidance-scale must be finite``)."""
     given = vars(args)
-    return {o.name: o.parse(given[DEST + o.name]) for o in options if DEST + o.name in given}
+    flags = given.get(FLAGS, {})
+    return {o.name: dataclasses.replace(o, name=flags.get(o.name, o.flag)).parse(given[DEST + o.name])
+            for o in options if DEST + o.name in given}
 
 
 def option_values(args: argparse.Namespace, options: Sequence[Option], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Wiring of engine callbacks to the terminal: a tqdm progress bar and Ctrl-C as "stop"."""
 from __future__ import annotations
 
+import logging
 import signal
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -62,3 +64,21 @@ class InterruptFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def quiet_readers(quiet: bool) -> Iterator[None]:
+    """With ``-q``: no warnings of the file readers (tifffile logs one for each TIFF whose tags it finds
+    unusual, e.g. an RGBA mask with ImageJ metadata, even though the pixels read fine)."""
+    if not quiet:
+        yield
+        return
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="tifffile")
+            yield
+    finally:
+        logger.setLevel(level)

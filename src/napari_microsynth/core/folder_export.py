@@ -106,7 +106,7 @@ def _prepare_export_dir(out_dir: Path, overwrite: bool) -> None:
         )
     if (out_dir / "samples.csv").exists():
         if not overwrite:
-            raise FileExistsError(f"{out_dir} already holds a finished export; replace it with --overwrite (overwrite=True from Python)")
+            raise FileExistsError(f"{out_dir} already holds a finished export; replace it with --overwrite")
         # Remove the completion marker first: a crash from here on leaves an unfinished export, which a
         # re-run completes.
         (out_dir / "samples.csv").unlink()

@@ -142,9 +142,10 @@ def _aggregate(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[st
 
 
 def _markdown(table: list[dict[str, Any]], names: Sequence[str]) -> str:
-    def cell(row: dict[str, Any], key: str) -> str:
+    def cell(row: dict[str, Any], key: str) -> str:  # the spread over seeds only where there are several
         mean, sd = row[key], row[f"{key} sd"]
-        return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * sd:.1f}"
+        spread = f" ± {100 * sd:.1f}" if row["seeds"] > 1 else ""
+        return "n/a" if math.isnan(mean) else f"{100 * mean:.1f}{spread}"
 
     head = (["real:synthetic", "synthetic pairs", "mIoU %", "accuracy %", "missing-class IoU %", "boundary F1 %"]
             + [f"IoU {n} %" for n in names])
@@ -272,6 +273,20 @@ def _write_tables(out: Path, rows: list[dict[str, Any]], table: list[dict[str, A
         write_csv(out / name, data)
 
 
+def conclusion(real_only: dict[str, Any], best: dict[str, Any]) -> str:
+    """The report's last line: the real+synthetic row of highest mIoU against real only, called best only
+    when it beats real only.
+
+    >>> conclusion({"miou": 0.5}, {"miou": 0.326, "ratio": 1.0})
+    'No real+synthetic ratio beat real only; the closest, 1:1, scored mIoU -17.4 points against it.'
+    """
+    gain = 100 * (best["miou"] - real_only["miou"])
+    if gain > 0:
+        return f"Best real+synthetic ratio 1:{best['ratio']:g}: mIoU {gain:+.1f} points against real only."
+    return (f"No real+synthetic ratio beat real only; the closest, 1:{best['ratio']:g}, scored mIoU {gain:+.1f} "
+            "points against it.")
+
+
 def _write_report(out: Path, table, config: AugmentBenchmarkConfig, real_train, real_test, n_real: int,
                   generator, synthetic_store, data_description: str, names: Sequence[str]) -> Path:
     seg = config.segmentation
@@ -294,8 +309,7 @@ def _write_report(out: Path, table, config: AugmentBenchmarkConfig, real_train, 
         "",
     ]
     if best is not None:
-        gain = 100 * (best["miou"] - table[0]["miou"])
-        lines.append(f"Best real+synthetic ratio 1:{best['ratio']:g}: mIoU {gain:+.1f} points against real only.")
+        lines.append(conclusion(table[0], best))
     lines += ["", "![mIoU against synthetic volume](miou_vs_synthetic_volume.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -17,13 +17,17 @@ BALANCE_CSV = "class_balance.csv"
 BALANCE_PNG = "class_balance.png"
 
 
+#: the sample column of the fraction table and CSV
+NAME_COLUMN = "name"
+
+
 def fraction_rows(names: Sequence[str], fractions: np.ndarray, schema: PhaseSchema) -> list[dict]:
     """One row per sample: name and the fraction of every phase (by phase name)."""
     fractions = np.asarray(fractions, dtype=float)
     if fractions.ndim != 2 or fractions.shape[1] != schema.n_classes:
         raise ValueError(f"expected fractions of shape (N, {schema.n_classes}), got {fractions.shape}")
     return [
-        {"name": name, **{phase: float(f) for phase, f in zip(schema.names, row)}}
+        {NAME_COLUMN: name, **{phase: float(f) for phase, f in zip(schema.names, row)}}
         for name, row in zip(names, fractions)
     ]
 
@@ -31,9 +35,10 @@ def fraction_rows(names: Sequence[str], fractions: np.ndarray, schema: PhaseSche
 def format_fraction_table(names: Sequence[str], fractions: np.ndarray, schema: PhaseSchema) -> str:
     """Plain-text table of per-sample phase fractions in percent, with the mean over samples last."""
     fractions = np.asarray(fractions, dtype=float)
-    width = max([len("sample (area %)")] + [len(n) for n in names])
+    first = f"{NAME_COLUMN} (area %)"  # the CSV's column names, fractions there in [0, 1]
+    width = max([len(first)] + [len(n) for n in names])
     cols = [max(len(p), 7) for p in schema.names]
-    header = "sample (area %)".ljust(width) + "  " + "  ".join(p.rjust(c) for p, c in zip(schema.names, cols))
+    header = first.ljust(width) + "  " + "  ".join(p.rjust(c) for p, c in zip(schema.names, cols))
     lines = [header, "-" * len(header)]
     for name, row in zip(names, fractions):
         lines.append(name.ljust(width) + "  " + "  ".join(f"{100 * f:{c}.2f}" for f, c in zip(row, cols)))
@@ -47,7 +52,7 @@ def write_fraction_csv(path: str | Path, names: Sequence[str], fractions: np.nda
     """CSV with one row per sample and one column per phase (fractions in [0, 1])."""
     path = Path(path)
     rows = fraction_rows(names, fractions, schema)
-    return write_csv(path, rows, ["name", *schema.names])
+    return write_csv(path, rows, [NAME_COLUMN, *schema.names])
 
 
 def plot_fraction_histograms(path: str | Path, fractions: np.ndarray, schema: PhaseSchema, title: str = "") -> Path:
