@@ -13,6 +13,7 @@ from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.tiles import RandomPairTiles
 from napari_microsynth.engines.segmentation import SegmentationConfig, train_segmenter
 from napari_microsynth.models.checkpoint import TRAINER_STATE, latest_checkpoint
+from napari_microsynth.models import trainer
 from napari_microsynth.models.trainer import LoopSettings, MovingAverage, Recipe, Run, process_accelerator, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,3 +103,14 @@ def test_the_moving_average_warms_up_like_diffusers_ema():
         theirs.step(net.parameters())
     for a, b in zip(ours.module.parameters(), theirs.shadow_params):
         torch.testing.assert_close(a, b)
+
+
+def test_progress_says_how_long_the_training_still_takes_after_its_first_steps(tiles, monkeypatch):
+    """Issue 20 item 12: once two steps after the set-up step are timed, every message gives the time left."""
+    clock = iter(range(60, 6000, 60))  # each step takes a minute
+    monkeypatch.setattr(trainer, "monotonic", lambda: next(clock))
+    messages: list[str] = []
+    train(phase_recipe(tiles), LoopSettings(steps=8), progress=lambda d, t, m: messages.append(m))
+    assert all("left" not in m for m in messages[:2])
+    assert messages[2].endswith("about 5 min left")  # 2 timed minutes for 2 steps, 5 steps to go
+    assert messages[6].endswith("about 60 s left") and "left" not in messages[7]

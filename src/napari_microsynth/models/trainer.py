@@ -13,8 +13,9 @@ match to be resumed. :func:`train` does the rest:
   ``trainer_state.json`` written last) and exact resume: every random draw derives from (seed, step,
   process), so a resumed run draws what the uninterrupted run would have drawn;
 - an exponential moving average of chosen modules, put into them when training ends;
-- progress and files from the main process only; ``should_stop()`` (any process may ask) writes a
-  checkpoint and raises :class:`Cancelled` carrying the partial :class:`TrainResult` as ``.result``.
+- progress and files from the main process only, the progress message giving the time left once two
+  steps after the first have been timed; ``should_stop()`` (any process may ask) writes a checkpoint and
+  raises :class:`Cancelled` carrying the partial :class:`TrainResult` as ``.result``.
 
 >>> recipe = Recipe({"net": net}, {"net": opt}, draw=lambda rng: ..., step=lambda run, batch: {...})  # doctest: +SKIP
 >>> train(recipe, LoopSettings(steps=100, device="cpu")).final_loss                                  # doctest: +SKIP
@@ -24,6 +25,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any, Callable
 
 import numpy as np
@@ -330,6 +332,19 @@ def train(
         state.run.accelerator.free_memory()  # the accelerator serves later trainings: let go of this one
 
 
+def time_left(seconds: float) -> str:
+    """An estimate of the time a training still needs, in words.
+
+    >>> time_left(40), time_left(300), time_left(9000)
+    ('about 40 s left', 'about 5 min left', 'about 2.5 h left')
+    """
+    if seconds < 90:
+        return f"about {round(seconds)} s left"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {seconds / 3600:.1f} h left"
+
+
 def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: ProgressFn,
           should_stop: StopFn) -> TrainResult:
     """The steps of :func:`train`, from the newest checkpoint (with ``settings.resume``) on."""
@@ -344,6 +359,7 @@ def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: Progr
         return TrainResult(step, history, resumed_from, acc.mixed_precision)
 
     batches = iter(step_loader(acc, recipe.draw, settings.seed, step, settings.steps))
+    timed_from: tuple[int, float] | None = None  # the step after which the clock runs (the first one sets up)
     while step < settings.steps:
         if _stop_requested(acc, should_stop):
             if folder is not None:
@@ -361,7 +377,12 @@ def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: Progr
         step += 1
         history.append({"step": step, **_mean_over_processes(acc, logs)})
         if acc.is_main_process:
-            progress(step, settings.steps, f"step {step}/{settings.steps}  loss {history[-1]['loss']:.4f}")
+            now = monotonic()
+            timed_from = timed_from or (step, now)
+            timed = step - timed_from[0]
+            left = (f"  {time_left((now - timed_from[1]) / timed * (settings.steps - step))}"
+                    if timed >= 2 and step < settings.steps else "")
+            progress(step, settings.steps, f"step {step}/{settings.steps}  loss {history[-1]['loss']:.4f}{left}")
         if folder is not None and (step % settings.checkpoint_every == 0 or step == settings.steps):
             state.save(folder, step, history, settings.keep_checkpoints)
     _finish(state)
