@@ -173,3 +173,49 @@ class FakeGenerator(Generator):
             progress(i + 1, len(conditions), f"fake pair {i + 1}")
             yield Sample(image, self.schema, mask, pixel_size_um=self.pixel_size_um,
                          provenance=Provenance(origin="synthetic", extra={"downscale": self.downscale}))
+
+
+# ---------------------------------------------------------------- a folder of another alloy, as a lab keeps it
+
+#: the UHCS classes painted into the overlays: 1 red, 2 and 3 (merged) blue; 0 is left unpainted
+OWN_PAINT = {1: (255, 0, 0), 2: (0, 0, 255), 3: (0, 0, 255)}
+OWN_SOURCES = ("uhcs0007", "uhcs0599", "uhcs0477", "uhcs0124", "uhcs1648", "uhcs0006")
+OWN_SPLITS = {"train": (1, 2, 3), "val": (4,), "test": (5,), "different_test": (6,)}
+
+
+def own_material_folder(folder: Path) -> dict[str, np.ndarray]:
+    """A three-phase "alloy B" folder built from the bundled UHCS micrographs as issue 20 met it: names with
+    spaces, grey RGB TIFFs and one 16-bit grey TIFF (sample 2), masks hand-painted as pure colours over the
+    grey micrograph and saved as RGBA TIFFs named ``<stem>_mask.tif`` (sample 3's in 16 bits, sample 4's with
+    ImageJ metadata tifffile complains about), split lists with an extra ``different_test``; no schema.json.
+    Returns the true class map (0 unpainted, 1 red, 2 blue) of every sample by name."""
+    import tifffile
+    from PIL import Image
+
+    source = Path(__file__).resolve().parent / "data" / "uhcs"
+    for sub in ("images", "masks", "splits"):
+        (folder / sub).mkdir(parents=True)
+    truth = {}
+    for number, name in enumerate(OWN_SOURCES, start=1):
+        grey = tifffile.imread(source / "images" / f"{name}.tif")[:256, :320]
+        labels = np.load(source / "masks" / f"{name}.npy")[:256, :320]
+        stem = f"alloy B {number:02d}"
+        truth[stem] = np.minimum(labels, 2).astype(np.uint8)
+        if number == 2:
+            tifffile.imwrite(folder / "images" / f"{stem}.tif", grey.astype(np.uint16) * 257)
+        else:
+            Image.fromarray(np.stack([grey] * 3, axis=-1)).save(folder / "images" / f"{stem}.tif")
+        rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+        for label, colour in OWN_PAINT.items():
+            rgba[labels == label, :3] = colour
+        mask = folder / "masks" / f"{stem}_mask.tif"
+        if number == 3:
+            tifffile.imwrite(mask, rgba.astype(np.uint16) * 257, photometric="rgb")
+        elif number == 4:
+            tifffile.imwrite(mask, rgba, photometric="rgb", metadata=None,
+                             description="ImageJ=1.54f\nimages=3\nchannels=3\nslices=7\n")
+        else:
+            tifffile.imwrite(mask, rgba, photometric="rgb")
+    for split, numbers in OWN_SPLITS.items():
+        (folder / "splits" / f"{split}.txt").write_text("".join(f"alloy B {n:02d}.tif\n" for n in numbers))
+    return truth
