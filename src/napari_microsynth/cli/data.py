@@ -9,7 +9,7 @@ from ._common import EXIT_CANCELLED, command, labelled, schema_arg, terminal
 
 
 def _describe_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="dataset folder, .zarr store or training-set export folder")
+    p.add_argument("path", help="dataset folder, .zarr store, training-set export folder, phase map or large TIFF")
     p.add_argument("--schema", help="schema name or JSON file (generic folders without schema.json)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
     p.add_argument("--full", action="store_true", help="stores: also read every image and mask (decoding, mask "
@@ -29,10 +29,15 @@ def _describe_arguments(p: argparse.ArgumentParser) -> None:
           "folder of your own."),
          _describe_arguments)
 def _describe(args: argparse.Namespace) -> int:
+    from ..core.large_image import describe_large
     from ..core.store import DatasetStore, has_store_metadata
     from ..engines.training_set import PLAN_FILE, STORE_NAME
 
     path = Path(args.path)
+    large = describe_large(path)  # a phase map or a large TIFF, described without reading its pixels
+    if large is not None:
+        print(large[0])
+        return 0 if large[1] else 1
     if (path / PLAN_FILE).is_file() and has_store_metadata(path / STORE_NAME):
         print(f"training-set export {path}: its store {STORE_NAME}")
         path = path / STORE_NAME
@@ -173,7 +178,7 @@ def _tile(args: argparse.Namespace) -> int:
 
 
 def _fractions_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="dataset folder or store")
+    p.add_argument("path", help="dataset folder, store, or a phase map segmented block by block")
     p.add_argument("--schema", help="schema name or JSON file (folders only)")
     p.add_argument("--split", help="only this split (train, val, test)")
     p.add_argument("--csv", help="also write the table to this CSV file")
@@ -185,12 +190,14 @@ def _fractions_arguments(p: argparse.ArgumentParser) -> None:
          _fractions_arguments)
 def _fractions(args: argparse.Namespace) -> int:
     from ..core.datasets import split_fractions
+    from ..core.large_image import is_phase_map, phase_map_fractions
     from ..engines.reports import format_fraction_table, plot_fraction_histograms, write_fraction_csv
 
     path = Path(args.path)
     progress, stop = terminal(args, "reading")
-    with stop.installed():
-        names, fractions, schema = split_fractions(path, args.split, schema_arg(args.schema), progress, stop)
+    with stop.installed():  # a phase map segmented block by block: from its stored block counts
+        names, fractions, schema = (phase_map_fractions(path) if is_phase_map(path) else
+                                    split_fractions(path, args.split, schema_arg(args.schema), progress, stop))
     progress.close()
     if not names:
         raise ValueError(f"{path} holds no labelled samples" + (f" in split {args.split!r}" if args.split else ""))

@@ -68,12 +68,14 @@ class GreyArray:
 @dataclass
 class LazyMicrograph:
     """An opened large micrograph: ``image`` (a :class:`GreyArray` of full resolution), ``levels`` (the raw
-    arrays to display, full resolution first: the file's pyramid, or a lazily computed one) and the
-    ImageJ pixel size when the file carries one. Keep it open while ``image`` or ``levels`` are read."""
+    arrays to display, full resolution first: the file's pyramid when ``stored_pyramid``, else one computed
+    when shown) and the ImageJ pixel size when the file carries one. Keep it open while ``image`` or
+    ``levels`` are read."""
 
     path: Path
     image: GreyArray
     levels: list
+    stored_pyramid: bool
     pixel_size_um: float | None
     _tiff: Any
 
@@ -113,12 +115,13 @@ def open_micrograph(path: str | Path, info_band_rows: int = 0) -> LazyMicrograph
     node = zarr.open(series.aszarr(), mode="r")
     levels = [node[key] for key in sorted(node.array_keys(), key=int)] if hasattr(node, "array_keys") else [node]
     levels = [level if level.ndim == 2 else level[0] for level in levels]
-    if len(levels) == 1:
+    stored = len(levels) > 1
+    if not stored:
         base = da.from_zarr(levels[0])
         levels = [levels[0]] + [da.coarsen(np.mean, base, {0: 2**k, 1: 2**k}, trim_excess=True).astype(base.dtype)
                                 for k in range(1, len(pyramid_shapes(base.shape)))]
     image = GreyArray(levels[0], levels[0].shape[0] - int(info_band_rows))
-    return LazyMicrograph(path, image, levels, _imagej_pixel_size_um(tiff), tiff)
+    return LazyMicrograph(path, image, levels, stored, _imagej_pixel_size_um(tiff), tiff)
 
 
 def pyramid_shapes(shape, smallest: int = SMALLEST_LEVEL) -> list[tuple[int, int]]:
@@ -288,10 +291,43 @@ class PhaseMap:
         """What the store holds: size, pyramid, progress, the run that made it and its phase fractions."""
         done = self.done
         unfinished = "" if done.all() else " (unfinished: run the same segment command again to finish it)"
-        lines = [f"phase map {self.path}: {self.shape[1]}x{self.shape[0]} px, {self.schema.name} phases, "
-                 f"{len(self.levels)} pyramid levels",
+        lines = [(f"phase map {self.path}: {self.shape[1]}x{self.shape[0]} px, {self.schema.name} phases, "
+                  f"{len(self.levels)} pyramid levels"),
                  f"  blocks written: {int(done.sum())} of {done.size}{unfinished}",
                  f"  run: {json.dumps(self.run)}"]
         if done.any():
             lines += [f"  {name:28s} {100 * value:5.1f} %" for name, value in zip(self.schema.names, self.fractions())]
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def phase_map_fractions(path: str | Path) -> tuple[list[str], np.ndarray, PhaseSchema]:
+    """``fractions`` of a phase map: its name, ``(1, C)`` fractions of the finished blocks (from the
+    stored block counts, no pixel read) and its schema."""
+    phase_map = PhaseMap.open(path)
+    if not phase_map.done.any():
+        raise ValueError(f"{path}: no block of the phase map is written yet (run the segment command to finish it)")
+    return [Path(path).name], phase_map.fractions()[None], phase_map.schema
+
+
+def describe_large(path: str | Path) -> tuple[str, bool] | None:
+    """``describe`` of a phase map or a large TIFF without reading their pixels: the text and whether it is
+    complete; None for anything else."""
+    if is_phase_map(path):
+        phase_map = PhaseMap.open(path)
+        return phase_map.describe(), phase_map.complete
+    if not is_large_micrograph(path):
+        return None
+    micrograph = open_micrograph(path)
+    try:
+        level = micrograph.levels[0]
+        pixel = "no pixel size" if micrograph.pixel_size_um is None else f"{micrograph.pixel_size_um:g} um/px"
+        text = (f"large micrograph {path}: {level.shape[1]}x{level.shape[0]} px, {level.dtype}, {pixel}, "
+                f"{len(micrograph.levels)} pyramid levels "
+                f"({'stored in the file' if micrograph.stored_pyramid else 'computed when shown'}); "
+                "'microsynth segment' segments it block by block")
+    finally:
+        micrograph.close()
+    return text, True
