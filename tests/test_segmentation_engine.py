@@ -246,6 +246,12 @@ def test_comparison_variants_and_splits_keep_every_result(uhcs, tmp_path):
     assert "Against the baseline" in second.markdown_path.read_text()
     metrics = json.loads((second.model_folders[2] / "config.json").read_text())["metrics"]
     assert {"miou (test, no ratio)", "miou (other split, no ratio)", "miou (other split, alpha=1)"} <= set(metrics)
+    base = json.loads((second.model_folders[0] / "config.json").read_text())["metrics"]["miou (other split, no ratio)"]
+    assert metrics["baseline miou (other split, no ratio)"] == pytest.approx(base)
+    card = (second.model_folders[2] / "README.md").read_text()
+    assert "## Against the same network without the PLM (other split)" in card
+    assert ("The PLM loses to it with:" in card) == (min(metrics["miou (other split, no ratio)"],
+                                                         metrics["miou (other split, alpha=1)"]) < base)
     trained_config = json.loads((second.model_folders[2] / "config.json").read_text())["training"]["config"]
     assert trained_config["ratio_source"] == "tile" and trained_config["ratio_weight"] == 1.0
 

@@ -447,6 +447,7 @@ def run_comparison(
     folders: list[Path] = []
     offset = 0
     for seed in seeds:
+        baseline: dict[str, Any] = {}
         for variant in variants:
             check_stop(should_stop)
             work = out_dir / f"seed{seed}" / variant.folder_name
@@ -469,6 +470,10 @@ def run_comparison(
             if data_description:
                 result.extra["data"] = data_description
             metrics = {**_earlier_metrics(work / "model"), **_metrics_for_card(reports[0][2], sweep, test_split)}
+            if variant.is_baseline:
+                baseline = {f"baseline {m} ({test_split}, no ratio)": reports[0][2][m] for m in ("miou", "mean_dice")}
+            else:
+                metrics.update(baseline)  # the card then says where this PLM loses to the baseline
             folders.append(result.save(work / "model", metrics=metrics))
     stem = f"alpha_sweep-{_file_safe(test_split)}"
     csv_path, md_path = write_sweep_table(rows, out_dir, stem, title=f"Test split: {test_split}. {data_description}")

@@ -272,6 +272,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
             lines += [f"- {key}: {_fmt(value) if not isinstance(value, (dict, list)) else json.dumps(value)}"
                       for key, value in sorted(training.items())]
         metrics = config.get("metrics") or {}
+        lines += _against_baseline(metrics)
         lines += ["", "## Measured metrics", ""]
         if not metrics:
             lines.append("No metrics were measured for this model.")
@@ -303,6 +304,28 @@ class Segmenter(ModelFolderMixin, nn.Module):
         model.load_state_dict(load_weights(folder, WEIGHTS_NAME))
         model.training_record, model.metrics = dict(config.get("training") or {}), dict(config.get("metrics") or {})
         return model.to(resolve_device(str(device))).eval()
+
+
+def _against_baseline(metrics: dict[str, Any]) -> list[str]:
+    """Card lines comparing a PLM's mIoU at each ratio input with the same network without the PLM
+    (metrics ``baseline miou (<split>, no ratio)``, recorded by ``microsynth evaluate``), naming where it loses."""
+    lines: list[str] = []
+    for key, base in metrics.items():
+        if not (key.startswith("baseline miou (") and key.endswith(", no ratio)")):
+            continue
+        split = key[len("baseline miou ("):-len(", no ratio)")]
+        rows = [(k[len(f"miou ({split}, "):-1], v) for k, v in metrics.items()
+                if k.startswith(f"miou ({split}, ") and "correction" not in k]
+        if not rows:
+            continue
+        losses = [setting for setting, value in rows if value < base]
+        lines += ["", f"## Against the same network without the PLM ({split})", "",
+                  f"Same data, seed and training without the PLM: mIoU {_fmt(base)}.", "",
+                  "| ratio input | mIoU | difference |", "|---|---|---|"]
+        lines += [f"| {setting} | {_fmt(value)} | {100 * (value - base):+.1f} points |" for setting, value in rows]
+        lines += ["", f"The PLM loses to it with: {', '.join(losses)}." if losses
+                  else "The PLM scores at least as well with every ratio input measured."]
+    return lines
 
 
 def _fmt(value: Any) -> str:
