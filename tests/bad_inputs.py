@@ -238,6 +238,8 @@ BAD_INPUTS = [
              {"set/images/a.png": PNG, "set/schema.json": _schema(encodng="overlay")}),
     BadInput("schema.json: a mask pattern without {stem}", ("describe", "{tmp}/set"), "pattern must hold {stem} once",
              {"set/images/a.png": PNG, "set/schema.json": _schema(pattern="mask_*")}),
+    BadInput("describe --propose-schema of a store", ("describe", "{tmp}/s.zarr", "--propose-schema"),
+             "is a dataset store, which holds its schema; --propose-schema is for folders", store=True),
     BadInput("curate without a rule", ("curate", "{tmp}/s.zarr"), "say which rule to apply", store=True),
     BadInput("curate --accept-within over 100 points", ("curate", "{tmp}/s.zarr", "--accept-within", "150"),
              "--accept-within must be 0..100 percentage points, got 150", store=True),

@@ -34,7 +34,9 @@ def name_the_phases(schema_file) -> None:
 def test_own_alloy_from_files_to_training_set_with_the_cli_only(tmp_path, capsys, caplog):
     folder = tmp_path / "alloy B"
     truth = own_material_folder(folder)
-    run = lambda *argv: main(["-q", *map(str, argv)])  # noqa: E731
+
+    def run(*argv) -> int:
+        return main(["-q", *map(str, argv)])
 
     # without a schema the error says how to get one
     assert run("describe", folder) == EXIT_BAD_INPUT

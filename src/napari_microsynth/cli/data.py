@@ -42,6 +42,8 @@ def _describe(args: argparse.Namespace) -> int:
         print(f"training-set export {path}: its store {STORE_NAME}")
         path = path / STORE_NAME
     if has_store_metadata(path):
+        if args.propose_schema is not None:
+            raise ValueError(f"{path} is a dataset store, which holds its schema; --propose-schema is for folders")
         store = DatasetStore.open(path, check_data=args.full)
         print(store.describe())
         return 1 if store.unfinished else 0

@@ -133,17 +133,19 @@ def _micrograph_of(mask_stem: str, images: dict[str, Path], pattern: str) -> str
     return found["stem"] if found and found["stem"] in images else None
 
 
-def paired_files(folder: str | Path, masks: MaskFiles = MaskFiles()) -> tuple[list[_Entry], list[str]]:
+def paired_files(folder: str | Path, masks: MaskFiles | None = None) -> tuple[list[_Entry], list[str]]:
     """Micrograph/mask file pairs of a folder (natural order of the micrograph names; ``mask`` None for a
-    micrograph without one) and the stems of the mask files that belong to no micrograph."""
+    micrograph without one) and the stems of the mask files that belong to no micrograph; ``masks`` (default
+    ``MaskFiles()``) gives the mask file-name pattern."""
     folder = Path(folder)
+    pattern = (masks or MaskFiles()).pattern
     images = _files_by_stem(folder / "images", MICROGRAPH_SUFFIXES)
     if not images:
         raise ValueError(f"{folder / 'images'}: no micrographs ({', '.join(MICROGRAPH_SUFFIXES)})")
     mask_of: dict[str, Path] = {}
     orphans = []
     for mask_stem, path in _files_by_stem(folder / "masks", MASK_SUFFIXES).items():
-        stem = _micrograph_of(mask_stem, images, masks.pattern)
+        stem = _micrograph_of(mask_stem, images, pattern)
         if stem is None:
             orphans.append(mask_stem)
         elif stem in mask_of:
