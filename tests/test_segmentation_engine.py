@@ -280,3 +280,18 @@ def test_windows_blend_without_seams_on_the_window_grid(uhcs):
 
     assert seam_strength(flat.result()) > 5
     assert seam_strength(blended_features(model, image)) < 1.3
+
+
+def test_fine_tuning_starts_from_the_model_and_refuses_another_network():
+    from dataclasses import replace
+
+    from napari_microsynth.resources import resources_dir
+
+    demo = resources_dir() / "models" / "plm-uhcs-demo"
+    config = SegmentationConfig.continuing(demo, steps=5, device="cpu")
+    assert (config.preset, config.tile_size, config.init_from) == ("small", 128, str(demo))
+    model = config.build_model(Segmenter.load(demo).schema)
+    for name, value in Segmenter.load(demo).state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+    with pytest.raises(ValueError, match="cannot fine-tune"):
+        replace(config, preset="tiny").build_model(model.schema)

@@ -75,6 +75,7 @@ class SegmentationConfig:
     ratio_source: str = "micrograph"  # the ratio input: "tile" (paper 001) or "micrograph" (as at inference)
     ratio_alpha: tuple[float, float] = (0.6, 1.0)  # guess accuracy range of the ratio input; (1, 1): exact
     plm_width: int = 0  # PLM channel width; 0: one channel per phase (paper 001's text)
+    init_from: str | None = None  # a segmenter model folder to fine-tune (same network and phases)
     scale_range: tuple[float, float] = (0.8, 1.25)  # magnification augmentation (paper 001, sec. 3.1)
     input_scale: float = 1.0  # the network sees micrographs resized by this factor (0.5: 4x less compute)
     seed: int = 0
@@ -127,11 +128,31 @@ class SegmentationConfig:
         return cls(**data)
 
     def build_model(self, schema: PhaseSchema) -> Segmenter:
-        """A freshly initialised network for this config (seeded)."""
+        """A freshly initialised network for this config (seeded), or the weights of ``init_from``."""
         torch.manual_seed(self.seed)
-        return Segmenter.build(schema, arch=self.arch, preset=self.preset, encoder=self.encoder,
-                               plm=self.plm, tile_size=self.tile_size, input_scale=self.input_scale,
-                               plm_width=self.plm_width or None)
+        model = Segmenter.build(schema, arch=self.arch, preset=self.preset, encoder=self.encoder,
+                                plm=self.plm, tile_size=self.tile_size, input_scale=self.input_scale,
+                                plm_width=self.plm_width or None)
+        if self.init_from:
+            start = Segmenter.load(self.init_from)
+            if start.schema.names != schema.names or start.state_dict().keys() != model.state_dict().keys() or any(
+                    a.shape != b.shape for a, b in zip(start.state_dict().values(), model.state_dict().values())):
+                raise ValueError(f"cannot fine-tune {self.init_from}: it is not a {self.arch} ({self.preset}, PLM "
+                                 f"{self.plm}) for the phases {', '.join(schema.names)}; use its own settings")
+            model.load_state_dict(start.state_dict())
+        return model
+
+    @classmethod
+    def continuing(cls, folder: str | Path, **changes) -> "SegmentationConfig":
+        """The training config recorded in the model folder ``folder``, set to fine-tune it (``changes``
+        applied on top, e.g. fewer steps or a lower learning rate)."""
+        from ..models.folder import read_model_config
+
+        recorded = dict((read_model_config(folder).get("training") or {}).get("config") or {})
+        if not recorded:
+            raise ValueError(f"{folder} records no training config; it cannot be fine-tuned from here")
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in recorded.items() if k in known}, "init_from": str(folder), **changes})
 
 
 #: Where a PLM's training ratio comes from (see the module docstring).
@@ -376,6 +397,7 @@ def train_segmenter(
     work_dir: str | Path,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
+    on_step=None,
 ) -> SegmentationResult:
     """Train (or resume training) a segmenter on annotated whole micrographs.
 
@@ -384,6 +406,7 @@ def train_segmenter(
     ``should_stop()`` turns true a checkpoint is saved and
     :class:`~napari_microsynth.core.progress.Cancelled` is raised (its ``.result`` the partial
     :class:`~napari_microsynth.models.trainer.TrainResult`); calling again continues from there.
+    ``on_step(record)`` gets each step's losses (for a live plot).
     """
     check_training_samples(samples)
     samples = list(samples)
@@ -394,10 +417,50 @@ def train_segmenter(
     recipe = _segmenter_recipe(samples, config, fingerprint)
     settings = LoopSettings(config.steps, config.seed, resolve_device(config.device), "auto", folder,
                             config.checkpoint_every, config.keep_checkpoints)
-    done = train(recipe, settings, progress, should_stop)
+    done = train(recipe, settings, progress, should_stop, on_step)
     model = recipe.modules["model"].to("cpu").float().eval()
     return SegmentationResult(steps=done.steps, history=done.history, resumed_from=done.resumed_from,
                               mixed_precision=done.mixed_precision, model=model, config=config,
                               fingerprint=fingerprint, n_samples=len(samples), work_dir=work_dir,
                               image_statistics=training_statistics([s.image for s in samples],
                                                                    [s.pixel_size_um for s in samples]))
+
+
+def corrections_seen(samples: Sequence[Sample]) -> list[dict[str, Any]]:
+    """The hand-corrected samples among ``samples`` (name, origin before correction, changed pixels), for
+    the model card of a model fine-tuned on corrections."""
+    return [{"name": s.name, "was": s.provenance.extra.get("original_origin", "unknown"),
+             "changed_pixels": int(s.provenance.changed_pixels or 0)}
+            for s in samples if s.provenance.origin == "corrected"]
+
+
+def train_and_save(
+    samples: Sequence[Sample],
+    config: SegmentationConfig,
+    out_dir: str | Path,
+    val_samples: Sequence[Sample] = (),
+    data_description: str = "",
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+    on_step=None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train (or resume) in ``out_dir/work``, score on ``val_samples`` when given (true ratio for a PLM)
+    and write the model folder ``out_dir/model``; returns the folder and the measured metrics."""
+    from .evaluation import evaluate
+
+    result = train_segmenter(samples, config, Path(out_dir) / "work", progress, should_stop, on_step)
+    if data_description:
+        result.extra["data"] = data_description
+    if config.init_from:
+        result.extra["fine_tuned_from"] = str(config.init_from)
+    corrected = corrections_seen(samples)
+    if corrected:
+        result.extra["corrections_seen"] = corrected
+    metrics: dict[str, Any] = {}
+    if val_samples:
+        report = evaluate(result.model, val_samples, "true" if result.model.uses_ratio else None,
+                          progress=progress, should_stop=should_stop)
+        setting = "true ratio" if result.model.uses_ratio else "no ratio"
+        metrics = {f"{m} (validation, {setting})": report[m] for m in ("miou", "mean_dice", "accuracy", "mciou")}
+    return result.save(Path(out_dir) / "model", metrics=metrics), metrics
+

@@ -317,9 +317,11 @@ def train(
     settings: LoopSettings,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
+    on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``recipe`` for ``settings.steps`` steps (continuing from the newest checkpoint in
     ``settings.checkpoint_dir`` with ``settings.resume``); the recipe's modules are trained in place.
+    ``on_step`` receives each step's record (step and losses) on the main process, e.g. for a live plot.
 
     ``should_stop()`` is asked before every step; when it turns true a checkpoint is written (with a
     checkpoint folder), the modules get their moving averages and :class:`Cancelled` is raised with the
@@ -327,7 +329,7 @@ def train(
     """
     state = _prepare(recipe, settings)
     try:
-        return _loop(recipe, settings, state, progress, should_stop)
+        return _loop(recipe, settings, state, progress, should_stop, on_step)
     finally:
         state.run.accelerator.free_memory()  # the accelerator serves later trainings: let go of this one
 
@@ -346,7 +348,7 @@ def time_left(seconds: float) -> str:
 
 
 def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: ProgressFn,
-          should_stop: StopFn) -> TrainResult:
+          should_stop: StopFn, on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """The steps of :func:`train`, from the newest checkpoint (with ``settings.resume``) on."""
     acc, run = state.run.accelerator, state.run
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
@@ -383,6 +385,8 @@ def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: Progr
             left = (f"  {time_left((now - timed_from[1]) / timed * (settings.steps - step))}"
                     if timed >= 2 and step < settings.steps else "")
             progress(step, settings.steps, f"step {step}/{settings.steps}  loss {history[-1]['loss']:.4f}{left}")
+            if on_step is not None:
+                on_step(history[-1])
         if folder is not None and (step % settings.checkpoint_every == 0 or step == settings.steps):
             state.save(folder, step, history, settings.keep_checkpoints)
     _finish(state)

@@ -21,32 +21,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.point_count import UNASSIGNED, PointCount, disagreements, point_count, systematic_grid
-from ..core.schema import Phase, PhaseSchema
+from ..core.schema import PhaseSchema
 from ._dock import PluginDock
+from ._layers import layer_schema
 
 #: E562's usual grids (points per field side).
 GRID_SIDES = (4, 5, 7, 10)
 NO_PHASE_COLOUR = (1.0, 1.0, 1.0, 1.0)
 DISAGREE_COLOUR = (1.0, 0.0, 0.0, 1.0)
 AGREE_COLOUR = (0.0, 0.0, 0.0, 1.0)
-
-
-def layer_schema(layer) -> PhaseSchema:
-    """The phase schema of a phase-map labels layer: its dataset metadata, else its phase-name features
-    (as the Phase ratios widget writes them), else classes 0..max label."""
-    from ..napari_io import META_KEY, infer_schema
-
-    meta = layer.metadata.get(META_KEY) or {}
-    if "schema" in meta:
-        return PhaseSchema.from_dict(meta["schema"])
-    features = layer.features
-    if {"index", "phase"} <= set(features.columns) and len(features):
-        ids = np.asarray(features["index"], dtype=np.int64)
-        colours = np.rint(255 * np.asarray(layer.colormap.map(ids))[:, :3]).astype(int)
-        phases = tuple(Phase(int(i), str(name), tuple(int(c) for c in colour))
-                       for i, name, colour in zip(ids, features["phase"], colours))
-        return PhaseSchema(name=layer.name, phases=phases, description="from the phase map's features")
-    return infer_schema([np.asarray(layer.data)], name=layer.name)
 
 
 class PointCountWidget(PluginDock):
