@@ -210,7 +210,7 @@ BAD_INPUTS = [
     BadInput("generate from a model folder that does not exist", ("generate", "{tmp}/nothing", "{tmp}/p.zarr", *FRACTIONS),
              "no model folder"),
     BadInput("train-segmenter --checkpoint-every 0", (*TRAIN_SEGMENTER, "--checkpoint-every", "0"),
-             "checkpoint_every must be at least 1"),
+             "checkpoint_every (--checkpoint-every) must be at least 1"),
     # a lab's own folder: schema, mask encoding and mask names (issue 20)
     BadInput("describe --propose-schema over an existing schema.json", ("describe", "{tmp}/set", "--propose-schema"),
              "schema.json exists; remove it to propose a new one, or name another file",

@@ -198,7 +198,7 @@ def plot_fractions(rows, summary, schema, path: str | Path) -> Path:
     top.set_xticks(x, [row["micrograph"] for row in rows], rotation=90, fontsize=6)
     top.set_ylabel("area fraction (%)")
     top.set_ylim(0, 100)
-    top.legend(fontsize=7, loc="upper right", framealpha=0.8)
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     means = [s["mean %"] for s in summary]
     errors = [0 if np.isnan(s["95% CI ±"]) else s["95% CI ±"] for s in summary]
     bottom.bar(schema.names, means, yerr=errors, capsize=4, color=colours, edgecolor="black", linewidth=0.5)

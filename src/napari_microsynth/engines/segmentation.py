@@ -57,7 +57,7 @@ RESUMABLE_CHANGES = ("steps", "device", "checkpoint_every", "keep_checkpoints")
 
 @dataclass
 class SegmentationConfig:
-    """Everything that defines a segmentation training run."""
+    """Everything that defines a segmentation training run (invalid values name the field and its CLI flag)."""
 
     arch: str = "Unet"
     preset: str = "small"
@@ -90,20 +90,25 @@ class SegmentationConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         checks = [
-            (self.tile_size >= 32, f"tile_size must be at least 32 pixels, got {self.tile_size}"),
-            (self.batch_size >= 2, f"batch_size must be at least 2 (batch normalisation), got {self.batch_size}"),
-            (self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (0.0 <= self.ratio_dropout <= 1.0, f"ratio_dropout must be in [0, 1], got {self.ratio_dropout}"),
+            (self.tile_size >= 32, f"tile_size (--tile) must be at least 32 pixels, got {self.tile_size}"),
+            (self.batch_size >= 2,
+             f"batch_size (--batch-size) must be at least 2 (batch normalisation), got {self.batch_size}"),
+            (self.steps >= 1, f"steps (--steps) must be at least 1, got {self.steps}"),
+            (self.lr > 0, f"lr (--lr) must be positive, got {self.lr}"),
+            (0.0 <= self.ratio_dropout <= 1.0,
+             f"ratio_dropout (--ratio-dropout) must be in [0, 1], got {self.ratio_dropout}"),
             (self.ratio_source in RATIO_SOURCES,
-             f"ratio_source must be one of {', '.join(RATIO_SOURCES)}, got {self.ratio_source!r}"),
+             f"ratio_source (--ratio-source) must be one of {', '.join(RATIO_SOURCES)}, got {self.ratio_source!r}"),
             (len(self.ratio_alpha) == 2 and 0.0 <= self.ratio_alpha[0] <= self.ratio_alpha[1] <= 1.0,
-             f"ratio_alpha must be (low, high) with 0 <= low <= high <= 1, got {self.ratio_alpha}"),
-            (self.ratio_weight >= 0, f"ratio_weight must be at least 0, got {self.ratio_weight}"),
-            (self.plm_width >= 0, f"plm_width must be at least 0 (0: one channel per phase), got {self.plm_width}"),
-            (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
+             f"ratio_alpha (--ratio-alpha) must be (low, high) with 0 <= low <= high <= 1, got {self.ratio_alpha}"),
+            (self.ratio_weight >= 0, f"ratio_weight (--ratio-weight) must be at least 0, got {self.ratio_weight}"),
+            (self.plm_width >= 0,
+             f"plm_width (--plm-width) must be at least 0 (0: one channel per phase), got {self.plm_width}"),
+            (self.checkpoint_every >= 1,
+             f"checkpoint_every (--checkpoint-every) must be at least 1, got {self.checkpoint_every}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
-            (0 < self.scale_range[0] <= self.scale_range[1], f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}"),
+            (0 < self.scale_range[0] <= self.scale_range[1],
+             f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}"),
         ]
         for ok, message in checks:
             if not ok:
