@@ -10,6 +10,11 @@ Layer metadata carries what a plain image/labels pair would lose, under the key 
 
 with one ``samples`` entry per plane of the layer (a 2-D layer has one). The writer reads it back, so
 schema, names and provenance survive a read -> edit labels -> write round trip.
+
+The reader also opens what is too large to load: a TIFF above
+:data:`~napari_microsynth.core.large_image.LARGE_PIXELS` as a lazily read multiscale image (the file's
+pyramid, or one computed on demand), and a phase map written by ``microsynth segment`` block by block as
+a multiscale labels layer.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .core.io import to_unit_float
+from .core.large_image import PhaseMap, is_large_micrograph, is_phase_map, open_micrograph
 from .core.sample import Provenance, Sample
 from .core.schema import Phase, PhaseSchema
 from .core.sample_data import load_sample
@@ -113,11 +119,52 @@ def _sample_entries(store: DatasetStore, indices: list[int]) -> list[dict[str, A
 
 # ---------------------------------------------------------------------- reader
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
-    """Return :func:`read_store` when every path is a napari-microsynth store folder, else None."""
+    """Return :func:`read_store` when every path is a napari-microsynth store folder,
+    :func:`read_phase_map` / :func:`read_large_micrograph` for one phase map / large TIFF, else None."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if len(paths) == 1 and is_phase_map(paths[0]):
+        return read_phase_map
+    if len(paths) == 1 and is_large_micrograph(paths[0]):
+        return read_large_micrograph
     if not paths or not all(is_store(p) for p in paths):
         return None
     return read_store
+
+
+def _one_path(path: str | Sequence[str]) -> Path:
+    return Path(path if isinstance(path, (str, Path)) else path[0])
+
+
+def _pyramid_data(levels: list) -> dict[str, Any]:
+    """Layer ``data`` and ``multiscale`` for pyramid levels (napari takes no one-level multiscale list)."""
+    return {"data": levels, "multiscale": True} if len(levels) > 1 else {"data": levels[0], "multiscale": False}
+
+
+def read_large_micrograph(path: str | Sequence[str]) -> list[LayerData]:
+    """A large grey TIFF as a multiscale image layer whose tiles are read when napari shows them."""
+    path = _one_path(path)
+    micrograph = open_micrograph(path)
+    dtype = np.dtype(micrograph.levels[0].dtype)
+    limits = (0, np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else (0.0, 1.0)
+    kwargs = {"name": path.stem, "colormap": "gray", "contrast_limits": limits,
+              "metadata": {META_KEY: {"source": str(path.resolve())}}, **physical_scale([micrograph.pixel_size_um])}
+    pyramid = _pyramid_data(micrograph.levels)
+    return [(pyramid.pop("data"), {**kwargs, **pyramid}, "image")]
+
+
+def phase_map_layer(phase_map: PhaseMap, name: str, **kwargs) -> LayerData:
+    """A phase map as a (multiscale) labels layer in the phase colours, read when napari shows it."""
+    schema = phase_map.schema
+    metadata = {META_KEY: {"schema": schema.to_dict(), "phase_map": str(phase_map.path.resolve())}}
+    pyramid = _pyramid_data(phase_map.levels)
+    return (pyramid.pop("data"), {"name": name, "colormap": label_colormap(schema), "features": phase_features(schema),
+                                  "opacity": 0.55, "metadata": metadata, **pyramid, **kwargs}, "labels")
+
+
+def read_phase_map(path: str | Sequence[str]) -> list[LayerData]:
+    """The phase map ``microsynth segment`` wrote block by block (see :class:`PhaseMap`)."""
+    path = _one_path(path)
+    return [phase_map_layer(PhaseMap.open(path), path.name.removesuffix(".zarr"))]
 
 
 def read_store(path: str | Sequence[str]) -> list[LayerData]:

@@ -133,7 +133,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image")
-    p.add_argument("out", help="output PNG of class ids in the phase colours")
+    p.add_argument("out", help="output PNG of class ids in the phase colours (a zarr phase map for a large micrograph)")
     p.add_argument("--overlay", metavar="PNG", help="also write the micrograph tinted by phase, with a legend")
     p.add_argument("--model", help=f"model folder or bundled model name (default: the bundled {DEFAULT_MODEL}, "
                                    "for UHCS steels only: refused for micrographs of a dataset of other phases)")
@@ -142,7 +142,12 @@ def _segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", type=float, default=0.0, metavar="L",
                    help="ratio correction in [0, 1]: 0 = the network alone (paper 001), 1 = the map takes the "
                         "--ratio fractions, in between that share of the way from the network's own fractions")
-    p.add_argument("--info-band", default="auto", help="'auto', a row count, or 'none'")
+    p.add_argument("--info-band", default="auto",
+                   help="'auto', a row count, or 'none' (a large micrograph is not searched for a band: give its rows)")
+    p.add_argument("--blocks", action="store_true",
+                   help="segment block by block into a zarr phase map, as TIFFs larger than 4096x4096 px always are")
+    p.add_argument("--block-size", type=int, default=4096, metavar="PX",
+                   help="block side for --blocks and large micrographs (peak memory grows with its square)")
     add_device_options(p)
 
 
@@ -163,7 +168,9 @@ def _check_default_model_applies(model_schema, image_schema, image_path: str) ->
 
 @command("segment", "segment one micrograph with a model folder",
          ("Whole-micrograph phase map (sliding window, 50 % overlap) written as an indexed-colour PNG: pixel "
-          "values are class ids, shown in the phase colours."),
+          "values are class ids, shown in the phase colours. A TIFF larger than 4096x4096 px (or any micrograph "
+          "with --blocks) is read lazily and segmented block by block into a zarr phase map with a display "
+          "pyramid (OUT with the suffix .zarr), in bounded memory; running the command again resumes it."),
          _segment_arguments)
 def _segment(args: argparse.Namespace) -> int:
     from PIL import Image
@@ -171,7 +178,8 @@ def _segment(args: argparse.Namespace) -> int:
     from ..core.fractions import mask_fractions, parse_fractions
     from ..core.io import image_shape, read_micrograph, write_mask
     from ..core.domain_check import dataset_schema_of
-    from ..engines.inference import micrograph_warnings, predict_image, stored_temperature
+    from ..core.large_image import is_large_micrograph
+    from ..engines.inference import predict_image, stored_temperature
     from ..engines.reports import phase_overlay
     from ..models.segmenter import Segmenter
 
@@ -189,12 +197,34 @@ def _segment(args: argparse.Namespace) -> int:
     if args.trust and ratio is None:
         raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
-    image, pixel_size = read_micrograph(args.image, info_band=int(band) if isinstance(band, str) and band.isdigit()
-                                       else band)
+    band = int(band) if isinstance(band, str) and band.isdigit() else band
+    if args.blocks or is_large_micrograph(args.image):
+        return _segment_blocks(args, model, folder, image_schema, ratio, band)
+    image, pixel_size = read_micrograph(args.image, info_band=band)
     require_window(image, model, args.image)
     rows = image_shape(args.image)[0]
     if image.shape[0] < rows:
         print(f"info band: bottom {rows - image.shape[0]} rows cropped, segmenting {image.shape[0]} of {rows} rows")
+    _report_model_and_domain(args, model, folder, image, pixel_size, image_schema)
+    progress, stop = terminal(args, "segmenting")
+    with stop.installed():
+        labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
+                                  temperature=stored_temperature(folder), progress=progress, should_stop=stop)
+    progress.close()
+    write_mask(args.out, labels, model.schema)
+    _print_fractions(model.schema.names, ratio, mask_fractions(labels, model.schema))
+    height, width = labels.shape
+    print(f"phase map {width}x{height} px (class ids shown in the phase colours) written to {args.out}")
+    if args.overlay:
+        Image.fromarray(phase_overlay(image, labels, model.schema)).save(args.overlay)
+        print(f"overlay with legend written to {args.overlay}")
+    return 0
+
+
+def _report_model_and_domain(args, model, folder, image, pixel_size, image_schema) -> None:
+    """Say which phases the model segments and warn when the micrograph is unlike its training data."""
+    from ..engines.inference import micrograph_warnings
+
     print(f"model {folder.name} segments into {model.schema.name} phases: {', '.join(model.schema.names)}")
     warnings = micrograph_warnings(folder, model.schema, image, pixel_size, image_schema)
     for warning in warnings:
@@ -203,20 +233,50 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"warning: no --model given, so the bundled {DEFAULT_MODEL} (UHCS steels) segmented this micrograph; "
               "for another material pass --model with a model trained on it (microsynth train-segmenter)",
               file=sys.stderr)
-    progress, stop = terminal(args, "segmenting")
-    with stop.installed():
-        labels, _ = predict_image(model, image, ratio=ratio, trust=args.trust,
-                                  temperature=stored_temperature(folder), progress=progress, should_stop=stop)
-    progress.close()
-    write_mask(args.out, labels, model.schema)
-    achieved = mask_fractions(labels, model.schema)
-    for name, target, value in zip(model.schema.names, ratio if ratio is not None else [None] * len(achieved), achieved):
+
+
+def _print_fractions(names, ratio, achieved) -> None:
+    for name, target, value in zip(names, ratio if ratio is not None else [None] * len(achieved), achieved):
         print(f"{name:28s} " + ("" if target is None else f"target {100 * target:5.1f} %  ") + f"achieved {100 * value:5.1f} %")
-    height, width = labels.shape
-    print(f"phase map {width}x{height} px (class ids shown in the phase colours) written to {args.out}")
+
+
+def _segment_blocks(args: argparse.Namespace, model, folder: Path, image_schema, ratio, band) -> int:
+    """``segment`` of a large micrograph: read lazily, segmented block by block into a zarr phase map."""
+    from ..core.io import read_micrograph
+    from ..core.large_image import is_large_micrograph, open_micrograph
+    from ..engines.inference import stored_temperature
+    from ..engines.large_inference import segment_large
+
+    if band is not None and not isinstance(band, int) and band != "auto":
+        raise ValueError(f"--info-band must be 'auto', a row count or 'none', got {args.info_band!r}")
+    if is_large_micrograph(args.image):  # read lazily; 'auto' finds no information band here
+        micrograph = open_micrograph(args.image, band if isinstance(band, int) else 0)
+        image, pixel_size = micrograph.image, micrograph.pixel_size_um
+    else:  # --blocks for a micrograph that fits in memory: read whole, its features still block by block
+        micrograph, (image, pixel_size) = None, read_micrograph(args.image, info_band=band)
+    out = Path(args.out)
+    if out.suffix.lower() != ".zarr":
+        out = out.with_suffix(".zarr")
+        print(f"note: segmenting block by block, so the phase map is a zarr store: {out}")
+    try:
+        require_window(image, model, args.image)
+        height, width = image.shape
+        centre = image[max(0, height // 2 - 1024) : height // 2 + 1024, max(0, width // 2 - 1024) : width // 2 + 1024]
+        _report_model_and_domain(args, model, folder, centre, pixel_size, image_schema)
+        progress, stop = terminal(args, "segmenting")
+        with stop.installed():
+            phase_map = segment_large(model, image, out, ratio, args.trust, stored_temperature(folder),
+                                      block=args.block_size, source=str(Path(args.image).resolve()),
+                                      progress=progress, should_stop=stop)
+        progress.close()
+    finally:
+        if micrograph is not None:
+            micrograph.close()
+    _print_fractions(model.schema.names, ratio, phase_map.fractions())
+    print(f"phase map {width}x{height} px in {len(phase_map.blocks)} blocks, with a {len(phase_map.levels)}-level "
+          f"display pyramid, written to {out}")
     if args.overlay:
-        Image.fromarray(phase_overlay(image, labels, model.schema)).save(args.overlay)
-        print(f"overlay with legend written to {args.overlay}")
+        print("note: --overlay is not written for a micrograph segmented block by block (open the phase map in napari)")
     return 0
 
 

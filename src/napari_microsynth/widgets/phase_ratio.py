@@ -5,6 +5,14 @@ afterwards every slider move reruns only the cheap ratio head (paper 001's Phase
 the ratio correction at the chosen trust, also off the UI thread. Updates are throttled, not debounced:
 while a slider moves, a new update starts at most every :data:`THROTTLE_MS` (and never while one is
 running), and the last position is always shown.
+
+A large micrograph (a multiscale layer, or more than :data:`~napari_microsynth.core.large_image.LARGE_PIXELS`
+pixels) is previewed: the session covers a :data:`PREVIEW_SIDE` square around the view's centre, at full
+resolution and on the whole micrograph's window grid (so the preview is the whole map's phase map there,
+except that the ratio correction's bias is solved on the preview's pixels), and the sliders steer it
+instantly. "Apply to whole image" then segments the whole micrograph with the current ratio and trust
+block by block in the background (:func:`~napari_microsynth.engines.large_inference.segment_large`, progress
++ Cancel, resumable) into a zarr phase map shown as a multiscale labels layer.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from qtpy.QtWidgets import (
 
 from ..core.fractions import mask_fractions
 from ..core.io import to_unit_float
+from ..core.large_image import LARGE_PIXELS, GreyArray
 from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
 from ._dock import PluginDock
@@ -43,6 +52,8 @@ TRUST_HINT = (
     "go that share of the way from the model's own estimate to yours; lower it when your estimate is rough."
 )
 BROWSE = "Model folder..."
+#: Side of the square region of a large micrograph the sliders preview.
+PREVIEW_SIDE = 1024
 _NOTHING = object()  # no slider request waiting
 
 
@@ -108,6 +119,8 @@ class PhaseRatioWidget(PluginDock):
         self.model_folder: Path | None = None
         self.session = None
         self.labels_layer = None
+        self.whole_layer = None
+        self.region = None  # the previewed region of a large micrograph, None for a whole one
         self.sliders: FractionSliders | None = None
         self._predicted: np.ndarray | None = None
         self._pending: object = _NOTHING
@@ -123,6 +136,9 @@ class PhaseRatioWidget(PluginDock):
         self.no_ratio_box = QCheckBox("no ratio (segment from the image alone)")
         self.estimate_button = QPushButton("Estimate ratios from the image")
         self.save_button = QPushButton("Save image + phases to store...")
+        self.apply_button = QPushButton("Apply to whole image...")
+        self.apply_button.setToolTip("segment the whole large micrograph with the current ratio and trust into a "
+                                     "zarr phase map, in the background")
         self.progress = EngineProgress()
         self.slider_area = QVBoxLayout()
         self.message = QLabel("")
@@ -144,6 +160,7 @@ class PhaseRatioWidget(PluginDock):
         layout.addWidget(self.no_ratio_box)
         layout.addWidget(self.estimate_button)
         layout.addWidget(self.save_button)
+        layout.addWidget(self.apply_button)
         layout.addWidget(self.message)
         layout.addStretch(1)
 
@@ -157,6 +174,7 @@ class PhaseRatioWidget(PluginDock):
         self.no_ratio_box.toggled.connect(lambda _: self._request_update())
         self.trust.changed.connect(lambda _: self._request_update())
         self.save_button.clicked.connect(self._save_dialog)
+        self.apply_button.clicked.connect(self._apply_dialog)
         self.model_combo.activated.connect(self._model_chosen)
         self.device_combo.currentTextChanged.connect(self._device_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_images)
@@ -223,7 +241,13 @@ class PhaseRatioWidget(PluginDock):
 
         try:
             layer = self._image_layer()
-            image = as_unit_grey(np.asarray(layer.data))
+            region = None
+            if is_large(layer):
+                source = GreyArray(layer.data[0] if layer.multiscale else layer.data)
+                region = self._preview_region(layer, source.shape)
+                image = source[region[0] : region[2], region[1] : region[3]]
+            else:
+                source = image = as_unit_grey(np.asarray(layer.data))
             folder = self._models.get(self.model_combo.currentText())
             if folder is None:
                 raise ValueError("choose a model (the bundled demo model or a model folder)")
@@ -231,10 +255,13 @@ class PhaseRatioWidget(PluginDock):
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             self.message.setText(f"cannot segment: {exc}")
             return
-        self.message.setText(f"segmenting {layer.name} with {folder.name} on {device}...")
+        where = "" if region is None else f" (preview of rows {region[0]}-{region[2]}, columns {region[1]}-{region[3]})"
+        self.message.setText(f"segmenting {layer.name}{where} with {folder.name} on {device}...")
         self.segment_button.setEnabled(False)
         self._image_name = layer.name
-        self._image = image
+        self._image = image  # the pixels the session covers
+        self._source = source
+        self.region = region
         self.progress.start(
             open_session,
             on_done=self._session_ready,
@@ -242,9 +269,20 @@ class PhaseRatioWidget(PluginDock):
             on_cancelled=lambda: self._segment_failed(None),
             folder=folder,
             loaded=self.model if self.model_folder == folder else None,
-            image=image,
+            image=source,
             device=device,
+            region=region,
         )
+
+    def _preview_region(self, layer, shape) -> tuple[int, int, int, int]:
+        """A :data:`PREVIEW_SIDE` square (or the whole side, when shorter) around the view's centre."""
+        centre = layer.world_to_data(self.viewer.camera.center)[-2:]
+        box = []
+        for c, n in zip(centre, shape):
+            side = min(PREVIEW_SIDE, n)
+            start = int(np.clip(round(c) - side // 2, 0, n - side))
+            box.append((start, start + side))
+        return box[0][0], box[1][0], box[0][1], box[1][1]
 
     def _segment_failed(self, exc) -> None:
         self.segment_button.setEnabled(True)
@@ -269,6 +307,9 @@ class PhaseRatioWidget(PluginDock):
         hint = ("drag the sliders to steer the phase map" if session.uses_ratio
                 else "this model has no Phase Learning Module: the sliders steer the map through the ratio "
                      "correction only (trust > 0)")
+        if self.region is not None:
+            hint += ("; the map shown is a preview of this region, 'Apply to whole image' segments the whole "
+                     "micrograph with the ratio and trust you chose")
         warnings = self._domain_warnings()
         self.message.setText("\n".join([*(f"warning: {w}" for w in warnings), hint]))
         if warnings:
@@ -291,6 +332,8 @@ class PhaseRatioWidget(PluginDock):
         for control in (self.estimate_button, self.save_button, self.no_ratio_box, self.trust, self.sliders):
             if control is not None:
                 control.setEnabled(enabled)
+        self.save_button.setEnabled(enabled and self.region is None)  # a large micrograph's map is a zarr
+        self.apply_button.setEnabled(enabled and self.region is not None)
 
     def estimate(self) -> None:
         """Set the sliders to the phase fractions of the no-ratio prediction (made when segmenting)."""
@@ -349,25 +392,75 @@ class PhaseRatioWidget(PluginDock):
         labels, achieved = result
         schema = self.session.schema
         self._predicted = labels
-        name = f"{self._image_name} phases"
+        origin = (0, 0) if self.region is None else self.region[:2]
+        name = f"{self._image_name} phases" + ("" if self.region is None else " (preview)")
         if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
-            image = self.viewer.layers[self._image_name] if self._image_name in self.viewer.layers else None
-            grid = {} if image is None else {"scale": image.scale, "units": image.units}  # made on the image's grid
             self.labels_layer = self.viewer.add_labels(labels, name=name, opacity=0.55, colormap=label_colormap(schema),
-                                                       features=phase_features(schema), **grid)
-            self._match_image_scale()
+                                                       features=phase_features(schema), **self._on_image_grid(origin))
+            self._show_scale_bar()
         else:
             self.labels_layer.data = labels
+            self.labels_layer.name = name
+            self.labels_layer.translate = self._on_image_grid(origin).get("translate", self.labels_layer.translate)
         self.sliders.set_achieved(achieved)
 
-    def _match_image_scale(self) -> None:
-        """Put the phase map on the micrograph's physical grid; show the scale bar when that is micrometres."""
+    def _on_image_grid(self, origin=(0, 0)) -> dict:
+        """Layer ``scale``, ``units`` and ``translate`` that put a map whose top-left pixel is the
+        micrograph's pixel ``origin`` on the micrograph's physical grid (empty when the image layer is gone)."""
         if self._image_name not in self.viewer.layers:
-            return
+            return {}
         image = self.viewer.layers[self._image_name]
-        self.labels_layer.scale, self.labels_layer.units = image.scale, image.units
-        if any(str(unit) in ("micrometer", "um") for unit in image.units):
+        translate = np.asarray(image.translate)[-2:] + np.asarray(origin) * np.asarray(image.scale)[-2:]
+        return {"scale": image.scale, "units": image.units, "translate": translate}
+
+    def _show_scale_bar(self) -> None:
+        """Show the scale bar when the micrograph is in micrometres."""
+        image = self.viewer.layers[self._image_name] if self._image_name in self.viewer.layers else None
+        if image is not None and any(str(unit) in ("micrometer", "um") for unit in image.units):
             self.viewer.canvas.overlays.scale_bar.visible = True
+
+    # ------------------------------------------------------------------ whole large micrograph
+
+    def apply_to_whole(self, out: str | Path) -> None:
+        """Segment the whole large micrograph with the current ratio and trust into the phase map ``out``
+        (a zarr store; an unfinished one of the same run is resumed) in the background."""
+        from ..engines.large_inference import segment_large
+
+        if self.session is None or self.region is None:
+            self.message.setText("segment a large micrograph first (its preview)")
+            return
+        ratio, trust = self.current_ratio(), self.trust.value
+        self.segment_button.setEnabled(False)
+        self.apply_button.setEnabled(False)
+        self.message.setText(f"segmenting all of {self._image_name} into {out} in the background; the preview "
+                             "keeps following the sliders")
+        self.progress.start(segment_large, on_done=self._whole_ready, on_error=self._whole_failed,
+                            on_cancelled=lambda: self._whole_failed(None), model=self.model, image=self._source,
+                            out=Path(out), ratio=ratio, trust=trust, temperature=self.session.temperature,
+                            source=self._image_name)
+
+    def _whole_ready(self, phase_map) -> None:
+        from ..napari_io import phase_map_layer
+
+        self.segment_button.setEnabled(True)
+        self.apply_button.setEnabled(True)
+        data, kwargs, _ = phase_map_layer(phase_map, f"{self._image_name} phases", **self._on_image_grid())
+        if self.whole_layer is not None and self.whole_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.whole_layer)
+        self.whole_layer = self.viewer.add_labels(data, **kwargs)
+        shares = ", ".join(f"{name} {100 * v:.1f} %" for name, v in zip(phase_map.schema.names, phase_map.fractions()))
+        self.message.setText(f"whole-image phase map written to {phase_map.path}: {shares}")
+
+    def _whole_failed(self, exc) -> None:
+        self.segment_button.setEnabled(True)
+        self.apply_button.setEnabled(True)
+        self.message.setText("whole-image segmentation cancelled (running it again resumes it)" if exc is None
+                             else f"whole-image segmentation failed: {exc}")
+
+    def _apply_dialog(self) -> None:
+        path = QFileDialog.getSaveFileName(self, "Phase map", f"{self._image_name}-phases.zarr", "Phase map (*.zarr)")[0]
+        if path:
+            self.apply_to_whole(path)
 
     # ------------------------------------------------------------------ saving
 
@@ -375,6 +468,9 @@ class PhaseRatioWidget(PluginDock):
         """The micrograph with the (possibly hand-corrected) phase map as a :class:`Sample`."""
         if self.session is None or self.labels_layer is None:
             raise ValueError("segment a micrograph first")
+        if self.region is not None:
+            raise ValueError("a large micrograph is not saved into a dataset store: 'Apply to whole image' writes its "
+                             "phase map as a zarr store")
         mask = np.asarray(self.labels_layer.data).astype(np.int32)
         changed = int((mask != self._predicted).sum())
         ratio = self.current_ratio()
@@ -411,15 +507,16 @@ class PhaseRatioWidget(PluginDock):
 
 
 
-def open_session(folder, loaded, image, device, progress, should_stop):
+def open_session(folder, loaded, image, device, progress, should_stop, region=None):
     """Engine run in the worker: load the model (unless ``loaded`` already holds it), cache the
-    micrograph's image features, then compute the no-ratio phase map and its fractions."""
+    micrograph's image features (of ``region`` only, when given), then compute the no-ratio phase map
+    and its fractions."""
     from ..engines.inference import PhaseRatioSession, stored_temperature
     from ..models.segmenter import Segmenter
 
     model = loaded if loaded is not None else Segmenter.load(folder, device=device)
     session = PhaseRatioSession(model, image, device=device, temperature=stored_temperature(folder),
-                                progress=progress, should_stop=should_stop)
+                                progress=progress, should_stop=should_stop, region=region)
     return folder, session, slider_update(session, None, 0.0)
 
 
@@ -427,6 +524,12 @@ def slider_update(session, ratio, trust: float) -> tuple[np.ndarray, np.ndarray]
     """Worker job for one slider position: the phase map (uint8) and its phase fractions."""
     labels = session.labels(ratio, trust)
     return labels, mask_fractions(labels, session.schema)
+
+
+def is_large(layer) -> bool:
+    """True for an image layer the widget previews instead of segmenting whole: multiscale, or more than
+    :data:`~napari_microsynth.core.large_image.LARGE_PIXELS` pixels."""
+    return bool(layer.multiscale) or layer.data.shape[0] * layer.data.shape[1] > LARGE_PIXELS
 
 
 def as_unit_grey(data: np.ndarray) -> np.ndarray:
