@@ -15,7 +15,6 @@ from napari_microsynth.core.large_image import (
     write_pyramid_tiff,
 )
 from napari_microsynth.core.sample_data import load_sample
-from napari_microsynth.napari_io import get_reader
 
 DEMO_MODEL = "bundled: plm-uhcs-demo"
 
@@ -51,12 +50,10 @@ class Ticks:
 
 def test_a_large_micrograph_opens_lazily_and_its_sliders_steer_a_preview(make_napari_viewer, qtbot, mosaic_path):
     viewer = make_napari_viewer()
-    reader = get_reader(str(mosaic_path))
-    for data, kwargs, kind in reader(str(mosaic_path)):
-        assert kind == "image" and kwargs["multiscale"] and data[0].shape == (8000, 8000)
-        viewer.add_image(data, **kwargs)
+    viewer.open(str(mosaic_path), plugin="napari-microsynth")  # File > Open: read by the plugin's reader
     layer = viewer.layers["mosaic"]
-    assert layer.multiscale and not isinstance(layer.data[0], np.ndarray)  # tiles are read when shown
+    assert layer.multiscale and layer.data[0].shape == (8000, 8000)
+    assert not isinstance(layer.data[0], np.ndarray)  # tiles are read when shown
     widget = _widget(viewer)
     viewer.camera.center = (0, 2000, 6000)  # the user looks at the upper right
     ticks = Ticks()
@@ -85,8 +82,7 @@ def test_a_large_micrograph_opens_lazily_and_its_sliders_steer_a_preview(make_na
 def test_the_whole_large_image_is_segmented_in_the_background_and_can_be_cancelled(
         make_napari_viewer, qtbot, mosaic_path, tmp_path):
     viewer = make_napari_viewer()
-    for data, kwargs, _ in get_reader(str(mosaic_path))(str(mosaic_path)):
-        viewer.add_image(data, **kwargs)
+    viewer.open(str(mosaic_path), plugin="napari-microsynth")
     widget = _widget(viewer)
     widget.segment()
     qtbot.waitUntil(lambda: widget.session is not None, timeout=120_000)

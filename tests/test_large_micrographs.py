@@ -146,6 +146,13 @@ def test_a_large_tiff_is_read_lazily_with_its_pyramid(micrograph, tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="one 2-D grey image"):
         open_micrograph(tmp_path / "rgb.tif")
+    # napari: the plugin reads grey TIFFs lazily, multiscale when larger than 1024 px; colour is left to napari
+    [(data, kwargs, kind)] = get_reader(str(tmp_path / "flat.tif"))(str(tmp_path / "flat.tif"))
+    assert kind == "image" and kwargs["multiscale"] and [level.shape for level in data] == [(1500, 1500), (750, 750)]
+    tifffile.imwrite(tmp_path / "small.tif", mosaic[:300, :400])
+    [(data, kwargs, _)] = get_reader(str(tmp_path / "small.tif"))(str(tmp_path / "small.tif"))
+    assert not kwargs["multiscale"] and data.shape == (300, 400) and kwargs["contrast_limits"] == (0, 255)
+    assert get_reader(str(tmp_path / "rgb.tif")) is None
 
 
 def test_segment_writes_a_zarr_phase_map_block_by_block_and_resumes(shared_data, tmp_path, capsys):

@@ -10,7 +10,14 @@ from napari_microsynth.core.datasets import load_dataset
 from napari_microsynth.core.sample import Provenance
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.napari_io import get_reader, make_sample_data, read_store, store_layers, write_store
+from napari_microsynth.napari_io import (
+    get_reader,
+    make_sample_data,
+    read_store,
+    read_tiff_micrograph,
+    store_layers,
+    write_store,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +32,11 @@ def _store(path, samples):
     return store
 
 
-def test_reader_claims_only_dataset_stores(tmp_path, shared_data, uhcs_four):
+def test_reader_claims_only_dataset_stores_and_grey_tiffs(tmp_path, shared_data, uhcs_four):
     _store(tmp_path / "d.zarr", uhcs_four[:1])
     zarr.open_group(tmp_path / "plain.zarr", mode="w")
     assert get_reader(str(tmp_path / "plain.zarr")) is None
-    assert get_reader(str(shared_data / "uhcs" / "images" / "uhcs0006.tif")) is None
+    assert get_reader(str(shared_data / "uhcs" / "images" / "uhcs0006.tif")) is read_tiff_micrograph  # lazily read
     assert get_reader(str(tmp_path)) is None
     assert get_reader(str(tmp_path / "d.zarr")) is read_store
     assert get_reader([str(tmp_path / "d.zarr"), str(tmp_path / "plain.zarr")]) is None

@@ -11,10 +11,10 @@ Layer metadata carries what a plain image/labels pair would lose, under the key 
 with one ``samples`` entry per plane of the layer (a 2-D layer has one). The writer reads it back, so
 schema, names and provenance survive a read -> edit labels -> write round trip.
 
-The reader also opens what is too large to load: a TIFF above
-:data:`~napari_microsynth.core.large_image.LARGE_PIXELS` as a lazily read multiscale image (the file's
-pyramid, or one computed on demand), and a phase map written by ``microsynth segment`` block by block as
-a multiscale labels layer.
+The reader also opens what may be too large to load: a grey TIFF read lazily (tiles are read when napari
+shows them; multiscale from the file's pyramid, or one computed on demand, when it is larger than 1024
+px), and a phase map written by ``microsynth segment`` block by block as a multiscale labels layer. It
+is offered every TIFF, so it reads small grey ones too (a colour TIFF is left to napari's own reader).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .core.io import to_unit_float
-from .core.large_image import PhaseMap, is_large_micrograph, is_phase_map, open_micrograph
+from .core.large_image import PhaseMap, is_phase_map, open_micrograph
 from .core.sample import Provenance, Sample
 from .core.schema import Phase, PhaseSchema
 from .core.sample_data import load_sample
@@ -120,12 +120,12 @@ def _sample_entries(store: DatasetStore, indices: list[int]) -> list[dict[str, A
 # ---------------------------------------------------------------------- reader
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
     """Return :func:`read_store` when every path is a napari-microsynth store folder,
-    :func:`read_phase_map` / :func:`read_large_micrograph` for one phase map / large TIFF, else None."""
+    :func:`read_phase_map` / :func:`read_tiff_micrograph` for one phase map / grey TIFF, else None."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if len(paths) == 1 and is_phase_map(paths[0]):
         return read_phase_map
-    if len(paths) == 1 and is_large_micrograph(paths[0]):
-        return read_large_micrograph
+    if len(paths) == 1 and Path(paths[0]).suffix.lower() in (".tif", ".tiff") and _is_grey_tiff(paths[0]):
+        return read_tiff_micrograph
     if not paths or not all(is_store(p) for p in paths):
         return None
     return read_store
@@ -140,8 +140,17 @@ def _pyramid_data(levels: list) -> dict[str, Any]:
     return {"data": levels, "multiscale": True} if len(levels) > 1 else {"data": levels[0], "multiscale": False}
 
 
-def read_large_micrograph(path: str | Sequence[str]) -> list[LayerData]:
-    """A large grey TIFF as a multiscale image layer whose tiles are read when napari shows them."""
+def _is_grey_tiff(path) -> bool:
+    """True for a TIFF holding one 2-D grey image (reads its header only)."""
+    try:
+        open_micrograph(path).close()
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def read_tiff_micrograph(path: str | Sequence[str]) -> list[LayerData]:
+    """A grey TIFF as an image layer whose tiles are read when napari shows them (multiscale when large)."""
     path = _one_path(path)
     micrograph = open_micrograph(path)
     dtype = np.dtype(micrograph.levels[0].dtype)
