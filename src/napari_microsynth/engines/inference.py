@@ -66,15 +66,6 @@ def _as_source(image):
     return image
 
 
-def pad_to_window(image: np.ndarray, tile: int) -> np.ndarray:
-    """``image`` padded by reflection at the bottom/right to at least ``tile`` x ``tile``."""
-    h, w = image.shape
-    pad_h, pad_w = max(0, tile - h), max(0, tile - w)
-    if not pad_h and not pad_w:
-        return image
-    return np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect")
-
-
 def _ratio_values(ratio, n_classes: int) -> np.ndarray:
     values = np.asarray(ratio, dtype=np.float64)
     if values.shape != (n_classes,):
