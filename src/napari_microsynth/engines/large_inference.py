@@ -100,7 +100,6 @@ def segment_large(
     image = _as_source(image)
     check_ratio_arguments(model, ratio, trust)
     model.eval()
-    device = next(model.parameters()).device
     grid = WindowGrid.of(model, image.shape)
     run = {"source": str(source), "model": model.model_checksum, "tile": model.tile_size,
            "input_scale": model.input_scale, "ratio": None if ratio is None else [float(v) for v in ratio],
@@ -118,15 +117,15 @@ def segment_large(
         solve_todo = []
     steps = [("solve", *b) for b in solve_todo] + [("labels", *b) for b in labels_todo]
     sizes = [len(block_windows(grid, box)) for _, _, _, box in steps]
-    offset = 0
+    total, offset = sum(sizes), 0
 
-    def block_progress(done_windows, _total, message):
-        progress(offset + done_windows, sum(sizes), f"block {k + 1}/{len(steps)} ({kind} pass): {message}")
+    def block_progress(done_windows, _block_total, message):  # the current step's windows, counted over all steps
+        progress(offset + done_windows, total, f"block {k + 1}/{len(steps)} ({kind} pass): {message}")
 
     bias = None
     for k, ((kind, i, j, box), size) in enumerate(zip(steps, sizes)):
         if kind == "labels" and corrected and bias is None:
-            bias = _solved_bias(model, phase_map, ratio, trust, temperature, device)
+            bias = _solved_bias(model, phase_map, ratio, trust, temperature)
         check_stop(should_stop)
         y0, x0, y1, x1 = box
         rows, cols = grid.net_span(y0, y1, 0), grid.net_span(x0, x1, 1)
@@ -135,15 +134,22 @@ def segment_large(
             _gather_solve_features(phase_map, grid, net, (rows[0], cols[0]), box)
             solve_done[i, j] = True
         else:
-            labels = np.empty((y1 - y0, x1 - x0), np.uint8)
-            for chunk in _row_chunks(box):
-                features = torch.from_numpy(np.ascontiguousarray(grid.upsample(net, (rows[0], cols[0]), chunk)))
-                logits = phase_logits(model, features.to(device), ratio, bias)
-                labels[chunk[0] - y0 : chunk[2] - y0] = argmax_labels(logits, torch.uint8).reshape(
-                    chunk[2] - chunk[0], x1 - x0).cpu().numpy()
-            phase_map.write_block(i, j, box, labels)
+            phase_map.write_block(i, j, box, _block_labels(model, grid, net, (rows[0], cols[0]), box, ratio, bias))
         offset += size
     return phase_map
+
+
+def _block_labels(model, grid: WindowGrid, net: np.ndarray, origin, box, ratio, bias) -> np.ndarray:
+    """Class ids (uint8) of ``box`` from its blended network features: the per-pixel ratio head, the
+    correction ``bias`` and the argmax, a row chunk at a time."""
+    y0, x0, y1, x1 = box
+    labels = np.empty((y1 - y0, x1 - x0), np.uint8)
+    device = next(model.parameters()).device
+    for r0, _, r1, _ in _row_chunks(box):
+        features = torch.from_numpy(np.ascontiguousarray(grid.upsample(net, origin, (r0, x0, r1, x1)))).to(device)
+        scores = phase_logits(model, features, ratio, bias)
+        labels[r0 - y0 : r1 - y0] = argmax_labels(scores, torch.uint8).reshape(r1 - r0, x1 - x0).cpu().numpy()
+    return labels
 
 
 def _solve_pixels(phase_map: PhaseMap) -> tuple[np.ndarray, np.ndarray]:
@@ -163,9 +169,10 @@ def _gather_solve_features(phase_map: PhaseMap, grid: WindowGrid, net: np.ndarra
             store.oindex[:, inside] = features[:, ys[inside] - y0, xs[inside] - x0]
 
 
-def _solved_bias(model, phase_map: PhaseMap, ratio, trust, temperature, device) -> torch.Tensor:
+def _solved_bias(model, phase_map: PhaseMap, ratio, trust, temperature) -> torch.Tensor:
     """The correction's bias from the gathered subsample (every block's first pass must be done)."""
     if not phase_map.scratch("solve_done", phase_map.done.shape, bool, chunks=(1, 1))[:].all():
         raise RuntimeError("the ratio correction's first pass is unfinished")
     features = phase_map.scratch("solve_features", (model.feature_channels, len(_solve_pixels(phase_map)[0])), "float32")
+    device = next(model.parameters()).device
     return correction_bias_for(model, torch.from_numpy(features[:]).to(device), ratio, trust, temperature)
