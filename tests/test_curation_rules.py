@@ -169,3 +169,38 @@ def test_bad_arguments_raise_and_change_nothing(store, rule, kwargs, message):
 def test_read_only_store_is_refused(store):
     with pytest.raises(PermissionError, match="read-only"):
         accept_within(DatasetStore.open(store.path), max_error=0.05)
+
+
+def test_agreement_rule_keeps_the_pairs_a_real_data_segmenter_agrees_with(tmp_path, tiles, capsys):
+    """Half the pairs have their true masks, half masks with the phases swapped around (what a generator
+    with mask-image inconsistency produces): the bundled segmenter accepts the first, rejects the second,
+    and the rule is recorded with each status and named in the export's card."""
+    from napari_microsynth.cli import main
+    from napari_microsynth.engines.agreement import accept_agreeing
+    from napari_microsynth.engines.training_set import _synthetic_pairs
+    from napari_microsynth.models.segmenter import Segmenter
+    from napari_microsynth.resources import resources_dir
+
+    pairs = [t if k % 2 == 0 else dataclasses.replace(t, mask=((t.mask + 1) % 4).astype(t.mask.dtype))
+             for k, t in enumerate(tiles[:8])]
+    store = DatasetStore.create(tmp_path / "pairs.zarr", pairs[0].schema)
+    store.extend(pairs)
+    store.set_status(7, "flagged")  # a person's decision is left alone
+    segmenter = Segmenter.load(resources_dir() / "models" / "plm-uhcs-demo")
+    result = accept_agreeing(store, segmenter, 0.3, "plm-uhcs-demo")
+    assert sorted(result.scores) == list(range(7))
+    assert result.accepted == [0, 2, 4, 6] and result.rejected == [1, 3, 5]
+    assert min(result.scores[i] for i in (0, 2, 4, 6)) > max(result.scores[i] for i in (1, 3, 5))
+    assert store.status_rule(0) == "agreement mIoU with plm-uhcs-demo >= 0.3"
+    assert store.status_rule(1) == "agreement mIoU with plm-uhcs-demo < 0.3"
+    assert store.status(7) == "flagged" and store.status_rule(7) is None
+    source = _synthetic_pairs(store)[1]
+    assert "4 by the rule 'agreement mIoU with plm-uhcs-demo >= 0.3'" in source
+    store.close()
+
+    again = DatasetStore.create(tmp_path / "cli.zarr", pairs[0].schema)
+    again.extend(pairs[:4])
+    again.close()
+    assert main(["-q", "curate", str(tmp_path / "cli.zarr"), "--agreement", "0.3", "--threads", "2"]) == 0
+    assert "accepted 2, rejected 2 of 4 pending pairs" in capsys.readouterr().out
+    assert main(["-q", "curate", str(tmp_path / "cli.zarr"), "--segmenter", "plm-uhcs-demo"]) == 2

@@ -267,3 +267,26 @@ def test_clean_up_defaults_per_phase_previews_its_changes_and_is_undone(make_nap
     panel.undo_button.click()  # ... and so does the panel's Undo
     np.testing.assert_array_equal(labels.data, original)
     assert panel.apply_button.isEnabled()
+
+
+def test_agreement_rule_keeps_pairs_the_real_data_segmenter_agrees_with(make_napari_viewer, read_uhcs, tmp_path, qtbot):
+    """Pairs 1 and 3 have their phases swapped around: the bundled segmenter rejects them in the background,
+    accepts the others, and a pair decided by hand keeps its status."""
+    tiles = tile_samples(read_uhcs(1)[0], 200)[:4]
+    store = DatasetStore.create(tmp_path / "pairs.zarr", tiles[0].schema)
+    for k, tile in enumerate(tiles):
+        mask = tile.mask if k % 2 == 0 else ((tile.mask + 1) % 4).astype(tile.mask.dtype)
+        store.append(replace(tile, name=f"pair {k}", mask=mask, provenance=Provenance(origin="synthetic", seed=k)))
+    path = store.path
+    store.close()
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Curation")
+    widget.open_store(path)
+    widget.reject()  # pair 0 rejected by hand
+    widget.keep_agreeing(0.3)
+    qtbot.waitUntil(lambda: not widget.rule_progress.busy, timeout=120_000)
+    assert "accepted 1, rejected 2 of 3 pending pairs" in widget.message.text()
+    stored = DatasetStore.open(path)
+    assert stored.statuses() == ["rejected", "rejected", "accepted", "rejected"]
+    assert stored.status_rule(0) is None and stored.status_rule(2).startswith("agreement mIoU with plm-uhcs-demo")

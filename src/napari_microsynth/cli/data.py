@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import EXIT_CANCELLED, command, labelled, schema_arg, terminal
+from ._common import (EXIT_CANCELLED, add_device_options, command, labelled, model_folder, schema_arg,
+                      set_threads, terminal)
 
 
 def _describe_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,12 +219,20 @@ def _curate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accept-within", type=float, metavar="POINTS",
                    help="accept pairs whose mask is within POINTS percentage points of its target fractions in "
                         "every phase")
+    p.add_argument("--agreement", type=float, metavar="MIOU",
+                   help="accept pending pairs whose mask a segmenter trained on real data agrees with (mIoU between "
+                        "its phase map of the pair's image and the pair's mask) at least MIOU (0..1), reject the rest")
+    p.add_argument("--segmenter", metavar="MODEL",
+                   help="segmenter model folder or bundled name for --agreement (default: the bundled plm-uhcs-demo, "
+                        "UHCS phases only)")
     p.add_argument("--accept-all", action="store_true", help="accept every pair still pending after the rules above")
+    add_device_options(p)
 
 
 @command("curate", "accept or reject generated pairs by rule",
          ("Apply the Curation widget's batch rules to the pending pairs of a store, in this order: reject pairs "
-          "with a too small phase, accept pairs close to their target fractions, accept all the rest. Pairs "
+          "with a too small phase, accept pairs close to their target fractions, accept or reject by agreement "
+          "with a real-data segmenter, accept all the rest. Each status records the rule that set it. Pairs "
           "already accepted, rejected or flagged keep their status. Only accepted pairs are exported."),
          _curate_arguments)
 def _curate(args: argparse.Namespace) -> int:
@@ -232,8 +241,14 @@ def _curate(args: argparse.Namespace) -> int:
     from ..core.curation import accept_all, accept_within, reject_small_phases
     from ..core.store import DatasetStore
 
-    if args.reject_smaller_than is None and args.accept_within is None and not args.accept_all:
-        raise ValueError("say which rule to apply: --reject-smaller-than PX, --accept-within POINTS, --accept-all")
+    if (args.reject_smaller_than is None and args.accept_within is None and args.agreement is None
+            and not args.accept_all):
+        raise ValueError("say which rule to apply: --reject-smaller-than PX, --accept-within POINTS, "
+                         "--agreement MIOU, --accept-all")
+    if args.segmenter and args.agreement is None:
+        raise ValueError("--segmenter is the model of the --agreement rule; give --agreement MIOU too")
+    if args.agreement is not None and not 0 <= args.agreement <= 1:
+        raise ValueError(f"--agreement is an mIoU in 0..1, got {args.agreement:g}")
     if args.reject_smaller_than is not None and args.reject_smaller_than < 0:
         raise ValueError(f"--reject-smaller-than must be 0 or more pixels, got {args.reject_smaller_than}")
     if args.accept_within is not None and not 0 <= args.accept_within <= 100:
@@ -245,11 +260,33 @@ def _curate(args: argparse.Namespace) -> int:
         if args.accept_within is not None:
             changed = accept_within(store, args.accept_within / 100)
             print(f"accepted {len(changed)} pairs within {args.accept_within:g} points of their target fractions")
+        if args.agreement is not None:
+            _curate_by_agreement(store, args)
         if args.accept_all:
             print(f"accepted the {len(accept_all(store))} other pending pairs")
         states = Counter(store.statuses())
     print(f"{args.store}: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
     return 0
+
+
+def _curate_by_agreement(store, args: argparse.Namespace) -> None:
+    """The --agreement rule with the --segmenter model (default: the bundled UHCS demo model)."""
+    import numpy as np
+
+    from ..engines.agreement import accept_agreeing
+    from ..models.segmenter import Segmenter
+
+    set_threads(args)
+    folder = model_folder(args.segmenter or "plm-uhcs-demo")
+    segmenter = Segmenter.load(folder, device=args.device)
+    progress, stop = terminal(args, "agreement")
+    with stop.installed():
+        result = accept_agreeing(store, segmenter, args.agreement, folder.name, progress, stop)
+    progress.close()
+    scores = np.array(list(result.scores.values()))
+    spread = f" (agreement {scores.min():.2f}..{scores.max():.2f}, median {np.median(scores):.2f})" if scores.size else ""
+    print(f"agreement with {folder.name} >= {args.agreement:g}: accepted {len(result.accepted)}, rejected "
+          f"{len(result.rejected)} of {len(result.scores)} pending pairs{spread}")
 
 
 def _export_folders_arguments(p: argparse.ArgumentParser) -> None:

@@ -117,11 +117,12 @@ def _candidates(store: DatasetStore, indices: Iterable[int] | None, only_pending
     return chosen
 
 
-def _set(store: DatasetStore, chosen: list[int], hit: np.ndarray, status: str) -> list[int]:
+def _set(store: DatasetStore, chosen: list[int], hit: np.ndarray, status: str, rule: str) -> list[int]:
+    """Give the ``chosen`` samples where ``hit`` is true ``status`` (recording ``rule``); the changed indices."""
     statuses = store.statuses()
     changed = [i for i in chosen if hit[i] and statuses[i] != status]
     for i in changed:
-        store.set_status(i, status)
+        store.set_status(i, status, rule)
     return changed
 
 
@@ -143,7 +144,7 @@ def accept_within(
     errors = fraction_errors(store)
     with np.errstate(invalid="ignore"):
         hit = errors <= float(max_error)  # NaN (no target) is never <= anything
-    return _set(store, chosen, hit, "accepted")
+    return _set(store, chosen, hit, "accepted", f"within {100 * float(max_error):g} points of its target fractions")
 
 
 def reject_small_phases(
@@ -160,18 +161,32 @@ def reject_small_phases(
     chosen = _candidates(store, indices, only_pending)
     smallest = smallest_phase_pixels(store)
     hit = (smallest > 0) & (smallest < int(min_pixels))
-    return _set(store, chosen, hit, "rejected")
+    return _set(store, chosen, hit, "rejected", f"a phase under {int(min_pixels)} px")
 
 
 def accept_all(store: DatasetStore, indices: Iterable[int] | None = None, only_pending: bool = True) -> list[int]:
     """Set status ``"accepted"`` on every sample (``indices`` and ``only_pending`` as in :func:`accept_within`:
     by default every pending one); returns the indices whose status changed, ascending."""
     chosen = _candidates(store, indices, only_pending)
-    return _set(store, chosen, np.ones(len(store), dtype=bool), "accepted")
+    return _set(store, chosen, np.ones(len(store), dtype=bool), "accepted", "accept all")
+
+
+def set_by_score(store: DatasetStore, scores: dict[int, float], threshold: float, rule: str) -> tuple[list[int], list[int]]:
+    """Accept the samples whose score is at least ``threshold`` and reject the others (``scores`` by store
+    index, e.g. the agreement of :func:`~napari_microsynth.engines.agreement.accept_agreeing`); ``rule``
+    names the score. Returns the accepted and the rejected indices whose status changed."""
+    indices = sorted(scores)
+    _candidates(store, indices, only_pending=False)  # checks the store and the indices
+    hit = np.zeros(len(store), dtype=bool)
+    hit[[i for i in indices if scores[i] >= threshold]] = True
+    accepted = _set(store, indices, hit, "accepted", f"{rule} >= {threshold:g}")
+    rejected = _set(store, indices, ~hit, "rejected", f"{rule} < {threshold:g}")
+    return accepted, rejected
 
 
 __all__ = [
     "accept_all",
+    "set_by_score",
     "accept_within",
     "fraction_error",
     "fraction_errors",

@@ -748,8 +748,9 @@ class DatasetStore:
         self._root.update_attributes({"splits": splits})
         self._splits = splits
 
-    def set_status(self, index: int, status: str) -> None:
-        """Curation state of a sample: ``pending``, ``accepted``, ``rejected`` or ``flagged``.
+    def set_status(self, index: int, status: str, rule: str | None = None) -> None:
+        """Curation state of a sample: ``pending``, ``accepted``, ``rejected`` or ``flagged``, and the batch
+        ``rule`` that set it (None: a person did, one pair at a time); see :meth:`status_rule`.
 
         Rejected samples stay in the store (nothing is deleted) but are left out of ``export_folder``.
         """
@@ -757,7 +758,11 @@ class DatasetStore:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         i = self._index(index)
-        self._write_sample_attrs(i, {**self._meta[i], "status": status})
+        self._write_sample_attrs(i, {**self._meta[i], "status": status, "status_rule": rule})
+
+    def status_rule(self, index: int) -> str | None:
+        """The batch rule that set the sample's status, in words (None: set by hand, or never changed)."""
+        return self._meta[self._index(index)].get("status_rule")
 
     def replace_mask(self, index: int, mask: np.ndarray, origin: str = "corrected") -> None:
         """Store a corrected mask for a sample as a new array version; the original stays readable.

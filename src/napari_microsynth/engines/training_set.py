@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..core.curation import accepted_pairs
+from ..core.curation import accepted_indices, accepted_pairs
 from ..core.folder_export import atomic_write_bytes, export_folder
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.resample import median_pixel_size, scaled_shape, to_real_scale
@@ -295,8 +295,9 @@ def _card(summary: TrainingSetSummary, description: str, source: str, synthetic_
 
 
 def _synthetic_pairs(synthetic: Sequence[Sample] | DatasetStore | str | Path | None) -> tuple[list[Sample], str, str]:
-    """The synthetic pairs to mix in (a store's accepted pairs), the store they came from ('' for a list) and,
-    for a store, the synthetic pairs it holds that are not accepted, in words ('' when none)."""
+    """The synthetic pairs to mix in (a store's accepted pairs), the store they came from ('' for a list) with
+    how they were accepted (by hand, by which batch rule) and, for a store, the synthetic pairs it holds that
+    are not accepted, in words ('' when none)."""
     if isinstance(synthetic, (str, Path)):
         synthetic = DatasetStore.open(synthetic)
     if not isinstance(synthetic, DatasetStore):
@@ -304,11 +305,13 @@ def _synthetic_pairs(synthetic: Sequence[Sample] | DatasetStore | str | Path | N
     statuses = synthetic.statuses()
     others = Counter(statuses[i] for i in range(len(synthetic))
                      if statuses[i] != "accepted" and synthetic.provenance(i).is_synthetic)
+    rules = Counter(synthetic.status_rule(i) or "by hand" for i in accepted_indices(synthetic))
+    how = "; ".join(f"{n} {rule if rule == 'by hand' else f'by the rule {rule!r}'}" for rule, n in rules.items())
     not_accepted = ("" if not others else f" (accepted ones; {synthetic.path} also holds "
                     + ", ".join(f"{n} {state}" for state, n in sorted(others.items()))
                     + (" pairs: accept pending pairs with 'microsynth curate' or the Curation widget)"
                        if others["pending"] else " pairs)"))
-    return accepted_pairs(synthetic), str(synthetic.path), not_accepted
+    return accepted_pairs(synthetic), str(synthetic.path) + (f" (accepted: {how})" if how else ""), not_accepted
 
 
 def _check_inputs(real: dict[str, Sequence[Sample]], synthetic: Sequence[Sample], schema: PhaseSchema) -> None:

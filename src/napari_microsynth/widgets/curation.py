@@ -39,6 +39,7 @@ from ..core.curation import accept_within, fraction_errors, reject_small_phases
 from ..core.sample import STATUSES
 from ..core.store import DatasetStore, is_store
 from ._dock import PluginDock, not_a_store
+from ._engine_worker import EngineProgress
 from .cleanup_panel import CleanupPanel
 
 IMAGE_LAYER = "curation image"
@@ -151,9 +152,27 @@ class CurationWidget(PluginDock):
         self.min_pixels.setSuffix(" px")
         reject_rule = QPushButton("Reject pending with a phase under")
         reject_rule.clicked.connect(lambda: self.reject_by_small_phase(self.min_pixels.value()))
+        self.min_agreement = QDoubleSpinBox()
+        self.min_agreement.setRange(0.0, 1.0)
+        self.min_agreement.setSingleStep(0.05)
+        self.min_agreement.setValue(0.5)
+        self.min_agreement.setPrefix("mIoU ")
+        agreement_rule = QPushButton("Keep pending pairs a real-data segmenter agrees with")
+        agreement_rule.setToolTip("The segmenter segments each pending pair's image; pairs whose mask it agrees "
+                                  "with at least this much are accepted, the others rejected.")
+        agreement_rule.clicked.connect(lambda: self.keep_agreeing(self.min_agreement.value()))
+        from .phase_ratio import bundled_segmenters
+
+        self.agreement_model = QComboBox()
+        self._agreement_folders = {f"bundled: {k}": v for k, v in bundled_segmenters().items()}
+        self.agreement_model.addItems(list(self._agreement_folders))
+        self.rule_progress = EngineProgress()
         rules = QFormLayout()
         rules.addRow(accept_rule, self.max_error)
         rules.addRow(reject_rule, self.min_pixels)
+        rules.addRow(agreement_rule, self.min_agreement)
+        rules.addRow("segmenter", self.agreement_model)
+        rules.addRow(self.rule_progress)
         self.rules_box = QGroupBox("Batch rules (pending pairs only)")
         self.rules_box.setLayout(rules)
         return self.rules_box
@@ -409,6 +428,37 @@ class CurationWidget(PluginDock):
         """Reject every pending pair in which some present phase has fewer than ``min_pixels`` pixels."""
         return self._apply_rule(lambda: reject_small_phases(self.store, min_pixels))
 
+    def set_agreement_model(self, folder: str | Path) -> None:
+        """Offer a segmenter model folder (trained on real micrographs) for the agreement rule, and choose it."""
+        label = f"folder: {Path(folder).name}"
+        self._agreement_folders[label] = Path(folder)
+        if self.agreement_model.findText(label) < 0:
+            self.agreement_model.addItem(label)
+        self.agreement_model.setCurrentText(label)
+
+    def keep_agreeing(self, min_miou: float) -> None:
+        """Accept the pending pairs the chosen segmenter agrees with (mIoU >= ``min_miou``), reject the rest;
+        runs in the background (the segmenter looks at every pending pair)."""
+        if self.store is None or self.rule_progress.busy:
+            return
+        self._save_edits()
+        self.rules_box.setEnabled(False)
+        folder = self._agreement_folders[self.agreement_model.currentText()]
+        self.rule_progress.start(agreement_job, self._agreement_done, self._agreement_failed,
+                                 lambda: self._agreement_done(None), store=self.store, folder=folder,
+                                 min_miou=min_miou)
+
+    def _agreement_done(self, result) -> None:
+        self.rules_box.setEnabled(self.store is not None)
+        self.refresh_queue()
+        if result is not None:
+            self.message.setText(f"agreement rule: accepted {len(result.accepted)}, rejected {len(result.rejected)} "
+                                 f"of {len(result.scores)} pending pairs")
+
+    def _agreement_failed(self, exc) -> None:
+        self.rules_box.setEnabled(self.store is not None)
+        self.message.setText(f"agreement rule failed: {exc}")
+
     def _apply_rule(self, rule) -> list[int]:
         if self.store is None:
             return []
@@ -458,3 +508,12 @@ def _forget_history(labels) -> None:
     labels.editable = False
     labels.editable = True
     labels.mode = mode
+
+
+def agreement_job(store, folder, min_miou, progress, should_stop):
+    """The agreement rule with the segmenter in ``folder`` (run in a worker)."""
+    from ..engines.agreement import accept_agreeing
+    from ..models.segmenter import Segmenter
+
+    return accept_agreeing(store, Segmenter.load(folder), min_miou, Path(folder).name, progress, should_stop)
+
