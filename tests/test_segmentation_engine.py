@@ -195,18 +195,20 @@ def test_comparison_writes_table_plot_and_model_folders(uhcs, tmp_path):
 
 
 def test_training_ratios_follow_the_chosen_recipe(uhcs):
-    """Default: the tile's micrograph's ratio as an expert guess; paper recipe: the tile's exact ratio."""
+    """Micrograph source: the tile's micrograph's ratio; the paper recipe (and the default): the tile's exact
+    ratio; an alpha range: expert guesses of it."""
     from napari_microsynth.core.conditions import expert_guess
     from napari_microsynth.engines.segmentation import training_batch
 
     samples = uhcs[0][:2]
-    exact_micrograph = tiny_config(ratio_alpha=(1.0, 1.0), ratio_dropout=0.0)
+    exact_micrograph = tiny_config(ratio_source="micrograph", ratio_dropout=0.0)
     _, _, tile_fractions, ratios = training_batch(samples, exact_micrograph, np.random.default_rng(0))
     whole = np.stack([s.fractions for s in samples])
     assert all(np.isclose(whole, r).all(axis=1).any() for r in ratios.numpy())  # each is one micrograph's ratio
     assert not np.allclose(ratios.numpy(), tile_fractions.numpy(), atol=1e-3)
 
-    paper = tiny_config().with_paper_ratio_recipe()
+    assert (tiny_config().ratio_source, tiny_config().ratio_alpha, tiny_config().ratio_weight) == ("tile", (1.0, 1.0), 1.0)
+    paper = tiny_config(ratio_source="micrograph", ratio_weight=20.0).with_paper_ratio_recipe()
     assert (paper.ratio_source, paper.ratio_alpha, paper.ratio_weight, paper.ratio_dropout) == ("tile", (1.0, 1.0), 1.0, 0.0)
     _, _, tile_fractions, ratios = training_batch(samples, paper, np.random.default_rng(0))
     np.testing.assert_allclose(ratios.numpy(), tile_fractions.numpy(), atol=1e-6)

@@ -24,14 +24,14 @@ def _segmentation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ratio-dropout", type=float, default=0.2,
                    help="share of tiles trained without a ratio (0 = paper 001 setting)")
-    p.add_argument("--ratio-source", choices=("micrograph", "tile"), default="micrograph",
-                   help="PLM training ratio: the whole micrograph's fractions, as at inference (default), or each "
-                        "tile's own (paper 001)")
-    p.add_argument("--ratio-alpha", type=float, nargs=2, default=(0.6, 1.0), metavar=("LOW", "HIGH"),
+    p.add_argument("--ratio-source", choices=("tile", "micrograph"), default="tile",
+                   help="PLM training ratio: each tile's own fractions (paper 001, default) or its whole "
+                        "micrograph's, as inference feeds every window")
+    p.add_argument("--ratio-alpha", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
                    help="train on expert guesses of the ratio with accuracy alpha drawn from [LOW, HIGH] (paper 001 "
-                        "App. A.2); 1 1 = exact ratios")
-    p.add_argument("--ratio-weight", type=float, default=20.0,
-                   help="weight of the ratio MSE loss against Dice + CE (paper 001: 1)")
+                        "App. A.2); 1 1 = exact ratios (default)")
+    p.add_argument("--ratio-weight", type=float, default=1.0,
+                   help="weight of the ratio MSE loss against Dice + CE (paper 001: 1, the default)")
     p.add_argument("--plm-width", type=int, default=0, metavar="E",
                    help="PLM channel width; 0 = one channel per phase (paper 001's text), 256 = its Table 6 sizes")
     p.add_argument("--paper-recipe", action="store_true",
