@@ -172,3 +172,17 @@ def test_segment_writes_a_zarr_phase_map_block_by_block_and_resumes(shared_data,
     assert main(["-q", "fractions", str(out)]) == 0
     table = capsys.readouterr().out
     assert "phases.zarr" in table and "ferrite matrix" in table
+
+
+def test_segment_reads_a_tiff_above_the_large_size_lazily(shared_data, tmp_path, capsys, monkeypatch):
+    """With the large-micrograph size lowered, a plain `segment` of a UHCS TIFF takes the lazy block path;
+    an information band is left out by its row count."""
+    from napari_microsynth.core import large_image
+
+    monkeypatch.setattr(large_image, "LARGE_PIXELS", 100_000)
+    image = shared_data / "uhcs" / "images" / "uhcs0006.tif"
+    argv = ["-q", "segment", str(image), str(tmp_path / "phases.png"), "--info-band", "20", "--block-size", "256",
+            "--threads", "1"]
+    assert main(argv) == 0
+    assert "phase map 645x464 px in 6 blocks" in capsys.readouterr().out
+    assert PhaseMap.open(tmp_path / "phases.zarr").shape == (464, 645)
