@@ -1,13 +1,15 @@
-"""Render the README screenshots of the four plugin widgets on a 1920x1080 screen, in one napari session
-as a user would go through it: the bundled UHCS sample in Phase ratios, eight pairs from the bundled
-generator in Synthesis (beside the micrograph), the last of them in Curation, and Export with the UHCS
-fixtures of tests/data as real data and the accepted pairs.
+"""Render the README screenshots of the plugin widgets on a 1920x1080 screen, in one napari session as a
+user would go through it: the bundled UHCS sample in Phase ratios, eight pairs from the bundled generator
+in Synthesis (beside the micrograph), the last of them in Curation, and Export with the UHCS fixtures of
+tests/data as real data and the accepted pairs ("synthesis" part); then a corrected phase map fine-tuned
+on in Train segmenter and a point count of the micrograph ("loop" part).
 
 Run under a virtual X server of that size (napari's canvas needs OpenGL):
 
-    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_widgets.py [OUT_DIR]
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_widgets.py [OUT_DIR [PART]]
 
-OUT_DIR defaults to resources/screenshots; each PNG is stored with a 256-colour palette to stay small.
+OUT_DIR defaults to resources/screenshots; PART is "all" (default), "synthesis" or "loop". Each PNG is
+stored with a 256-colour palette to stay small.
 """
 import sys
 import tempfile
@@ -23,10 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "napari-microsynth"
 
 
-def wait(app, until=lambda: True, rounds: int = 20) -> None:
-    """Process Qt events until ``until()`` holds, then a few more rounds for painting."""
+def wait(app, until=lambda: True, rounds: int = 20, timeout_s: float = 900.0) -> None:
+    """Process Qt events until ``until()`` holds (or raise after ``timeout_s``), then a few more rounds for
+    painting."""
+    import time
+
+    start = time.monotonic()
     while not until():
         app.processEvents()
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for the widgets")
     for _ in range(rounds):
         app.processEvents()
 
@@ -48,6 +56,7 @@ def phase_ratio(viewer, app, out: Path) -> None:
     widget.sliders.set_phase(1, 0.12)
     wait(app, lambda: not widget.updating)
     save(viewer, app, out / "phase_ratio_widget.png")
+    return widget
 
 
 def synthesis(viewer, app, out: Path, store: Path):
@@ -84,7 +93,40 @@ def export(viewer, app, out: Path, store: Path, folder: Path) -> None:
     save(viewer, app, out / "export_widget.png")
 
 
-def main(out: str = str(ROOT / "resources" / "screenshots")) -> None:
+def correction_loop(viewer, app, out: Path, work: Path, ratio_widget) -> None:
+    """Paint a correction into the Phase ratios phase map, fine-tune the model on it (a few steps)."""
+    corrected = ratio_widget.labels_layer.data.copy()
+    corrected[300:420, 80:260] = 3  # a Widmanstaetten colony painted in by hand
+    ratio_widget.labels_layer.data = corrected
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train segmenter")
+    widget.fine_tune_on_corrections()
+    widget.steps_spin.setValue(20)
+    widget.device_combo.setCurrentText("cpu")
+    widget.out_path.setText(str(work / "fine-tuned"))
+    widget.train()
+    wait(app, lambda: not widget.progress.busy)
+    if widget.model_folder is None:
+        raise RuntimeError(f"fine-tuning failed: {widget.message.text()}")
+    save(viewer, app, out / "training_widget.png")
+
+
+def point_count(viewer, app, out: Path, ratio_widget) -> None:
+    """A 5 x 5 grid in 3 x 4 fields over the micrograph, proposals from the phase map, counted."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Point count (ASTM E562)")
+    widget.image_combo.setCurrentText(ratio_widget._image_name)
+    widget.phase_map_combo.setCurrentText(ratio_widget.labels_layer.name)
+    widget.field_rows.setValue(3)
+    widget.field_cols.setValue(4)
+    widget.lay_grid()
+    widget.propose()
+    widget.assign(range(0, 300, 37), 1)  # the user disagrees with a few proposals
+    widget.count()
+    save(viewer, app, out / "point_count_widget.png")
+
+
+def main(out: str = str(ROOT / "resources" / "screenshots"), part: str = "all") -> None:
+    if part not in ("all", "synthesis", "loop"):
+        raise SystemExit(f"PART must be all, synthesis or loop, got {part!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp())
@@ -92,10 +134,14 @@ def main(out: str = str(ROOT / "resources" / "screenshots")) -> None:
     viewer.window.resize(1920, 1080)  # the whole screen (Xvfb has no window manager to maximise it)
     app = QApplication.instance()
     wait(app)
-    phase_ratio(viewer, app, out)
-    synthesis_widget = synthesis(viewer, app, out, work / "synthetic.zarr")
-    curation(viewer, app, out, synthesis_widget)
-    export(viewer, app, out, work / "synthetic.zarr", work / "training_set")
+    ratio_widget = phase_ratio(viewer, app, out)
+    if part in ("all", "synthesis"):
+        synthesis_widget = synthesis(viewer, app, out, work / "synthetic.zarr")
+        curation(viewer, app, out, synthesis_widget)
+        export(viewer, app, out, work / "synthetic.zarr", work / "training_set")
+    if part in ("all", "loop"):
+        correction_loop(viewer, app, out, work, ratio_widget)
+        point_count(viewer, app, out, ratio_widget)
     viewer.close()
 
 
