@@ -26,7 +26,7 @@ from napari_microsynth.engines.inference import (
 )
 from napari_microsynth.engines.large_inference import block_windows, segment_large
 from napari_microsynth.models.segmenter import Segmenter
-from napari_microsynth.napari_io import get_reader
+from napari_microsynth.napari_io import get_reader, read_tiff_micrograph
 from napari_microsynth.resources import resources_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -146,13 +146,15 @@ def test_a_large_tiff_is_read_lazily_with_its_pyramid(micrograph, tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="one 2-D grey image"):
         open_micrograph(tmp_path / "rgb.tif")
-    # napari: the plugin reads grey TIFFs lazily, multiscale when larger than 1024 px; colour is left to napari
-    [(data, kwargs, kind)] = get_reader(str(tmp_path / "flat.tif"))(str(tmp_path / "flat.tif"))
+    # napari: the plugin claims large grey TIFFs; ordinary and colour ones are left to napari's reader. Its
+    # reader reads lazily, multiscale when larger than 1024 px
+    assert get_reader(str(tmp_path / "mosaic.tif")) is read_tiff_micrograph
+    assert get_reader(str(tmp_path / "flat.tif")) is None and get_reader(str(tmp_path / "rgb.tif")) is None
+    [(data, kwargs, kind)] = read_tiff_micrograph(str(tmp_path / "flat.tif"))
     assert kind == "image" and kwargs["multiscale"] and [level.shape for level in data] == [(1500, 1500), (750, 750)]
     tifffile.imwrite(tmp_path / "small.tif", mosaic[:300, :400])
-    [(data, kwargs, _)] = get_reader(str(tmp_path / "small.tif"))(str(tmp_path / "small.tif"))
+    [(data, kwargs, _)] = read_tiff_micrograph(str(tmp_path / "small.tif"))
     assert not kwargs["multiscale"] and data.shape == (300, 400) and kwargs["contrast_limits"] == (0, 255)
-    assert get_reader(str(tmp_path / "rgb.tif")) is None
 
 
 def test_segment_writes_a_zarr_phase_map_block_by_block_and_resumes(shared_data, tmp_path, capsys):

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .core.io import to_unit_float
-from .core.large_image import PhaseMap, is_phase_map, open_micrograph
+from .core.large_image import PhaseMap, is_large_micrograph, is_phase_map, open_micrograph
 from .core.sample import Provenance, Sample
 from .core.schema import Phase, PhaseSchema
 from .core.sample_data import load_sample
@@ -120,11 +120,15 @@ def _sample_entries(store: DatasetStore, indices: list[int]) -> list[dict[str, A
 # ---------------------------------------------------------------------- reader
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
     """Return :func:`read_store` when every path is a napari-microsynth store folder,
-    :func:`read_phase_map` / :func:`read_tiff_micrograph` for one phase map / grey TIFF, else None."""
+    :func:`read_phase_map` / :func:`read_tiff_micrograph` for one phase map / large grey TIFF, else None.
+
+    Only TIFFs too large to read whole (:func:`~napari_microsynth.core.large_image.is_large_micrograph`)
+    are claimed, so napari opens ordinary TIFFs with its own reader without asking which reader to use.
+    """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if len(paths) == 1 and is_phase_map(paths[0]):
         return read_phase_map
-    if len(paths) == 1 and Path(paths[0]).suffix.lower() in (".tif", ".tiff") and _is_grey_tiff(paths[0]):
+    if len(paths) == 1 and is_large_micrograph(paths[0]) and _is_grey_tiff(paths[0]):
         return read_tiff_micrograph
     if not paths or not all(is_store(p) for p in paths):
         return None
