@@ -66,3 +66,23 @@ def test_quantify_resumes_and_refuses_other_settings(folder, tmp_path, capsys):
     argv = ["-q", "quantify", str(folder), "--out", str(out), "--ratio", "0.5,0.2,0.2,0.1", "--trust", "1"]
     assert main(argv) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_a_large_tiff_is_quantified_block_by_block_with_the_same_fractions(shared_data, tmp_path, monkeypatch):
+    """With the large-micrograph threshold lowered below a UHCS micrograph, quantify takes the block path
+    (a phase map store on disk) and reports the fractions of the whole-image path."""
+    from napari_microsynth.core import large_image
+    from napari_microsynth.engines.quantify import quantify
+    from napari_microsynth.models.segmenter import Segmenter
+    from napari_microsynth.resources import resources_dir
+
+    model = Segmenter.load(resources_dir() / "models" / "plm-uhcs-demo")
+    micrograph = sorted((shared_data / "uhcs" / "images").iterdir())[0]
+    whole = quantify(model, [micrograph], tmp_path / "whole").rows[0]
+    monkeypatch.setattr(large_image, "LARGE_PIXELS", 1000)
+    blocks = quantify(model, [micrograph], tmp_path / "blocks").rows[0]
+    assert (tmp_path / "blocks" / "phase_maps" / f"{micrograph.stem}.zarr").is_dir()
+    assert not (tmp_path / "whole" / "phase_maps").exists()
+    phases = [k for k in whole if k.endswith(" %")]
+    assert (blocks["width"], blocks["height"]) == (whole["width"], whole["height"])
+    np.testing.assert_allclose([blocks[k] for k in phases], [whole[k] for k in phases], atol=0.1)

@@ -3,7 +3,8 @@
 Every micrograph is segmented with one model (optionally with a phase ratio and the ratio correction's
 trust, as ``microsynth segment`` does) and its area fractions are appended to ``rows.jsonl`` in the output
 folder the moment they are known, so an interrupted run resumes with the next micrograph. A file that
-cannot be read or is smaller than the model's window is reported and skipped, not fatal. At the end:
+cannot be read or is smaller than the model's window is reported and skipped, not fatal. A TIFF too large to
+read whole is segmented block by block (bounded memory) into ``phase_maps/<name>.zarr``. At the end:
 
 - ``fractions.csv``: one row per micrograph (size, pixel size, fraction of every phase in %),
 - ``summary.csv`` / ``summary.md``: per phase the mean over micrographs with its 95 % confidence interval
@@ -23,6 +24,7 @@ import numpy as np
 from ..core.folder_export import write_csv
 from ..core.fractions import mask_fractions
 from ..core.io import MICROGRAPH_SUFFIXES, read_micrograph
+from ..core.large_image import is_large_micrograph
 from ..core.point_count import mean_ci95
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from .inference import predict_image
@@ -113,7 +115,8 @@ def quantify(
         check_stop(should_stop)
         if path.name not in done:
             row = _quantify_one(model, path, window, names, ratio, trust, temperature, should_stop,
-                                lambda i, n, msg, k=k: progress(k, len(files), f"{path.name}: {msg}"))
+                                lambda i, n, msg, k=k: progress(k, len(files), f"{path.name}: {msg}"),
+                                out_dir / "phase_maps")
             _append_row(rows_path, row)
             done[path.name] = row
         progress(k + 1, len(files), f"quantified {path.name}")
@@ -132,9 +135,13 @@ def quantify(
     return QuantifyResult(rows, skipped, summary, csv_path, summary_path, plot_path)
 
 
-def _quantify_one(model, path: Path, window: int, names, ratio, trust, temperature, should_stop, progress):
-    """One row: size, pixel size and phase fractions in %, or ``{"skipped": reason}``."""
+def _quantify_one(model, path: Path, window: int, names, ratio, trust, temperature, should_stop, progress,
+                  maps_dir: Path):
+    """One row: size, pixel size and phase fractions in %, or ``{"skipped": reason}``. A TIFF too large to
+    read whole is segmented block by block into ``maps_dir/<name>.zarr`` (bounded memory, resumable)."""
     try:
+        if is_large_micrograph(path):
+            return _quantify_large(model, path, names, ratio, trust, temperature, should_stop, progress, maps_dir)
         image, pixel_size = read_micrograph(path)
     except (OSError, ValueError) as exc:
         return {"micrograph": path.name, "skipped": str(exc)}
@@ -146,6 +153,23 @@ def _quantify_one(model, path: Path, window: int, names, ratio, trust, temperatu
     fractions = mask_fractions(labels, model.schema)
     return {"micrograph": path.name, "width": int(image.shape[1]), "height": int(image.shape[0]),
             "pixel_size_um": pixel_size, **{f"{n} %": round(100 * float(f), 3) for n, f in zip(names, fractions)}}
+
+
+def _quantify_large(model, path: Path, names, ratio, trust, temperature, should_stop, progress, maps_dir: Path):
+    """:func:`_quantify_one` for a large TIFF: its phase map in blocks, the fractions from the block counts."""
+    from ..core.large_image import open_micrograph
+    from .large_inference import segment_large
+
+    source = open_micrograph(path)
+    try:
+        phase_map = segment_large(model, source.image, maps_dir / f"{path.stem}.zarr", ratio, trust, temperature,
+                                  source=str(path), progress=progress, should_stop=should_stop)
+        height, width = source.image.shape
+        return {"micrograph": path.name, "width": int(width), "height": int(height),
+                "pixel_size_um": source.pixel_size_um,
+                **{f"{n} %": round(100 * float(f), 3) for n, f in zip(names, phase_map.fractions())}}
+    finally:
+        source.close()
 
 
 def _columns(rows, names) -> list[str]:
