@@ -195,3 +195,19 @@ def test_segment_waits_for_a_micrograph(make_napari_viewer):
     assert widget.segment_button.isEnabled()
     viewer.layers.remove(layer)
     assert not widget.segment_button.isEnabled()
+
+
+def test_quantify_a_folder_from_the_widget(widget, qtbot, shared_data, tmp_path):
+    """The batch quantification button: every micrograph of a folder with the chosen model, tables written,
+    the plot opened as a layer."""
+    import shutil
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for path in sorted((shared_data / "uhcs" / "images").iterdir())[:2]:
+        shutil.copy(path, folder / path.name)
+    widget.quantify_folder(folder, tmp_path / "out")
+    qtbot.waitUntil(lambda: not widget.progress.busy, timeout=120_000)
+    assert "2 micrographs quantified" in widget.message.text()
+    assert (tmp_path / "out" / "fractions.csv").read_text().count("\n") == 3
+    assert widget.viewer.layers[-1].name == "phase fractions (2 micrographs)" and widget.viewer.layers[-1].rgb

@@ -136,6 +136,9 @@ class PhaseRatioWidget(PluginDock):
         self.no_ratio_box = QCheckBox("no ratio (segment from the image alone)")
         self.estimate_button = QPushButton("Estimate ratios from the image")
         self.save_button = QPushButton("Save image + phases to store...")
+        self.quantify_button = QPushButton("Quantify a folder of micrographs...")
+        self.quantify_button.setToolTip("Phase fractions of every micrograph in a folder with the chosen model (and "
+                                        "the ratio and trust in use): a CSV, a summary with 95 % CIs and a plot")
         self.apply_button = QPushButton("Apply to whole image...")
         self.apply_button.setToolTip("segment the whole large micrograph with the current ratio and trust into a "
                                      "zarr phase map, in the background")
@@ -160,6 +163,7 @@ class PhaseRatioWidget(PluginDock):
         layout.addWidget(self.no_ratio_box)
         layout.addWidget(self.estimate_button)
         layout.addWidget(self.save_button)
+        layout.addWidget(self.quantify_button)
         layout.addWidget(self.apply_button)
         layout.addWidget(self.message)
         layout.addStretch(1)
@@ -174,6 +178,7 @@ class PhaseRatioWidget(PluginDock):
         self.no_ratio_box.toggled.connect(lambda _: self._request_update())
         self.trust.changed.connect(lambda _: self._request_update())
         self.save_button.clicked.connect(self._save_dialog)
+        self.quantify_button.clicked.connect(self._quantify_dialog)
         self.apply_button.clicked.connect(self._apply_dialog)
         self.model_combo.activated.connect(self._model_chosen)
         self.device_combo.currentTextChanged.connect(self._device_changed)
@@ -273,6 +278,47 @@ class PhaseRatioWidget(PluginDock):
             device=device,
             region=region,
         )
+
+    def quantify_folder(self, folder: str | Path, out: str | Path) -> None:
+        """Batch quantification (``microsynth quantify``) of the micrographs in ``folder`` into ``out`` with
+        the chosen model and the ratio and trust in use, in the background; the plot opens as a layer."""
+        from ..engines.inference import stored_temperature
+        from ..engines.quantify import micrograph_files
+
+        model_folder = self._models.get(self.model_combo.currentText())
+        try:
+            if model_folder is None:
+                raise ValueError("choose a model (the bundled demo model or a model folder)")
+            files = micrograph_files(folder)
+        except ValueError as exc:
+            self.message.setText(f"cannot quantify: {exc}")
+            return
+        ratio = self.current_ratio()
+        self.message.setText(f"quantifying {len(files)} micrographs of {Path(folder).name} with {model_folder.name}...")
+        self.progress.start(quantify_job, on_done=self._quantified,
+                            on_error=lambda exc: self.message.setText(f"quantification failed: {exc}"),
+                            on_cancelled=lambda: self.message.setText("quantification stopped; run it again into the "
+                                                                      "same folder to continue"),
+                            folder=model_folder, files=files, out=Path(out), ratio=ratio,
+                            trust=self.trust.value if ratio is not None else 0.0,
+                            temperature=stored_temperature(model_folder))
+
+    def _quantified(self, result) -> None:
+        from PIL import Image
+
+        plot = np.asarray(Image.open(result.plot_path).convert("RGB"))
+        self.viewer.add_image(plot, name=f"phase fractions ({len(result.rows)} micrographs)", rgb=True)
+        skipped = f"; {len(result.skipped)} skipped (see summary.md)" if result.skipped else ""
+        self.message.setText(f"{len(result.rows)} micrographs quantified{skipped}: {result.csv_path}, "
+                             f"{result.summary_path}")
+
+    def _quantify_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of micrographs")
+        if not folder:
+            return
+        out = QFileDialog.getExistingDirectory(self, "Output folder for the tables and the plot")
+        if out:
+            self.quantify_folder(folder, out)
 
     def _preview_region(self, layer, shape) -> tuple[int, int, int, int]:
         """A :data:`PREVIEW_SIDE` square (or the whole side, when shorter) around the view's centre."""
@@ -546,3 +592,13 @@ def as_unit_grey(data: np.ndarray) -> np.ndarray:
         lo, hi = float(data.min()), float(data.max())
         data = (data - lo) / (hi - lo if hi > lo else 1.0)
     return to_unit_float(data)
+
+
+def quantify_job(folder, files, out, ratio, trust, temperature, progress, should_stop):
+    """``microsynth quantify`` with the model in ``folder`` (run in a worker)."""
+    from ..engines.quantify import quantify
+    from ..models.segmenter import Segmenter
+
+    return quantify(Segmenter.load(folder), files, out, ratio, trust, temperature, Path(folder).name, progress,
+                    should_stop)
+
