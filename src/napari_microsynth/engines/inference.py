@@ -79,7 +79,8 @@ def _ratio_tensor(ratio, model: Segmenter, device: torch.device) -> torch.Tensor
     if ratio is None:
         return None
     if not model.uses_ratio:
-        raise ValueError("this model has no ratio encoder and takes no phase ratio (pass ratio=None)")
+        raise ValueError("this model has no ratio encoder and takes no phase ratio: segment without one (no "
+                         "--ratio, or tick *no ratio*), or use it only as the correction's target (trust > 0)")
     return torch.as_tensor(_ratio_values(ratio, model.n_classes), dtype=torch.float32, device=device)
 
 
