@@ -108,7 +108,8 @@ def test_segment_without_a_model_says_loudly_which_one_it_used(shared_data, tmp_
 
     from napari_microsynth.core.io import read_micrograph
 
-    image, _ = read_micrograph(shared_data / "metaldam" / "images" / "micrograph0.jpg")
+    iron = sorted((shared_data / "fastfinecut_iron" / "images").iterdir())[0]  # outside its dataset folder
+    image, _ = read_micrograph(iron)
     Image.fromarray((255 * image[:400, :500]).astype(np.uint8)).save(tmp_path / "other alloy.png")
     argv = ["-q", "segment", str(tmp_path / "other alloy.png"), str(tmp_path / "out.png"), "--threads", "2"]
     assert main(argv) == 0
