@@ -272,7 +272,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
             lines += [f"- {key}: {_fmt(value) if not isinstance(value, (dict, list)) else json.dumps(value)}"
                       for key, value in sorted(training.items())]
         metrics = config.get("metrics") or {}
-        lines += _against_baseline(metrics)
+        lines += _baseline_comparison_lines(metrics)
         lines += ["", "## Measured metrics", ""]
         if not metrics:
             lines.append("No metrics were measured for this model.")
@@ -306,7 +306,7 @@ class Segmenter(ModelFolderMixin, nn.Module):
         return model.to(resolve_device(str(device))).eval()
 
 
-def _against_baseline(metrics: dict[str, Any]) -> list[str]:
+def _baseline_comparison_lines(metrics: dict[str, Any]) -> list[str]:
     """Card lines comparing a PLM's mIoU at each ratio input with the same network without the PLM
     (metrics ``baseline miou (<split>, no ratio)``, recorded by ``microsynth evaluate``), naming where it loses."""
     lines: list[str] = []
