@@ -102,3 +102,16 @@ def test_fine_tune_on_a_corrected_phase_map(viewer, tmp_path, qtbot):
     assert training["fine_tuned_from"].endswith("plm-uhcs-demo")
     assert training["corrections_seen"] == [{"name": "uhcs1648", "was": "predicted", "changed_pixels": changed}]
     assert ratios.model_combo.currentText() == "folder: model"
+
+
+def test_a_dataset_folder_is_read_in_the_background_and_validated(viewer, tmp_path, qtbot, shared_data):
+    widget = _training_widget(viewer, tmp_path, steps=2)
+    widget.source_combo.setCurrentIndex(1)
+    widget.data_path.setText(str(shared_data / "uhcs"))
+    widget.train_split.setText("train")
+    widget.val_split.setText("val")
+    widget.train()
+    qtbot.waitUntil(lambda: widget.model_folder is not None, timeout=120_000)
+    config = json.loads((widget.model_folder / "config.json").read_text())
+    assert config["training"]["data"] == "uhcs: split 'train', validation 'val'"
+    assert "miou (validation, true ratio)" in config["metrics"]

@@ -37,3 +37,18 @@ def layer_sample(image_layer, labels_layer) -> Sample:
                          f"{image_layer.name!r} ({image.shape[1]}x{image.shape[0]} px)")
     return Sample(image, layer_schema(labels_layer), mask=mask.astype(np.int32), name=image_layer.name,
                   provenance=Provenance(origin="real", source=labels_layer.name))
+
+
+def set_combo_items(combo, names) -> None:
+    """Replace a combo box's items with ``names``, keeping the current choice when it is still there."""
+    current = combo.currentText()
+    combo.clear()
+    combo.addItems(list(names))
+    if current in names:
+        combo.setCurrentText(current)
+
+
+def layer_names(viewer, kind: str) -> list[str]:
+    """Names of the viewer's layers of one kind ("image", "labels", ...)."""
+    return [layer.name for layer in viewer.layers if layer._type_string == kind]
+

@@ -41,6 +41,7 @@ from ..core.sample import Provenance, Sample
 from ..core.schema import PhaseSchema
 from ._dock import PluginDock
 from ._engine_worker import EngineProgress
+from ._layers import set_combo_items
 from .fraction_sliders import FractionSliders
 
 THROTTLE_MS = 50
@@ -194,12 +195,8 @@ class PhaseRatioWidget(PluginDock):
     def _refresh_images(self, event=None) -> None:
         from napari.layers import Image
 
-        current = self.image_combo.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 2]
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
+        set_combo_items(self.image_combo, names)
         self.segment_button.setEnabled(bool(names) and not self.progress.busy)  # nothing to segment yet
         self.segment_button.setToolTip("" if names else "open a grey micrograph first (File > Open, or the UHCS sample)")
 

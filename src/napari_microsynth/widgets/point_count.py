@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 from ..core.point_count import UNASSIGNED, PointCount, disagreements, point_count, systematic_grid
 from ..core.schema import PhaseSchema
 from ._dock import PluginDock
-from ._layers import layer_schema
+from ._layers import layer_names, layer_schema, set_combo_items
 
 #: E562's usual grids (points per field side).
 GRID_SIDES = (4, 5, 7, 10)
@@ -100,11 +100,7 @@ class PointCountWidget(PluginDock):
 
     def _refresh_layers(self, event=None) -> None:
         for combo, kind in ((self.image_combo, "image"), (self.phase_map_combo, "labels")):
-            current = combo.currentText()
-            combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if layer._type_string == kind])
-            if current:
-                combo.setCurrentText(current)
+            set_combo_items(combo, layer_names(self.viewer, kind))
         self._set_enabled()
 
     def _set_enabled(self) -> None:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from ..models.plm import ABLATIONS
 from ._dock import PluginDock
 from ._engine_worker import EngineProgress
-from ._layers import layer_sample
+from ._layers import layer_names, layer_sample, set_combo_items
 
 SOURCES = ("image + labels layers", "dataset folder or store")
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "DeepLabV3Plus")
@@ -106,10 +106,7 @@ class TrainingWidget(PluginDock):
         form.addRow("", self.add_pair_button)
         form.addRow("pairs", self.pair_list)
         form.addRow("", self.remove_pair_button)
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.data_path, 1)
-        path_row.addWidget(self.browse_data)
-        form.addRow("dataset", path_row)
+        form.addRow("dataset", _path_row(self.data_path, self.browse_data))
         form.addRow("train split", self.train_split)
         form.addRow("validation split", self.val_split)
         form.addRow("fine-tune from", self.init_combo)
@@ -120,10 +117,7 @@ class TrainingWidget(PluginDock):
         form.addRow("input scale", self.scale_spin)
         form.addRow("steps", self.steps_spin)
         form.addRow("device", self.device_combo)
-        out_row = QHBoxLayout()
-        out_row.addWidget(self.out_path, 1)
-        out_row.addWidget(self.browse_out)
-        form.addRow("output folder", out_row)
+        form.addRow("output folder", _path_row(self.out_path, self.browse_out))
         self.form.addWidget(self.corrections_button)
         self.form.addLayout(form)
         self.form.addWidget(self.train_button)
@@ -135,8 +129,8 @@ class TrainingWidget(PluginDock):
         self.source_combo.currentIndexChanged.connect(lambda _: self._source_changed())
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self._remove_pair)
-        self.browse_data.clicked.connect(self._browse_data)
-        self.browse_out.clicked.connect(self._browse_out)
+        self.browse_data.clicked.connect(lambda: self._browse_into(self.data_path, "Dataset folder or store"))
+        self.browse_out.clicked.connect(lambda: self._browse_into(self.out_path, "Output folder"))
         self.init_combo.currentIndexChanged.connect(lambda _: self._init_changed())
         self.out_path.textChanged.connect(lambda _: self._update_train_label())
         self.train_button.clicked.connect(self.train)
@@ -151,11 +145,7 @@ class TrainingWidget(PluginDock):
 
     def _refresh_layers(self, event=None) -> None:
         for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
-            current = combo.currentText()
-            combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if layer._type_string == kind])
-            if current:
-                combo.setCurrentText(current)
+            set_combo_items(combo, layer_names(self.viewer, kind))
 
     def _refresh_init_choices(self) -> None:
         from .phase_ratio import bundled_segmenters
@@ -232,15 +222,10 @@ class TrainingWidget(PluginDock):
             self.pairs.pop(row)
             self.pair_list.takeItem(row)
 
-    def _browse_data(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Dataset folder or store")
+    def _browse_into(self, edit: QLineEdit, title: str) -> None:
+        path = QFileDialog.getExistingDirectory(self, title)
         if path:
-            self.data_path.setText(path)
-
-    def _browse_out(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder")
-        if path:
-            self.out_path.setText(path)
+            edit.setText(path)
 
     def _update_train_label(self) -> None:
         from ..engines.segmentation import latest_checkpoint
@@ -250,23 +235,19 @@ class TrainingWidget(PluginDock):
 
     # ------------------------------------------------------------------ training
 
-    def training_samples(self):
-        """``(training samples, validation samples, description)`` of the chosen source."""
+    def training_source(self) -> dict:
+        """What :func:`train_job` trains on: the layer pairs as samples (read here, on the UI thread, as
+        napari layers must be), or a dataset folder / store and its splits (read by the worker)."""
         if self.source_combo.currentIndex() == 0:
             if not self.pairs:
                 raise ValueError("add at least one image + labels pair")
-            samples = [self._pair_sample(image, labels) for image, labels in self.pairs]
-            return samples, [], "napari layers: " + ", ".join(f"{i} + {lab}" for i, lab in self.pairs)
-        from ..core.datasets import load_split
-
+            return {"samples": [self._pair_sample(image, labels) for image, labels in self.pairs],
+                    "description": "napari layers: " + ", ".join(f"{i} + {lab}" for i, lab in self.pairs)}
         path = Path(self.data_path.text())
-        if not str(self.data_path.text()).strip() or not path.exists():
+        if not self.data_path.text().strip() or not path.exists():
             raise ValueError("choose a dataset folder or store")
-        train = [s for s in load_split(path, self.train_split.text() or None) if s.mask is not None]
-        val_split = self.val_split.text().strip()
-        val = [s for s in load_split(path, val_split) if s.mask is not None] if val_split else []
-        return train, val, f"{path.name}: split {self.train_split.text()!r}" + (f", validation {val_split!r}"
-                                                                               if val_split else "")
+        return {"dataset": path, "train_split": self.train_split.text().strip() or None,
+                "val_split": self.val_split.text().strip() or None}
 
     def _pair_sample(self, image_name: str, labels_name: str):
         """The pair as a sample; the Phase ratios widget's own phase map comes with its corrections."""
@@ -291,12 +272,10 @@ class TrainingWidget(PluginDock):
 
     def train(self) -> None:
         """Start (or resume) the training in the background."""
-        from ..engines.segmentation import train_and_save
-
         if self.progress.busy:
             return
         try:
-            samples, val, description = self.training_samples()
+            source = self.training_source()
             config = self.config()
         except (ValueError, OSError) as exc:
             self.message.setText(f"cannot train: {exc}")
@@ -304,10 +283,10 @@ class TrainingWidget(PluginDock):
         self.losses = []
         self.plot.show_losses(self.losses)
         self.train_button.setEnabled(False)
-        self.message.setText(f"training on {len(samples)} micrographs" + (f", validating on {len(val)}" if val else ""))
-        self.progress.start(train_and_save, self._trained, self._failed, self._cancelled,
-                            samples=samples, config=config, out_dir=Path(self.out_path.text()), val_samples=val,
-                            data_description=description,
+        self.message.setText(f"training on {len(source['samples'])} micrographs" if "samples" in source
+                             else f"training on {source['dataset'].name}")
+        self.progress.start(train_job, self._trained, self._failed, self._cancelled, source=source, config=config,
+                            out_dir=Path(self.out_path.text()),
                             on_step=lambda record: self._relay.stepped.emit(int(record["step"]),
                                                                            float(record["loss"])))
 
@@ -340,6 +319,30 @@ class TrainingWidget(PluginDock):
         self.train_button.setEnabled(True)
         self._update_train_label()
         self.message.setText("stopped; a checkpoint was kept: Resume training continues from it")
+
+
+def _path_row(edit: QLineEdit, browse: QPushButton) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    row.addWidget(browse)
+    return row
+
+
+def train_job(source: dict, config, out_dir: Path, on_step, progress, should_stop):
+    """:func:`~napari_microsynth.engines.segmentation.train_and_save` on a :meth:`TrainingWidget.training_source`
+    (a dataset is read here, in the worker)."""
+    from ..engines.segmentation import train_and_save
+
+    if "samples" in source:
+        samples, val, description = source["samples"], [], source["description"]
+    else:
+        from ..core.datasets import load_split
+
+        path, train_split, val_split = source["dataset"], source["train_split"], source["val_split"]
+        samples = [s for s in load_split(path, train_split) if s.mask is not None]
+        val = [s for s in load_split(path, val_split) if s.mask is not None] if val_split else []
+        description = f"{path.name}: split {train_split!r}" + (f", validation {val_split!r}" if val_split else "")
+    return train_and_save(samples, config, out_dir, val, description, progress, should_stop, on_step)
 
 
 class _LossPlot(QLabel):
