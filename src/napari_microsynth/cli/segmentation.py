@@ -166,6 +166,26 @@ def _check_default_model_applies(model_schema, image_schema, image_path: str) ->
         )
 
 
+def _model_and_ratio(args: argparse.Namespace, image_path, image_schema):
+    """``(folder, segmenter, ratio)`` of ``--model`` (the bundled default only where its phases apply to the
+    micrograph's dataset) and ``--ratio`` (None without; ``--trust`` needs it)."""
+    from ..core.fractions import parse_fractions
+    from ..models.segmenter import Segmenter
+
+    folder = model_folder(args.model or DEFAULT_MODEL)
+    model = Segmenter.load(folder, device=args.device)
+    if args.model is None:
+        _check_default_model_applies(model.schema, image_schema, str(image_path))
+    ratio = None
+    if args.ratio:
+        ratio, note = parse_fractions(args.ratio, model.schema.names)
+        if note:
+            print(f"note: {note}")
+    if args.trust and ratio is None:
+        raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
+    return folder, model, ratio
+
+
 @command("segment", "segment one micrograph with a model folder",
          ("Whole-micrograph phase map (sliding window, 50 % overlap) written as an indexed-colour PNG: pixel "
           "values are class ids, shown in the phase colours. A TIFF larger than 4096x4096 px (or any micrograph "
@@ -175,27 +195,16 @@ def _check_default_model_applies(model_schema, image_schema, image_path: str) ->
 def _segment(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from ..core.fractions import mask_fractions, parse_fractions
+    from ..core.fractions import mask_fractions
     from ..core.io import image_shape, read_micrograph, write_mask
     from ..core.domain_check import dataset_schema_of
     from ..core.large_image import is_large_micrograph
     from ..engines.inference import predict_image, stored_temperature
     from ..engines.reports import phase_overlay
-    from ..models.segmenter import Segmenter
 
     set_threads(args)
-    folder = model_folder(args.model or DEFAULT_MODEL)
-    model = Segmenter.load(folder, device=args.device)
     image_schema = dataset_schema_of(args.image)
-    if args.model is None:
-        _check_default_model_applies(model.schema, image_schema, args.image)
-    ratio = None
-    if args.ratio:
-        ratio, note = parse_fractions(args.ratio, model.schema.names)
-        if note:
-            print(f"note: {note}")
-    if args.trust and ratio is None:
-        raise ValueError("--trust needs --ratio (the fractions to correct the phase map towards)")
+    folder, model, ratio = _model_and_ratio(args, args.image, image_schema)
     band = {"auto": "auto", "none": None}.get(args.info_band.lower(), args.info_band)
     band = int(band) if isinstance(band, str) and band.isdigit() else band
     if args.blocks or is_large_micrograph(args.image):
@@ -297,24 +306,12 @@ def _quantify_arguments(p: argparse.ArgumentParser) -> None:
          _quantify_arguments)
 def _quantify(args: argparse.Namespace) -> int:
     from ..core.domain_check import dataset_schema_of
-    from ..core.fractions import parse_fractions
     from ..engines.inference import stored_temperature
     from ..engines.quantify import micrograph_files, quantify
-    from ..models.segmenter import Segmenter
 
     set_threads(args)
     files = micrograph_files(args.folder)
-    folder = model_folder(args.model or DEFAULT_MODEL)
-    model = Segmenter.load(folder, device=args.device)
-    if args.model is None:
-        _check_default_model_applies(model.schema, dataset_schema_of(files[0]), str(files[0]))
-    ratio = None
-    if args.ratio:
-        ratio, note = parse_fractions(args.ratio, model.schema.names)
-        if note:
-            print(f"note: {note}")
-    if args.trust and ratio is None:
-        raise ValueError("--trust needs --ratio (the fractions to correct the phase maps towards)")
+    folder, model, ratio = _model_and_ratio(args, files[0], dataset_schema_of(files[0]))
     print(f"{len(files)} micrographs; model {folder.name} segments into {', '.join(model.schema.names)}")
     progress, stop = terminal(args, "quantifying")
     with stop.installed():

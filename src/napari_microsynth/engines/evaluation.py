@@ -392,11 +392,11 @@ def _metrics_for_card(report: dict[str, Any], sweep: list[dict[str, Any]] | None
 
 def _earlier_metrics(folder: Path) -> dict[str, Any]:
     """Metrics an existing model folder already records (scores of other test splits), else none."""
-    import json
+    from ..models.folder import read_model_config
 
     try:
-        return dict(json.loads((folder / "config.json").read_text()).get("metrics") or {})
-    except (OSError, ValueError):
+        return dict(read_model_config(folder).get("metrics") or {})
+    except (FileNotFoundError, ValueError):
         return {}
 
 
