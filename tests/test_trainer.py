@@ -114,3 +114,27 @@ def test_progress_says_how_long_the_training_still_takes_after_its_first_steps(t
     assert all("left" not in m for m in messages[:2])
     assert messages[2].endswith("about 5 min left")  # 2 timed minutes for 2 steps, 5 steps to go
     assert messages[6].endswith("about 60 s left") and "left" not in messages[7]
+
+
+def test_validation_runs_every_n_steps_in_eval_mode_and_its_scores_are_resumed_with_the_losses(tiles, tmp_path):
+    val_images, val_masks = tiles.draw(np.random.default_rng(99), 8)
+    seen_modes: list[bool] = []
+
+    def accuracy(run: Run) -> dict[str, float]:
+        net = run.unwrap("net")
+        seen_modes.append(net.training)
+        logits = net(torch.from_numpy(np.ascontiguousarray(val_images))[:, None].to(run.device))
+        return {"val_accuracy": float((logits.argmax(1).cpu().numpy() == val_masks).mean())}
+
+    settings = LoopSettings(steps=5, checkpoint_dir=tmp_path, checkpoint_every=2, validate_every=2)
+    records: list[dict] = []
+    with pytest.raises(Cancelled):
+        train(phase_recipe(tiles), settings, on_step=records.append, validate=accuracy,
+              should_stop=lambda: len(records) >= 3)
+    recipe = phase_recipe(tiles)
+    result = train(recipe, settings, on_step=records.append, validate=accuracy)
+    scored = [h["step"] for h in result.history if "val_accuracy" in h]
+    assert scored == [2, 4, 5]  # every 2nd step and the last, the one before the cancel kept by the checkpoint
+    assert [r["step"] for r in records if "val_accuracy" in r] == [2, 4, 5]
+    assert seen_modes == [False, False, False] and recipe.modules["net"].training is False  # eval at the end
+    assert all(0.0 <= h["val_accuracy"] <= 1.0 for h in result.history if "val_accuracy" in h)

@@ -105,13 +105,18 @@ def test_fine_tune_on_a_corrected_phase_map(viewer, tmp_path, qtbot):
 
 
 def test_a_dataset_folder_is_read_in_the_background_and_validated(viewer, tmp_path, qtbot, shared_data):
-    widget = _training_widget(viewer, tmp_path, steps=2)
+    widget = _training_widget(viewer, tmp_path, steps=4)
     widget.source_combo.setCurrentIndex(1)
     widget.data_path.setText(str(shared_data / "uhcs"))
     widget.train_split.setText("train")
     widget.val_split.setText("val")
+    widget.validate_spin.setValue(2)
     widget.train()
     qtbot.waitUntil(lambda: widget.model_folder is not None, timeout=120_000)
     config = json.loads((widget.model_folder / "config.json").read_text())
     assert config["training"]["data"] == "uhcs: split 'train', validation 'val'"
     assert "miou (validation, true ratio)" in config["metrics"]
+    # the validation mIoU was plotted live, at steps 2 and 4, next to the loss
+    assert [step for step, _ in widget.val_scores] == [2, 4]
+    assert all(0.0 <= miou <= 1.0 for _, miou in widget.val_scores)
+    assert widget.val_scores[-1][1] == pytest.approx(config["metrics"]["miou (validation, true ratio)"], abs=1e-6)

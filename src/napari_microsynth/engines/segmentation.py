@@ -405,6 +405,8 @@ def train_segmenter(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
     on_step=None,
+    val_samples: Sequence[Sample] = (),
+    validate_every: int = 0,
 ) -> SegmentationResult:
     """Train (or resume training) a segmenter on annotated whole micrographs.
 
@@ -413,7 +415,9 @@ def train_segmenter(
     ``should_stop()`` turns true a checkpoint is saved and
     :class:`~napari_microsynth.core.progress.Cancelled` is raised (its ``.result`` the partial
     :class:`~napari_microsynth.models.trainer.TrainResult`); calling again continues from there.
-    ``on_step(record)`` gets each step's losses (for a live plot).
+    ``on_step(record)`` gets each step's losses (for a live plot). With ``val_samples`` and
+    ``validate_every`` > 0 the model is scored on them (whole micrographs; a PLM with their true ratio) every
+    that many steps and at the end, and the record of that step gets ``val_miou`` and ``val_mean_dice``.
     """
     check_training_samples(samples)
     samples = list(samples)
@@ -423,14 +427,29 @@ def train_segmenter(
     _refuse_old_checkpoints(folder)
     recipe = _segmenter_recipe(samples, config, fingerprint)
     settings = LoopSettings(config.steps, config.seed, resolve_device(config.device), "auto", folder,
-                            config.checkpoint_every, config.keep_checkpoints)
-    done = train(recipe, settings, progress, should_stop, on_step)
+                            config.checkpoint_every, config.keep_checkpoints,
+                            validate_every=validate_every if val_samples else 0)
+    done = train(recipe, settings, progress, should_stop, on_step, _validation(val_samples, should_stop))
     model = recipe.modules["model"].to("cpu").float().eval()
     return SegmentationResult(steps=done.steps, history=done.history, resumed_from=done.resumed_from,
                               mixed_precision=done.mixed_precision, model=model, config=config,
                               fingerprint=fingerprint, n_samples=len(samples), work_dir=work_dir,
                               image_statistics=training_statistics([s.image for s in samples],
                                                                    [s.pixel_size_um for s in samples]))
+
+
+def _validation(val_samples: Sequence[Sample], should_stop: StopFn):
+    """The trainer's ``validate`` callback: mIoU and mean Dice of the model in training on ``val_samples``."""
+    if not val_samples:
+        return None
+    from .evaluation import evaluate
+
+    def validate(run: Run) -> dict[str, float]:
+        model = run.unwrap("model")
+        report = evaluate(model, val_samples, "true" if model.uses_ratio else None, should_stop=should_stop)
+        return {"val_miou": report["miou"], "val_mean_dice": report["mean_dice"]}
+
+    return validate
 
 
 def corrections_seen(samples: Sequence[Sample]) -> list[dict[str, Any]]:
@@ -450,12 +469,15 @@ def train_and_save(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
     on_step=None,
+    validate_every: int = 0,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train (or resume) in ``out_dir/work``, score on ``val_samples`` when given (true ratio for a PLM)
-    and write the model folder ``out_dir/model``; returns the folder and the measured metrics."""
+    """Train (or resume) in ``out_dir/work``, score on ``val_samples`` when given (true ratio for a PLM;
+    also every ``validate_every`` steps during the training, see :func:`train_segmenter`) and write the
+    model folder ``out_dir/model``; returns the folder and the measured metrics."""
     from .evaluation import evaluate
 
-    result = train_segmenter(samples, config, Path(out_dir) / "work", progress, should_stop, on_step)
+    result = train_segmenter(samples, config, Path(out_dir) / "work", progress, should_stop, on_step,
+                             val_samples, validate_every)
     if data_description:
         result.extra["data"] = data_description
     if config.init_from:

@@ -50,7 +50,8 @@ _process_accelerator: Any = None
 @dataclass
 class LoopSettings:
     """What every training shares. ``device``: a resolved torch device (not "auto"); ``mixed_precision``:
-    one of :data:`MIXED_PRECISION_CHOICES`; ``checkpoint_dir`` None writes no checkpoints."""
+    one of :data:`MIXED_PRECISION_CHOICES`; ``checkpoint_dir`` None writes no checkpoints;
+    ``validate_every`` > 0 runs the ``validate`` callback of :func:`train` every that many steps and at the end."""
 
     steps: int
     seed: int = 0
@@ -60,6 +61,7 @@ class LoopSettings:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     resume: bool = True
+    validate_every: int = 0
 
 
 @dataclass
@@ -318,10 +320,14 @@ def train(
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    validate: Callable[[Run], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train ``recipe`` for ``settings.steps`` steps (continuing from the newest checkpoint in
     ``settings.checkpoint_dir`` with ``settings.resume``); the recipe's modules are trained in place.
     ``on_step`` receives each step's record (step and losses) on the main process, e.g. for a live plot.
+    ``validate(run)`` (main process, modules in eval mode, no gradients) returns scores that are added to
+    the record of every ``settings.validate_every``-th step and of the last step, so they are checkpointed
+    with the losses and reach ``on_step``.
 
     ``should_stop()`` is asked before every step; when it turns true a checkpoint is written (with a
     checkpoint folder), the modules get their moving averages and :class:`Cancelled` is raised with the
@@ -329,9 +335,22 @@ def train(
     """
     state = _prepare(recipe, settings)
     try:
-        return _loop(recipe, settings, state, progress, should_stop, on_step)
+        return _loop(recipe, settings, state, progress, should_stop, on_step, validate)
     finally:
         state.run.accelerator.free_memory()  # the accelerator serves later trainings: let go of this one
+
+
+def _validated(run: Run, validate: Callable[[Run], dict[str, float]]) -> dict[str, float]:
+    """``validate(run)`` with every module in eval mode and no gradients, training mode restored after."""
+    modes = {name: module.training for name, module in run.modules.items()}
+    for module in run.modules.values():
+        module.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in validate(run).items()}
+    finally:
+        for name, module in run.modules.items():
+            module.train(modes[name])
 
 
 def time_left(seconds: float) -> str:
@@ -348,7 +367,8 @@ def time_left(seconds: float) -> str:
 
 
 def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: ProgressFn,
-          should_stop: StopFn, on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          should_stop: StopFn, on_step: Callable[[dict[str, float]], None] | None = None,
+          validate: Callable[[Run], dict[str, float]] | None = None) -> TrainResult:
     """The steps of :func:`train`, from the newest checkpoint (with ``settings.resume``) on."""
     acc, run = state.run.accelerator, state.run
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
@@ -378,6 +398,9 @@ def _loop(recipe: Recipe, settings: LoopSettings, state: _State, progress: Progr
             average.update(run.unwrap(name))
         step += 1
         history.append({"step": step, **_mean_over_processes(acc, logs)})
+        every = settings.validate_every
+        if validate is not None and every > 0 and acc.is_main_process and (step % every == 0 or step == settings.steps):
+            history[-1].update(_validated(run, validate))
         if acc.is_main_process:
             now = monotonic()
             timed_from = timed_from or (step, now)

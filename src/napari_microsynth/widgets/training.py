@@ -3,7 +3,8 @@
 Training data: image + labels layer pairs of the viewer (a phase map corrected in the Phase ratios widget
 counts as a corrected sample), or a dataset folder / store (one split, optionally a validation split).
 Train runs :func:`~napari_microsynth.engines.segmentation.train_and_save` in a worker with progress and a
-live loss plot; Cancel stops at the next step and keeps a checkpoint, and Train again with the same output
+live plot of the loss and, with a validation split, of the validation mIoU every "validate every" steps;
+Cancel stops at the next step and keeps a checkpoint, and Train again with the same output
 folder resumes from it. "Fine-tune from" starts from an existing model (the bundled one, or the Phase
 ratios widget's current model) with its own network settings: the correct -> retrain loop. The finished
 model folder (weights, config, model card) is offered in the Phase ratios widget at once.
@@ -41,10 +42,18 @@ class _LossRelay(QObject):
     """Carries each training step's record from the worker thread to the UI thread."""
 
     stepped = Signal(int, float)
+    validated = Signal(int, float)
+
+    def relay(self, record: dict) -> None:
+        """The trainer's ``on_step``: the loss, and the validation mIoU of the steps that have one."""
+        self.stepped.emit(int(record["step"]), float(record["loss"]))
+        if "val_miou" in record:
+            self.validated.emit(int(record["step"]), float(record["val_miou"]))
 
 
 class TrainingWidget(PluginDock):
-    """Choose data and network, train in the background with a live loss plot, hand the model over."""
+    """Choose data and network, train in the background with a live loss (and validation) plot, hand the
+    model over."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -54,6 +63,7 @@ class TrainingWidget(PluginDock):
         self.viewer = napari_viewer
         self.pairs: list[tuple[str, str]] = []
         self.losses: list[tuple[int, float]] = []
+        self.val_scores: list[tuple[int, float]] = []
         self.model_folder: Path | None = None
 
         self.source_combo = QComboBox()
@@ -82,6 +92,13 @@ class TrainingWidget(PluginDock):
         self.tile_spin.setValue(128)
         self.steps_spin.setRange(1, 1_000_000)
         self.steps_spin.setValue(1000)
+        self.validate_spin = QSpinBox()
+        self.validate_spin.setRange(0, 1_000_000)
+        self.validate_spin.setSingleStep(50)
+        self.validate_spin.setValue(200)
+        self.validate_spin.setSpecialValueText("only at the end")
+        self.validate_spin.setToolTip("score the validation split every this many steps (whole micrographs; "
+                                      "each scoring takes a few seconds per micrograph)")
         self.scale_spin = QDoubleSpinBox()
         self.scale_spin.setRange(0.1, 1.0)
         self.scale_spin.setSingleStep(0.25)
@@ -98,6 +115,7 @@ class TrainingWidget(PluginDock):
         self.plot = _LossPlot()
         self._relay = _LossRelay()
         self._relay.stepped.connect(self._add_loss)
+        self._relay.validated.connect(self._add_val_score)
 
         form = QFormLayout()
         form.addRow("training data", self.source_combo)
@@ -109,6 +127,7 @@ class TrainingWidget(PluginDock):
         form.addRow("dataset", _path_row(self.data_path, self.browse_data))
         form.addRow("train split", self.train_split)
         form.addRow("validation split", self.val_split)
+        form.addRow("validate every", self.validate_spin)
         form.addRow("fine-tune from", self.init_combo)
         form.addRow("architecture", self.arch_combo)
         form.addRow("size", self.preset_combo)
@@ -203,7 +222,7 @@ class TrainingWidget(PluginDock):
         for control in (self.image_combo, self.labels_combo, self.add_pair_button, self.pair_list,
                         self.remove_pair_button):
             control.setEnabled(layers)
-        for control in (self.data_path, self.browse_data, self.train_split, self.val_split):
+        for control in (self.data_path, self.browse_data, self.train_split, self.val_split, self.validate_spin):
             control.setEnabled(not layers)
 
     def add_pair(self) -> None:
@@ -280,20 +299,23 @@ class TrainingWidget(PluginDock):
         except (ValueError, OSError) as exc:
             self.message.setText(f"cannot train: {exc}")
             return
-        self.losses = []
-        self.plot.show_losses(self.losses)
+        self.losses, self.val_scores = [], []
+        self.plot.show_losses(self.losses, self.val_scores)
         self.train_button.setEnabled(False)
         self.message.setText(f"training on {len(source['samples'])} micrographs" if "samples" in source
                              else f"training on {source['dataset'].name}")
         self.progress.start(train_job, self._trained, self._failed, self._cancelled, source=source, config=config,
-                            out_dir=Path(self.out_path.text()),
-                            on_step=lambda record: self._relay.stepped.emit(int(record["step"]),
-                                                                           float(record["loss"])))
+                            out_dir=Path(self.out_path.text()), on_step=self._relay.relay,
+                            validate_every=self.validate_spin.value())
 
     def _add_loss(self, step: int, loss: float) -> None:
         self.losses.append((step, loss))
         if step % 10 == 0 or len(self.losses) < 10:
-            self.plot.show_losses(self.losses)
+            self.plot.show_losses(self.losses, self.val_scores)
+
+    def _add_val_score(self, step: int, miou: float) -> None:
+        self.val_scores.append((step, miou))
+        self.plot.show_losses(self.losses, self.val_scores)
 
     def _trained(self, result) -> None:
         from .phase_ratio import PhaseRatioWidget
@@ -301,7 +323,7 @@ class TrainingWidget(PluginDock):
         self.model_folder, metrics = result
         self.train_button.setEnabled(True)
         self._update_train_label()
-        self.plot.show_losses(self.losses)
+        self.plot.show_losses(self.losses, self.val_scores)
         scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith(("miou", "mean_dice")))
         offered = False
         for widget in self.viewer.window.dock_widgets.values():
@@ -328,9 +350,9 @@ def _path_row(edit: QLineEdit, browse: QPushButton) -> QHBoxLayout:
     return row
 
 
-def train_job(source: dict, config, out_dir: Path, on_step, progress, should_stop):
+def train_job(source: dict, config, out_dir: Path, on_step, progress, should_stop, validate_every: int = 0):
     """:func:`~napari_microsynth.engines.segmentation.train_and_save` on a :meth:`TrainingWidget.training_source`
-    (a dataset is read here, in the worker)."""
+    (a dataset is read here, in the worker); a validation split is scored every ``validate_every`` steps."""
     from ..engines.segmentation import train_and_save
 
     if "samples" in source:
@@ -342,17 +364,19 @@ def train_job(source: dict, config, out_dir: Path, on_step, progress, should_sto
         samples = [s for s in load_split(path, train_split) if s.mask is not None]
         val = [s for s in load_split(path, val_split) if s.mask is not None] if val_split else []
         description = f"{path.name}: split {train_split!r}" + (f", validation {val_split!r}" if val_split else "")
-    return train_and_save(samples, config, out_dir, val, description, progress, should_stop, on_step)
+    return train_and_save(samples, config, out_dir, val, description, progress, should_stop, on_step,
+                          validate_every)
 
 
 class _LossPlot(QLabel):
-    """The training loss against the step, drawn with matplotlib into a picture."""
+    """The training loss against the step, and the validation mIoU on a second axis, drawn with matplotlib
+    into a picture."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setMinimumHeight(160)
 
-    def show_losses(self, losses: list[tuple[int, float]]) -> None:
+    def show_losses(self, losses: list[tuple[int, float]], val_scores: list[tuple[int, float]] = ()) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -369,6 +393,12 @@ class _LossPlot(QLabel):
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel("loss", fontsize=7)
         ax.tick_params(labelsize=6)
+        if len(val_scores):
+            steps, values = np.array(val_scores).T
+            right = ax.twinx()
+            right.plot(steps, 100 * values, "o-", color="tab:green", markersize=3, linewidth=1)
+            right.set_ylabel("validation mIoU %", fontsize=7, color="tab:green")
+            right.tick_params(labelsize=6, colors="tab:green")
         fig.tight_layout()
         fig.canvas.draw()
         rgba = np.asarray(fig.canvas.buffer_rgba())
