@@ -202,7 +202,7 @@ def test_training_ratios_follow_the_chosen_recipe(uhcs):
 
     samples = uhcs[0][:2]
     exact_micrograph = tiny_config(ratio_source="micrograph", ratio_dropout=0.0)
-    _, _, tile_fractions, ratios = training_batch(samples, exact_micrograph, np.random.default_rng(0))
+    _, _, tile_fractions, ratios, _ = training_batch(samples, exact_micrograph, np.random.default_rng(0))
     whole = np.stack([s.fractions for s in samples])
     assert all(np.isclose(whole, r).all(axis=1).any() for r in ratios.numpy())  # each is one micrograph's ratio
     assert not np.allclose(ratios.numpy(), tile_fractions.numpy(), atol=1e-3)
@@ -210,11 +210,11 @@ def test_training_ratios_follow_the_chosen_recipe(uhcs):
     assert (tiny_config().ratio_source, tiny_config().ratio_alpha, tiny_config().ratio_weight) == ("tile", (1.0, 1.0), 1.0)
     paper = tiny_config(ratio_source="micrograph", ratio_weight=20.0).with_paper_ratio_recipe()
     assert (paper.ratio_source, paper.ratio_alpha, paper.ratio_weight, paper.ratio_dropout) == ("tile", (1.0, 1.0), 1.0, 0.0)
-    _, _, tile_fractions, ratios = training_batch(samples, paper, np.random.default_rng(0))
+    _, _, tile_fractions, ratios, _ = training_batch(samples, paper, np.random.default_rng(0))
     np.testing.assert_allclose(ratios.numpy(), tile_fractions.numpy(), atol=1e-6)
 
     guessed = tiny_config(ratio_source="tile", ratio_alpha=(0.5, 0.5), ratio_dropout=0.0)
-    _, _, tile_fractions, ratios = training_batch(samples, guessed, np.random.default_rng(0))
+    _, _, tile_fractions, ratios, _ = training_batch(samples, guessed, np.random.default_rng(0))
     np.testing.assert_allclose(ratios.numpy(), expert_guess(tile_fractions.numpy().astype(float), 0.5), atol=1e-5)
 
     dropped = tiny_config(ratio_dropout=1.0)
@@ -297,3 +297,30 @@ def test_fine_tuning_starts_from_the_model_and_refuses_another_network():
         torch.testing.assert_close(model.state_dict()[name], value)
     with pytest.raises(ValueError, match="cannot fine-tune"):
         replace(config, preset="tiny").build_model(model.schema)
+
+
+def test_synthetic_tiles_come_on_top_of_the_real_batch_and_carry_their_loss_weight(uhcs):
+    """With ``synthetic_per_batch`` every batch holds batch_size real tiles (as without synthetic data) plus k
+    synthetic ones; ``synthetic_weight`` 0 makes the loss that of the real tiles alone."""
+    from dataclasses import replace
+
+    from napari_microsynth.engines.segmentation import segmentation_loss, training_batch
+
+    real = uhcs[0][:2]
+    synthetic = [replace(s, name=f"{s.name}-generated", provenance=replace(s.provenance, origin="synthetic"))
+                 for s in real]
+    shared = tiny_config(batch_size=4, synthetic_per_batch=2, synthetic_weight=0.0)
+    images, masks, fractions, ratios, weights = training_batch(real + synthetic, shared, np.random.default_rng(0))
+    assert images.shape[0] == 6 and weights.tolist() == [1, 1, 1, 1, 0, 0]
+
+    logits = torch.randn(6, real[0].schema.n_classes, *masks.shape[1:])
+    weighted, _ = segmentation_loss(logits, masks, fractions, shared, real[0].schema.ignore_id, True, weights)
+    real_only, _ = segmentation_loss(logits[:4], masks[:4], fractions[:4], shared, real[0].schema.ignore_id, True)
+    assert float(weighted) == pytest.approx(float(real_only), rel=1e-5)
+
+    uniform = tiny_config(batch_size=4)
+    assert training_batch(real + synthetic, uniform, np.random.default_rng(0))[0].shape[0] == 4
+    with pytest.raises(ValueError, match="real samples"):
+        training_batch(synthetic, shared, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="synthetic_weight"):
+        tiny_config(synthetic_weight=-1.0)

@@ -78,6 +78,8 @@ class SegmentationConfig:
     ratio_alpha: tuple[float, float] = (1.0, 1.0)  # guess accuracy range of the ratio input; (1, 1): exact
     plm_width: int = 0  # PLM channel width; 0: one channel per phase (paper 001's text)
     init_from: str | None = None  # a segmenter model folder to fine-tune (same network and phases)
+    synthetic_per_batch: int = 0  # 0: tiles drawn from all samples alike; k: batch_size real + k synthetic tiles
+    synthetic_weight: float = 1.0  # loss weight of a synthetic tile against a real one's 1
     scale_range: tuple[float, float] = (0.8, 1.25)  # magnification augmentation (paper 001, sec. 3.1)
     input_scale: float = 1.0  # the network sees micrographs resized by this factor (0.5: 4x less compute)
     seed: int = 0
@@ -104,6 +106,9 @@ class SegmentationConfig:
             (len(self.ratio_alpha) == 2 and 0.0 <= self.ratio_alpha[0] <= self.ratio_alpha[1] <= 1.0,
              f"ratio_alpha (--ratio-alpha) must be (low, high) with 0 <= low <= high <= 1, got {self.ratio_alpha}"),
             (self.ratio_weight >= 0, f"ratio_weight (--ratio-weight) must be at least 0, got {self.ratio_weight}"),
+            (self.synthetic_per_batch >= 0,
+             f"synthetic_per_batch must be at least 0, got {self.synthetic_per_batch}"),
+            (self.synthetic_weight >= 0, f"synthetic_weight must be at least 0, got {self.synthetic_weight}"),
             (self.plm_width >= 0,
              f"plm_width (--plm-width) must be at least 0 (0: one channel per phase), got {self.plm_width}"),
             (self.checkpoint_every >= 1,
@@ -271,41 +276,58 @@ def _tile_fractions(mask: np.ndarray, schema: PhaseSchema) -> np.ndarray | None:
 
 def training_batch(samples: Sequence[Sample], config: SegmentationConfig, rng: np.random.Generator,
                    micrograph_fractions: Sequence[np.ndarray] | None = None):
-    """``(images (B,1,T,T), masks (B,T,T) int64, fractions (B,C), ratios (B,C))`` for one step.
+    """``(images (B,1,T,T), masks (B,T,T) int64, fractions (B,C), ratios (B,C), weights (B,))`` for one step.
 
     ``fractions`` are each tile's true fractions (the ratio loss's target); ``ratios`` the PLM's ratio
     input: the tile's or its micrograph's fractions (``config.ratio_source``; pass the samples'
     ``micrograph_fractions`` to save recomputing them) as an expert guess of accuracy drawn from
-    ``config.ratio_alpha``, and zeros (no ratio) where dropped. Tiles whose mask is all ``ignore_id`` are
-    drawn again.
+    ``config.ratio_alpha``, and zeros (no ratio) where dropped; ``weights`` each tile's loss weight
+    (``config.synthetic_weight`` for a synthetic tile, 1 otherwise). With ``config.synthetic_per_batch`` k > 0
+    the batch holds ``batch_size`` tiles of the real samples and k of the synthetic ones, so every real
+    tile is seen as often as without synthetic data; otherwise all samples are drawn alike. Tiles whose
+    mask is all ``ignore_id`` are drawn again.
     """
     schema = samples[0].schema
     if config.ratio_source == "micrograph" and micrograph_fractions is None:
         micrograph_fractions = [s.fractions for s in samples]
-    images, masks, fracs, ratios = [], [], [], []
-    for _ in range(100 * config.batch_size):
-        if len(images) == config.batch_size:
-            break
-        index = int(rng.integers(0, len(samples)))
-        sample = samples[index]
-        scale_range = tuple(v / config.input_scale for v in config.scale_range)
-        image, mask = random_tile(sample, config.tile_size, rng, scale_range)
-        fractions = _tile_fractions(mask, schema)
-        if fractions is None:
-            continue
-        images.append(image)
-        masks.append(mask.astype(np.int64))
-        fracs.append(fractions)
-        source = fractions if config.ratio_source == "tile" else micrograph_fractions[index]
-        ratios.append(expert_guess(source, float(rng.uniform(*config.ratio_alpha))))
-    if len(images) < config.batch_size:
-        raise ValueError("could not draw tiles with labelled pixels: the masks are almost all ignore id")
-    given = rng.random(config.batch_size) >= config.ratio_dropout
+    synthetic = [s.provenance.is_synthetic for s in samples]
+    if config.synthetic_per_batch > 0:
+        real_pool = [i for i, flag in enumerate(synthetic) if not flag]
+        synthetic_pool = [i for i, flag in enumerate(synthetic) if flag]
+        if not real_pool:
+            raise ValueError("synthetic_per_batch needs real samples next to the synthetic ones")
+        draws = [(real_pool, config.batch_size)] + ([(synthetic_pool, config.synthetic_per_batch)]
+                                                     if synthetic_pool else [])
+    else:
+        draws = [(None, config.batch_size)]
+    images, masks, fracs, ratios, weights = [], [], [], [], []
+    scale_range = tuple(v / config.input_scale for v in config.scale_range)
+    for pool, count in draws:
+        drawn = 0
+        for _ in range(100 * count):
+            if drawn == count:
+                break
+            index = int(rng.integers(0, len(samples))) if pool is None else pool[int(rng.integers(0, len(pool)))]
+            image, mask = random_tile(samples[index], config.tile_size, rng, scale_range)
+            fractions = _tile_fractions(mask, schema)
+            if fractions is None:
+                continue
+            drawn += 1
+            images.append(image)
+            masks.append(mask.astype(np.int64))
+            fracs.append(fractions)
+            source = fractions if config.ratio_source == "tile" else micrograph_fractions[index]
+            ratios.append(expert_guess(source, float(rng.uniform(*config.ratio_alpha))))
+            weights.append(config.synthetic_weight if synthetic[index] else 1.0)
+        if drawn < count:
+            raise ValueError("could not draw tiles with labelled pixels: the masks are almost all ignore id")
+    given = rng.random(len(images)) >= config.ratio_dropout
     return (
         torch.from_numpy(np.stack(images)[:, None]),
         torch.from_numpy(np.stack(masks)),
         torch.from_numpy(np.stack(fracs)).float(),
         torch.from_numpy(np.stack(ratios) * given[:, None]).float(),
+        torch.tensor(weights, dtype=torch.float32),
     )
 
 
@@ -320,27 +342,34 @@ def segmentation_loss(
     config: SegmentationConfig,
     ignore_id: int | None = None,
     with_ratio_loss: bool = True,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted Dice + cross-entropy (+ ratio MSE) for logits ``(B,C,H,W)`` and target ``(B,H,W)``.
 
     Dice is the soft multi-class Dice over the batch (1 - mean over classes); the ratio term compares
     the mean softmax over each tile's labelled pixels with the tile's true fractions ``(B, C)``.
+    ``weights`` ``(B,)`` weigh each tile's pixels in all three terms (None: all 1, the plain pooled losses).
     """
     logits = logits.float()
     n = logits.shape[1]
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_id is None else target != ignore_id
+    weights = torch.ones(len(target), device=logits.device) if weights is None else weights.to(logits.device).float()
     safe_target = torch.where(valid, target, torch.zeros_like(target))
-    ce = F.cross_entropy(logits, target, ignore_index=-100 if ignore_id is None else ignore_id)
+    pixel_weight = weights[:, None, None] * valid
+    ce_map = F.cross_entropy(logits, safe_target, reduction="none")
+    ce = (ce_map * pixel_weight).sum() / pixel_weight.sum().clamp(min=1e-8)
     probs = torch.softmax(logits, dim=1) * valid[:, None]
     onehot = F.one_hot(safe_target, n).permute(0, 3, 1, 2).float() * valid[:, None]
-    inter = (probs * onehot).sum(dim=(0, 2, 3))
-    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    tile_weight = weights[:, None, None, None]
+    inter = (tile_weight * probs * onehot).sum(dim=(0, 2, 3))
+    denom = (tile_weight * (probs + onehot)).sum(dim=(0, 2, 3))
     dice = 1.0 - ((2.0 * inter + 1.0) / (denom + 1.0)).mean()
     total = config.dice_weight * dice + config.ce_weight * ce
     parts = {"dice": float(dice.detach()), "ce": float(ce.detach())}
     if with_ratio_loss:
         predicted = probs.sum(dim=(2, 3)) / valid.sum(dim=(1, 2)).clamp(min=1)[:, None]
-        mse = F.mse_loss(predicted, fractions.to(predicted))
+        per_tile = ((predicted - fractions.to(predicted)) ** 2).mean(dim=1)
+        mse = (weights * per_tile).sum() / weights.sum().clamp(min=1e-8)
         total = total + config.ratio_weight * mse
         parts["ratio_mse"] = float(mse.detach())
     parts["loss"] = float(total.detach())
@@ -383,10 +412,11 @@ def _segmenter_recipe(samples: list[Sample], config: SegmentationConfig, fingerp
     micrograph_fractions = [s.fractions for s in samples]
 
     def step(run: Run, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-        images, masks, fractions, ratios = (t.to(run.device) for t in batch)
+        images, masks, fractions, ratios, weights = (t.to(run.device) for t in batch)
         ratio = ratios if run.unwrap("model").uses_ratio else None
         logits = run.modules["model"](images, ratio)
-        loss, parts = segmentation_loss(logits, masks, fractions, config, schema.ignore_id, with_ratio_loss)
+        loss, parts = segmentation_loss(logits, masks, fractions, config, schema.ignore_id, with_ratio_loss,
+                                        weights)
         run.update("model", loss)
         return parts
 
