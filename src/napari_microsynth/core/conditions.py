@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 #: Paper 000, sec. 2.2.2 jitter: noise std sigma * (c + epsilon) per component.
 JITTER_SIGMA = 0.02
 JITTER_EPSILON = 0.01
+#: With a boost level, a boosting mode's targets hold on average at most this share of the richest real
+#: tile's fraction of the phase; a level that needs more grows the mode's share instead (the project's choice).
+MODE_MEAN_LIMIT = 0.75
 
 
 def _generator(rng) -> np.random.Generator:
@@ -60,11 +63,14 @@ class FractionMode:
     000 only says it oversamples "vectors rich in" the phase; this weighting is the project's reading.
     On MetalDAM tiles the paper mixture then raises the mean MA fraction about 1.3x and the defect
     fraction about 3x (the paper reports both roughly doubled, Fig. 12a).
+    ``level``: optional boost level of a boosting mode, the mean fraction of its phase over *all* drawn
+    targets (see :class:`BoostedFractionSampler`); None keeps the paper's plain oversampling.
     """
 
     share: float
     boost: int | None = None
     name: str = ""
+    level: float | None = None
 
     @property
     def label(self) -> str:
@@ -101,10 +107,29 @@ class BoostedFractionSampler:
     Each draw picks a mode by its share, picks a real fraction vector (uniformly, or weighted by the
     boosted class's fraction), and applies :func:`jitter_fractions`.
 
+    **Boost levels** (the project's addition; issue 11). Paper 000's 20 % MA and 10 % defect are the
+    *shares* of its boosting modes, and oversampling real tiles cannot make a phase more common than the
+    tiles rich in it are (Fig. 12a reports MA and defect about doubled). A mode with a ``level`` instead
+    reaches a stated class ratio: ``level`` is the mean fraction of its phase over *all* drawn targets (what
+    the target histogram's mean and Fig. 12a show), not only over its own mode. To get there the mode
+    shifts the boosted phase's fraction of every vector it picks by one common amount (so the tile-to-tile
+    spread of the rich tiles is kept), clipped to ``[0, richest real tile]`` (a target never asks for a
+    tile richer in the phase than any the generator has seen), and scales the other phases of the vector
+    proportionally so it still sums to 1; then it jitters as usual. The shift is solved exactly (before
+    jitter) against the other modes' contribution, so the data mode keeps reproducing the real tiles.
+    Where the level would need the mode's targets to average more than :data:`MODE_MEAN_LIMIT` of the
+    richest real tile, the mode's share grows instead (taken from the data modes) to the smallest share
+    that reaches the level: ``shares`` holds the shares in use, ``given_shares`` the ones asked for.
+    A level below what the plain mixture gives thins the phase in its mode the same way. Levels that
+    together leave the data modes no share, or a level the other modes already exceed, raise ValueError.
+
     >>> real = np.array([[0.9, 0.1, 0.0], [0.5, 0.2, 0.3], [0.6, 0.4, 0.0]])
     >>> sampler = BoostedFractionSampler(real, [FractionMode(0.7), FractionMode(0.3, boost=2)])
     >>> sampler.sample(4, np.random.default_rng(0)).shape
     (4, 3)
+    >>> levelled = BoostedFractionSampler(real, [FractionMode(0.7), FractionMode(0.3, boost=2, level=0.2)])
+    >>> round(float(levelled.expected_mean()[2]), 6)
+    0.2
     """
 
     def __init__(self, real_fractions, modes=None, sigma: float = JITTER_SIGMA, epsilon: float = JITTER_EPSILON):
@@ -133,19 +158,127 @@ class BoostedFractionSampler:
                 )
             self._pick.append(weight / weight.sum())
         self.shares = shares / shares.sum()
+        self.given_shares = self.shares.copy()
         self.sigma = float(sigma)
         self.epsilon = float(epsilon)
+        #: per mode: the (N, C) vectors it picks from (``real``, or shifted ones for a mode with a level)
+        self._rows = [self.real] * len(self.modes)
+        if any(mode.level is not None for mode in self.modes):
+            self._solve_levels()
 
     @classmethod
     def from_shares(
-        cls, real_fractions, shares: dict[str, float], schema: PhaseSchema, **kwargs
+        cls,
+        real_fractions,
+        shares: Mapping[str, float],
+        schema: PhaseSchema,
+        levels: Mapping[str, float] | None = None,
+        **kwargs,
     ) -> "BoostedFractionSampler":
-        """Build from ``{"data": 0.7, "<phase name>": 0.2, ...}`` (see :func:`default_shares`)."""
-        modes = [
-            FractionMode(float(share), None if name == "data" else schema.index_of(name), name)
-            for name, share in shares.items()
-        ]
+        """Build from ``{"data": 0.7, "<phase name>": 0.2, ...}`` (see :func:`default_shares`), with optional
+        boost ``levels`` by phase name (:func:`check_boost_levels`). A level for a phase without a mode in
+        ``shares`` adds a boosting mode for it, whose share is taken from the data mode as the level needs."""
+        by_class = check_boost_levels(levels, schema)
+        modes = []
+        for name, share in shares.items():
+            boost = None if name == "data" else schema.index_of(name)
+            modes.append(FractionMode(float(share), boost, name, None if boost is None else by_class.pop(boost, None)))
+        modes += [FractionMode(0.0, k, schema.names[k], level) for k, level in by_class.items()]
         return cls(real_fractions, modes, **kwargs)
+
+    # ------------------------------------------------------------------ boost levels
+
+    def _shifted(self, k: int, shift: float) -> np.ndarray:
+        """The real vectors with class ``k``'s fraction shifted by ``shift`` (clipped to [0, richest real
+        tile]) and the other classes scaled so each vector sums to 1."""
+        c = self.real[:, k]
+        new = np.clip(c + shift, 0.0, np.maximum(c, self.real[:, k].max()))
+        rest = 1.0 - c
+        out = self.real * np.divide(1.0 - new, rest, out=np.zeros_like(rest), where=rest > 1e-12)[:, None]
+        whole = rest <= 1e-12
+        others = self.real.mean(axis=0)
+        others[k] = 0.0
+        if whole.any() and others.sum() > 0:  # a tile of class k only: the rest as the other classes' real mean
+            out[whole] = (1.0 - new[whole])[:, None] * (others / others.sum())
+        out[:, k] = new
+        return out
+
+    def _shift_for(self, m: int, target: float) -> float:
+        """The shift of mode ``m``'s boosted fraction that makes its picked vectors average ``target``."""
+        k, w = self.modes[m].boost, self._pick[m]
+        c = self.real[:, k]
+        top = np.maximum(c, c.max())
+
+        def mean(shift: float) -> float:
+            return float(w @ np.clip(c + shift, 0.0, top))
+
+        lo, hi = -1.0, 1.0
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if mean(mid) < target else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    def _mode_means(self) -> np.ndarray:
+        """``(M, C)``: the mean vector (before jitter) each mode draws."""
+        return np.stack([
+            rows.mean(axis=0) if pick is None else pick @ rows for rows, pick in zip(self._rows, self._pick)
+        ])
+
+    def expected_mean(self) -> np.ndarray:
+        """The mean target vector the sampler draws (before jitter, which moves it by well under a point)."""
+        return self.shares @ self._mode_means()
+
+    def _solve_levels(self) -> None:
+        """Per-mode shifts (and, where needed, grown shares) that give every level as the overall mean."""
+        levelled = [m for m, mode in enumerate(self.modes) if mode.level is not None]
+        data = [m for m, mode in enumerate(self.modes) if mode.boost is None]
+        boosted = [self.modes[m].boost for m in levelled]
+        for m in levelled:
+            mode = self.modes[m]
+            if mode.boost is None:
+                raise ValueError(f"mode {mode.label!r} draws real vectors uniformly: only a boosting mode takes a level")
+            if not 0.0 < mode.level < 1.0:
+                raise ValueError(f"mode {mode.label!r}: a boost level must lie between 0 and 1, got {mode.level}")
+            if boosted.count(mode.boost) > 1:
+                raise ValueError(f"two modes give class {mode.boost} a boost level; give it one")
+        shares = self.shares.copy()
+        shifts = {m: 0.0 for m in levelled}
+        for _ in range(200):
+            means = self._mode_means()
+            for m in levelled:
+                mode, k = self.modes[m], self.modes[m].boost
+                others = float(shares @ means[:, k] - shares[m] * means[m, k])
+                limit = MODE_MEAN_LIMIT * float(self.real[:, k].max())
+                need = (mode.level - others) / shares[m] if shares[m] > 0 else np.inf
+                if need > limit:  # grow this mode's share, taken from the data modes
+                    share_data = float(shares[data].sum()) if data else 0.0
+                    mean_data = float(means[data[0], k]) if data else 0.0
+                    fixed = others - share_data * mean_data  # the other boosting modes
+                    if limit <= mean_data:
+                        raise ValueError(self._level_error(mode, "the richest real tiles cannot lift it that far"))
+                    grown = (mode.level - fixed - (share_data + shares[m]) * mean_data) / (limit - mean_data)
+                    left = share_data + shares[m] - grown
+                    if not data or left < 0:
+                        raise ValueError(self._level_error(
+                            mode, "its mode would need more than the data modes' share of the targets"))
+                    if share_data > 0:
+                        shares[data] *= left / share_data
+                    shares[m], need = grown, limit
+                if need < 0:
+                    raise ValueError(self._level_error(
+                        mode, f"the other modes alone already give {100 * others:.2f} %; give a higher level"))
+                shifts[m] = self._shift_for(m, need)
+                self._rows[m] = self._shifted(k, shifts[m])
+            self.shares = shares
+            reached = self.expected_mean()
+            if all(abs(reached[self.modes[m].boost] - self.modes[m].level) < 1e-7 for m in levelled):
+                return
+        raise ValueError("the boost levels " + ", ".join(
+            f"{self.modes[m].label} {100 * self.modes[m].level:g} %" for m in levelled) + " cannot all be reached")
+
+    def _level_error(self, mode: FractionMode, why: str) -> str:
+        return (f"cannot reach a {mode.label} level of {100 * mode.level:g} % of the targets: {why} "
+                f"(real tiles hold {100 * self.real[:, mode.boost].mean():.2f} % on average)")
 
     def sample(self, n: int, rng: np.random.Generator, return_modes: bool = False):
         """``n`` jittered fraction vectors ``(n, C)``; with ``return_modes`` also the mode index of each."""
@@ -155,8 +288,138 @@ class BoostedFractionSampler:
         for m, pick in enumerate(self._pick):
             where = np.flatnonzero(mode_idx == m)
             rows[where] = rng.choice(self.real.shape[0], size=where.size, p=pick)
-        out = jitter_fractions(self.real[rows], rng, self.sigma, self.epsilon)
+        picked = self.real[rows]
+        for m, mode_rows in enumerate(self._rows):
+            if mode_rows is not self.real:
+                where = mode_idx == m
+                picked[where] = mode_rows[rows[where]]
+        out = jitter_fractions(picked, rng, self.sigma, self.epsilon)
         return (out, mode_idx) if return_modes else out
+
+
+def check_boost_levels(levels: Mapping[str, float] | None, schema: PhaseSchema) -> dict[int, float]:
+    """Boost levels by phase name (``{"martensite/austenite": 0.2, "defect": 0.1}``) as ``{class id: level}``.
+
+    A level is the mean fraction of that phase over all drawn targets (see :class:`BoostedFractionSampler`),
+    strictly between 0 and 1. Raises ValueError for an unknown phase (naming the known ones), for ``"data"``
+    and for a level outside (0, 1).
+
+    >>> check_boost_levels({"defect": 0.1}, PhaseSchema.bundled("metaldam"))
+    {4: 0.1}
+    """
+    out: dict[int, float] = {}
+    for name, level in (levels or {}).items():
+        try:
+            k = schema.index_of(str(name))
+        except KeyError:
+            raise ValueError(f"no phase {name!r} to boost; the {schema.name} phases are "
+                             f"{', '.join(schema.names)}") from None
+        level = float(level)
+        if not (np.isfinite(level) and 0.0 < level < 1.0):
+            raise ValueError(f"the boost level of {schema.names[k]} must lie between 0 and 1 (e.g. 0.2 for "
+                             f"20 % of the targets' area), got {level:g}")
+        if k in out:
+            raise ValueError(f"{schema.names[k]} is given two boost levels")
+        out[k] = level
+    return out
+
+
+def _parse_phase_values(texts: Sequence[str], schema: PhaseSchema, what: str, allow_zero: bool) -> dict[str, float]:
+    """``["NAME=0.2", "NAME=10%"]`` as ``{canonical name: 0.2, ...}``; ``what`` names the value in errors."""
+    out: dict[str, float] = {}
+    for text in texts:
+        name, sep, value = str(text).rpartition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ValueError(f"a {what} is PHASE=VALUE, e.g. {schema.names[-1]}=0.1 or {schema.names[-1]}=10%, "
+                             f"got {text!r}")
+        try:
+            k = schema.index_of(name)
+        except KeyError:
+            raise ValueError(f"{text!r}: no phase {name!r}; the {schema.name} phases are "
+                             f"{', '.join(schema.names)}") from None
+        percent = value.endswith("%")
+        try:
+            number = float(value.rstrip("%").strip())
+        except ValueError:
+            raise ValueError(f"{text!r}: {value!r} is not a number (write 0.2 or 20%)") from None
+        fraction = number / 100.0 if percent else number
+        if not percent and 1.0 <= number <= 100.0:
+            raise ValueError(f"{text!r}: a {what} is a fraction below 1 or a percentage; did you mean "
+                             f"{name}={number:g}%?")
+        low_ok = fraction >= 0.0 if allow_zero else fraction > 0.0
+        if not (np.isfinite(fraction) and low_ok and fraction < 1.0):
+            bound = "from 0 (off)" if allow_zero else "above 0 and"
+            raise ValueError(f"{text!r}: a {what} must lie {bound} below 1 (100 %), got {value}")
+        canonical = schema.names[k]
+        if canonical in out:
+            raise ValueError(f"{canonical} is given two {what}s: {text!r} and an earlier one")
+        out[canonical] = fraction
+    return out
+
+
+def parse_boost_levels(texts: Sequence[str], schema: PhaseSchema) -> dict[str, float]:
+    """Boost levels typed as ``PHASE=LEVEL`` (a fraction or a percentage) by phase name, for
+    :func:`fraction_targets`.
+
+    >>> parse_boost_levels(["martensite/austenite=0.2", "defect=10%"], PhaseSchema.bundled("metaldam"))
+    {'martensite/austenite': 0.2, 'defect': 0.1}
+    """
+    return _parse_phase_values(texts, schema, "boost level", allow_zero=False)
+
+
+def parse_boost_shares(texts: Sequence[str], schema: PhaseSchema) -> dict[str, float]:
+    """Boosting-mode shares typed as ``PHASE=SHARE`` (0 turns a mode off) by phase name, for
+    :func:`with_boost_shares`.
+
+    >>> parse_boost_shares(["defect=30%"], PhaseSchema.bundled("metaldam"))
+    {'defect': 0.3}
+    """
+    return _parse_phase_values(texts, schema, "boost share", allow_zero=True)
+
+
+def with_boost_shares(shares: Mapping[str, float], changes: Mapping[str, float]) -> dict[str, float]:
+    """``shares`` (see :func:`default_shares`) with the boosting-mode shares in ``changes`` set (0 drops a
+    mode) and the data mode taking what is left.
+
+    >>> with_boost_shares({"data": 0.7, "martensite/austenite": 0.2, "defect": 0.1}, {"defect": 0.3})
+    {'data': 0.5, 'martensite/austenite': 0.2, 'defect': 0.3}
+    """
+    boosts = {name: float(share) for name, share in shares.items() if name != "data"}
+    boosts.update({name: float(share) for name, share in changes.items()})
+    boosts = {name: share for name, share in boosts.items() if share > 0}
+    data = 1.0 - sum(boosts.values())
+    if data < -1e-9:
+        raise ValueError("the boosting modes' shares " + ", ".join(f"{n} {100 * s:g} %" for n, s in boosts.items())
+                         + " add up to more than 100 %")
+    return {"data": round(max(0.0, data), 12), **boosts}
+
+
+def tile_fractions(samples: Sequence[Sample], tile: int = 256, downscale: int = 1) -> np.ndarray:
+    """``(N, C)`` phase fractions of the labelled ``tile`` px tiles of ``samples`` reduced by ``downscale`` like
+    a generator's training tiles (:func:`~napari_microsynth.core.tiles.reduced_tiles`): the real vectors
+    paper 000's sampler draws from."""
+    labelled = [s for s in samples if s.mask is not None]
+    if not labelled:
+        raise ValueError("fraction targets need annotated samples")
+    if tile % downscale:
+        raise ValueError(f"tile {tile} px is not a multiple of downscale {downscale}")
+    tiles = reduced_tiles(labelled, tile // downscale, downscale)
+    if not tiles:
+        raise ValueError(f"no labelled {tile} px tile in the given samples")
+    return np.stack([t.fractions for t in tiles])
+
+
+def target_sampler(
+    real: np.ndarray,
+    schema: PhaseSchema,
+    shares: Mapping[str, float] | None = None,
+    levels: Mapping[str, float] | None = None,
+) -> BoostedFractionSampler:
+    """Paper 000's mixture over the real tile fractions ``real`` (``shares`` default: :func:`default_shares`),
+    with optional boost ``levels`` by phase name (see :class:`BoostedFractionSampler`)."""
+    mix = dict(shares) if shares is not None else default_shares(schema, real)
+    return BoostedFractionSampler.from_shares(real, mix, schema, levels=levels or None)
 
 
 def fraction_targets(
@@ -166,24 +429,21 @@ def fraction_targets(
     tile: int = 256,
     downscale: int = 1,
     shares: Mapping[str, float] | None = None,
+    levels: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """``n`` target vectors from paper 000's mixture (sec. 2.2.2): jittered phase fractions of the real
-    ``tile`` px tiles reduced by ``downscale`` like a generator's training tiles
-    (:func:`~napari_microsynth.core.tiles.reduced_tiles`), with the schema's rare phases oversampled
-    (``shares`` default: :func:`default_shares`)."""
-    labelled = [s for s in samples if s.mask is not None]
-    if not labelled:
-        raise ValueError("fraction targets need annotated samples")
-    if tile % downscale:
-        raise ValueError(f"tile {tile} px is not a multiple of downscale {downscale}")
-    tiles = reduced_tiles(labelled, tile // downscale, downscale)
-    if not tiles:
-        raise ValueError(f"no labelled {tile} px tile in the given samples")
-    real = np.stack([t.fractions for t in tiles])
-    schema = labelled[0].schema
-    mix = dict(shares) if shares is not None else default_shares(schema, real)
-    sampler = BoostedFractionSampler.from_shares(real, mix, schema)
-    return sampler.sample(int(n), np.random.default_rng(seed))
+    ``tile`` px tiles reduced by ``downscale`` like a generator's training tiles (:func:`tile_fractions`),
+    with the schema's rare phases oversampled (``shares`` default: :func:`default_shares`).
+
+    ``levels`` (``{"martensite/austenite": 0.2, "defect": 0.1}``) sets boost levels: the mean fraction of
+    each named phase over the ``n`` targets (the project's addition, see :class:`BoostedFractionSampler`);
+    phases not named keep the paper's plain oversampling, and ``None`` gives exactly the paper's targets.
+    A level for a phase without a mode in ``shares`` adds a boosting mode for it. Unknown phase names and
+    levels outside (0, 1) raise ValueError.
+    """
+    real = tile_fractions(samples, tile, downscale)
+    schema = next(s for s in samples if s.mask is not None).schema
+    return target_sampler(real, schema, shares, levels).sample(int(n), np.random.default_rng(seed))
 
 
 def real_fraction_vectors(store: "DatasetStore", tile: int = 256) -> np.ndarray:

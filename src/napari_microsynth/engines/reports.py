@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -230,4 +230,89 @@ def plot_real_vs_synthetic(path: str | Path, real: np.ndarray, synthetic: np.nda
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def target_summary_rows(
+    targets: np.ndarray, real: np.ndarray, schema: PhaseSchema, levels: Mapping[str, float] | None = None
+) -> list[dict]:
+    """One row per phase: the mean and 90th percentile of its fraction over the real tiles and over the
+    targets, and its boost level (None where none is set)."""
+    targets, real = np.asarray(targets, dtype=float), np.asarray(real, dtype=float)
+    by_name = {schema.names[schema.index_of(name)]: float(level) for name, level in (levels or {}).items()}
+    return [
+        {"phase": name, "real_mean": float(real[:, k].mean()), "real_p90": float(np.percentile(real[:, k], 90)),
+         "target_mean": float(targets[:, k].mean()), "target_p90": float(np.percentile(targets[:, k], 90)),
+         "level": by_name.get(name)}
+        for k, name in enumerate(schema.names)
+    ]
+
+
+def format_target_summary(rows: Sequence[dict], n_real: int, n_targets: int) -> str:
+    """Plain-text table of :func:`target_summary_rows` in percent."""
+    width = max(len("phase"), *(len(row["phase"]) for row in rows))
+    header = (f"{'phase':<{width}}  {f'real tiles ({n_real})':>17}  {f'targets ({n_targets})':>15}  "
+              f"{'target p90':>10}  {'level':>7}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        level = "-" if row["level"] is None else f"{100 * row['level']:.1f} %"
+        lines.append(f"{row['phase']:<{width}}  {100 * row['real_mean']:15.2f} %  {100 * row['target_mean']:13.2f} %  "
+                     f"{100 * row['target_p90']:8.1f} %  {level:>7}")
+    return "\n".join(lines)
+
+
+def target_histogram_figure(
+    targets: np.ndarray,
+    real: np.ndarray,
+    schema: PhaseSchema,
+    levels: Mapping[str, float] | None = None,
+    size: tuple[float, float] | None = None,
+    dpi: int = 110,
+):
+    """A matplotlib ``Figure`` (no pyplot state, so any thread may draw it): per phase, the histogram of
+    the real tile fractions and of the target fractions (share of each set), their means as dashed lines
+    and the boost level, where set, as a red dotted line."""
+    from matplotlib.figure import Figure
+
+    targets, real = np.asarray(targets, dtype=float), np.asarray(real, dtype=float)
+    rows = target_summary_rows(targets, real, schema, levels)
+    n = schema.n_classes
+    fig = Figure(figsize=size or (2.9 * n, 2.7), dpi=dpi)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for k, (ax, row) in enumerate(zip(axes, rows)):
+        top = max(real[:, k].max(initial=0.0), targets[:, k].max(initial=0.0), row["level"] or 0.0)
+        bins = np.linspace(0.0, 100.0 * min(1.0, max(0.05, 1.05 * top)), 21)
+        for values, label, colour in ((real, "real tiles", "0.55"), (targets, "targets", "tab:blue")):
+            if len(values):
+                weights = np.full(len(values), 100.0 / len(values))
+                ax.hist(100 * values[:, k], bins=bins, weights=weights, alpha=0.55, color=colour,
+                        edgecolor="black", linewidth=0.4, label=f"{label} ({len(values)})")
+        ax.axvline(100 * row["real_mean"], color="0.3", linestyle="--", linewidth=1.2, label="real mean")
+        ax.axvline(100 * row["target_mean"], color="tab:blue", linestyle="--", linewidth=1.2, label="target mean")
+        title = f"{row['phase']}\nreal {100 * row['real_mean']:.1f} %, targets {100 * row['target_mean']:.1f} %"
+        if row["level"] is not None:
+            ax.axvline(100 * row["level"], color="tab:red", linestyle=":", linewidth=1.8, label="boost level")
+            title += f"\nlevel {100 * row['level']:.1f} %"
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("area fraction (%)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if k == 0:
+            ax.set_ylabel("tiles / targets (%)", fontsize=7)
+            ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_target_histogram(
+    targets: np.ndarray,
+    real: np.ndarray,
+    schema: PhaseSchema,
+    path: str | Path,
+    levels: Mapping[str, float] | None = None,
+) -> Path:
+    """PNG of :func:`target_histogram_figure`: per phase, the real tile fractions against the fraction targets
+    (paper 000, sec. 2.2.2, Fig. 10 and 12a), means marked, boost levels marked where set."""
+    fig = target_histogram_figure(targets, real, schema, levels)
+    path = Path(path)
+    fig.savefig(path)
     return path
