@@ -132,6 +132,12 @@ def _condition_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boost-from", metavar="DATA", help="draw targets from this data's tile fractions with "
                                                         "rare phases boosted (paper 000, sec. 2.2.2)")
     p.add_argument("--split", default=None, help="split of --boost-from data")
+    p.add_argument("--boost-level", action="append", default=[], metavar="PHASE=LEVEL",
+                   help="with --boost-from: the mean fraction of PHASE over the targets, e.g. defect=0.1 or "
+                        "'martensite/austenite=20%%' (repeatable; not given: the paper's plain oversampling)")
+    p.add_argument("--boost-share", action="append", default=[], metavar="PHASE=SHARE",
+                   help="with --boost-from: the share of the targets drawn from PHASE's boosting mode, e.g. "
+                        "defect=0.3 (0 turns it off; the data mode keeps the rest; default: the paper's 70/20/10)")
 
 
 def _sampling_flags(p: argparse.ArgumentParser, cls: type) -> None:
@@ -151,6 +157,11 @@ def _conditions(args: argparse.Namespace, generator, n: int | None):
     given = [bool(args.fractions), bool(args.csv), bool(args.boost_from)]
     if sum(given) > 1:
         raise ValueError("give only one of --fractions, --csv and --boost-from")
+    boost_flags = [flag for flag, value in (("--boost-level", args.boost_level), ("--boost-share", args.boost_share))
+                   if value]
+    if boost_flags and not args.boost_from:
+        raise ValueError(f"{' and '.join(boost_flags)} set how targets drawn from data are boosted: "
+                         "give the data with --boost-from DATA")
     if n is not None and n < 1:
         raise ValueError(f"-n must be at least 1, got {n}")
     if args.fractions:
@@ -165,14 +176,61 @@ def _conditions(args: argparse.Namespace, generator, n: int | None):
                              "leave -n out to use every row")
         return rows[:n]
     if args.boost_from:
-        from ..core.conditions import fraction_targets, property_targets
+        from ..core.conditions import property_targets
 
-        real = labelled(Path(args.boost_from), args.split, None, args)
         spec = generator.condition_spec
+        if spec.kind == "properties" and boost_flags:
+            raise ValueError(f"{' and '.join(boost_flags)} boost phase fractions, but {generator.name} is "
+                             "conditioned on properties")
         if spec.kind == "properties":
+            real = labelled(Path(args.boost_from), args.split, None, args)
             return property_targets(real, [p.name for p in spec.properties], n or DEFAULT_PAIRS, seed=args.seed)
-        return fraction_targets(real, n or DEFAULT_PAIRS, seed=args.seed)
+        return _boosted_targets(args, generator.schema, n or DEFAULT_PAIRS)
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
+
+
+def targets_plot_path(out: Path) -> Path:
+    """Where ``generate --boost-from`` puts its target histogram: beside the output store."""
+    return out.with_name(f"{out.stem}_targets.png")
+
+
+def _boosted_targets(args: argparse.Namespace, schema, n: int):
+    """Paper 000's boosted fraction targets over the --boost-from data's tiles, with --boost-level and
+    --boost-share; prints the modes and the per-phase mean target fraction, and writes the target histogram
+    beside the output store."""
+    import numpy as np
+
+    from ..core.conditions import (
+        default_shares,
+        parse_boost_levels,
+        parse_boost_shares,
+        target_sampler,
+        tile_fractions,
+        with_boost_shares,
+    )
+    from ..engines.reports import format_target_summary, plot_target_histogram, target_summary_rows
+
+    levels = parse_boost_levels(args.boost_level, schema)
+    share_changes = parse_boost_shares(args.boost_share, schema)
+    real_samples = labelled(Path(args.boost_from), args.split, None, args)
+    if tuple(real_samples[0].schema.names) != tuple(schema.names):
+        raise ValueError(f"--boost-from {args.boost_from} has the phases {', '.join(real_samples[0].schema.names)}; "
+                         f"the generator makes {', '.join(schema.names)}")
+    real = tile_fractions(real_samples)
+    shares = with_boost_shares(default_shares(schema, real), share_changes)
+    sampler = target_sampler(real, schema, shares, levels)
+    targets = sampler.sample(n, np.random.default_rng(args.seed))
+    modes = []
+    for mode, given, used in zip(sampler.modes, sampler.given_shares, sampler.shares):
+        grown = f", grown from {100 * given:.0f} % to reach its level" if used > given + 1e-9 else ""
+        level = "" if mode.level is None else f" (level {100 * mode.level:g} %{grown})"
+        modes.append(f"{mode.label} {100 * used:.1f} %{level}")
+    print(f"targets from {len(real)} real tiles of {Path(args.boost_from).name}: " + ", ".join(modes))
+    rows = target_summary_rows(targets, real, schema, levels, sampler.expected_mean())
+    print(format_target_summary(rows, len(real), len(targets)))
+    path = plot_target_histogram(targets, real, schema, targets_plot_path(Path(args.out)), levels)
+    print(f"target histogram: {path}")
+    return targets
 
 
 @command("generate", "generate micrograph + mask pairs into a dataset store",

@@ -255,12 +255,14 @@ class BoostedFractionSampler:
                     mean_data = float(means[data[0], k]) if data else 0.0
                     fixed = others - share_data * mean_data  # the other boosting modes
                     if limit <= mean_data:
-                        raise ValueError(self._level_error(mode, "the richest real tiles cannot lift it that far"))
+                        raise ValueError(self._level_error(mode, "even the richest real tiles hold too little of it"))
                     grown = (mode.level - fixed - (share_data + shares[m]) * mean_data) / (limit - mean_data)
                     left = share_data + shares[m] - grown
                     if not data or left < 0:
                         raise ValueError(self._level_error(
-                            mode, "its mode would need more than the data modes' share of the targets"))
+                            mode, f"its mode's targets may hold at most {100 * limit:.1f} % of it (3/4 of the "
+                                  "richest real tile), so the mode would need more than the data modes' share of "
+                                  "the targets"))
                     if share_data > 0:
                         shares[data] *= left / share_data
                     shares[m], need = grown, limit
@@ -277,8 +279,9 @@ class BoostedFractionSampler:
             f"{self.modes[m].label} {100 * self.modes[m].level:g} %" for m in levelled) + " cannot all be reached")
 
     def _level_error(self, mode: FractionMode, why: str) -> str:
-        return (f"cannot reach a {mode.label} level of {100 * mode.level:g} % of the targets: {why} "
-                f"(real tiles hold {100 * self.real[:, mode.boost].mean():.2f} % on average)")
+        c = self.real[:, mode.boost]
+        return (f"cannot reach a {mode.label} level of {100 * mode.level:g} % of the targets: {why} (the real "
+                f"tiles hold {100 * c.mean():.2f} % on average, the richest {100 * c.max():.1f} %)")
 
     def sample(self, n: int, rng: np.random.Generator, return_modes: bool = False):
         """``n`` jittered fraction vectors ``(n, C)``; with ``return_modes`` also the mode index of each."""
@@ -385,6 +388,8 @@ def with_boost_shares(shares: Mapping[str, float], changes: Mapping[str, float])
     >>> with_boost_shares({"data": 0.7, "martensite/austenite": 0.2, "defect": 0.1}, {"defect": 0.3})
     {'data': 0.5, 'martensite/austenite': 0.2, 'defect': 0.3}
     """
+    if not changes:
+        return dict(shares)
     boosts = {name: float(share) for name, share in shares.items() if name != "data"}
     boosts.update({name: float(share) for name, share in changes.items()})
     boosts = {name: share for name, share in boosts.items() if share > 0}
@@ -392,7 +397,7 @@ def with_boost_shares(shares: Mapping[str, float], changes: Mapping[str, float])
     if data < -1e-9:
         raise ValueError("the boosting modes' shares " + ", ".join(f"{n} {100 * s:g} %" for n, s in boosts.items())
                          + " add up to more than 100 %")
-    return {"data": round(max(0.0, data), 12), **boosts}
+    return {"data": max(0.0, data), **boosts}
 
 
 def tile_fractions(samples: Sequence[Sample], tile: int = 256, downscale: int = 1) -> np.ndarray:

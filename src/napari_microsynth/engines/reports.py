@@ -234,16 +234,21 @@ def plot_real_vs_synthetic(path: str | Path, real: np.ndarray, synthetic: np.nda
 
 
 def target_summary_rows(
-    targets: np.ndarray, real: np.ndarray, schema: PhaseSchema, levels: Mapping[str, float] | None = None
+    targets: np.ndarray,
+    real: np.ndarray,
+    schema: PhaseSchema,
+    levels: Mapping[str, float] | None = None,
+    expected: np.ndarray | None = None,
 ) -> list[dict]:
     """One row per phase: the mean and 90th percentile of its fraction over the real tiles and over the
-    targets, and its boost level (None where none is set)."""
+    targets, its boost level (None where none is set) and, given the sampler's ``expected`` mean vector
+    (:meth:`~napari_microsynth.core.conditions.BoostedFractionSampler.expected_mean`), the mean over many draws."""
     targets, real = np.asarray(targets, dtype=float), np.asarray(real, dtype=float)
     by_name = {schema.names[schema.index_of(name)]: float(level) for name, level in (levels or {}).items()}
     return [
         {"phase": name, "real_mean": float(real[:, k].mean()), "real_p90": float(np.percentile(real[:, k], 90)),
          "target_mean": float(targets[:, k].mean()), "target_p90": float(np.percentile(targets[:, k], 90)),
-         "level": by_name.get(name)}
+         "mixture_mean": None if expected is None else float(expected[k]), "level": by_name.get(name)}
         for k, name in enumerate(schema.names)
     ]
 
@@ -251,13 +256,19 @@ def target_summary_rows(
 def format_target_summary(rows: Sequence[dict], n_real: int, n_targets: int) -> str:
     """Plain-text table of :func:`target_summary_rows` in percent."""
     width = max(len("phase"), *(len(row["phase"]) for row in rows))
+    mixture = all(row.get("mixture_mean") is not None for row in rows)
     header = (f"{'phase':<{width}}  {f'real tiles ({n_real})':>17}  {f'targets ({n_targets})':>15}  "
-              f"{'target p90':>10}  {'level':>7}")
+              f"{'target p90':>10}" + (f"  {'mixture':>9}" if mixture else "") + f"  {'level':>7}")
     lines = [header, "-" * len(header)]
     for row in rows:
         level = "-" if row["level"] is None else f"{100 * row['level']:.1f} %"
-        lines.append(f"{row['phase']:<{width}}  {100 * row['real_mean']:15.2f} %  {100 * row['target_mean']:13.2f} %  "
-                     f"{100 * row['target_p90']:8.1f} %  {level:>7}")
+        line = (f"{row['phase']:<{width}}  {100 * row['real_mean']:15.2f} %  {100 * row['target_mean']:13.2f} %  "
+                f"{100 * row['target_p90']:8.1f} %")
+        if mixture:
+            line += f"  {100 * row['mixture_mean']:7.2f} %"
+        lines.append(f"{line}  {level:>7}")
+    if mixture:
+        lines.append("(mixture: the mean over many draws, which a boost level sets; a few targets scatter around it)")
     return "\n".join(lines)
 
 
