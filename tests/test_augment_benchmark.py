@@ -10,7 +10,14 @@ import pytest
 from napari_microsynth.cli import main
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
-from napari_microsynth.engines.augment_benchmark import AugmentBenchmarkConfig, conclusion, run_augment_benchmark
+from napari_microsynth.engines.augment_benchmark import (
+    AugmentBenchmarkConfig,
+    Setting,
+    _scores,
+    conclusion,
+    paper_class_set,
+    run_augment_benchmark,
+)
 from napari_microsynth.engines.segmentation import SegmentationConfig
 from napari_microsynth.generators.pf_diffseg import PFDiffSeg
 
@@ -34,34 +41,92 @@ def config(**changes) -> AugmentBenchmarkConfig:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_benchmark_compares_real_only_with_real_plus_synthetic(read_uhcs, generator, tmp_path):
+def test_benchmark_compares_real_only_with_real_plus_synthetic_and_chooses_on_validation(read_uhcs, generator, tmp_path):
     train = read_uhcs(2, pixel_size_um=0.5)
-    test = read_uhcs(4, pixel_size_um=0.5)[2:]
-    result = run_augment_benchmark(train, test, tmp_path, config(), generator=generator)
+    val, test = read_uhcs(4, pixel_size_um=0.5)[2:3], read_uhcs(4, pixel_size_um=0.5)[3:]
+    result = run_augment_benchmark(train, test, tmp_path, config(), generator=generator, real_val=val)
 
     table = result["table"]
-    assert [row["ratio"] for row in table] == [0.0, 0.5]
+    assert [row["setting"] for row in table] == ["real only", "1:0.5"]
     real_tiles = table[0]["real_tiles"]
     assert real_tiles == sum((s.shape[0] // 64) * (s.shape[1] // 64) for s in train)  # 64 real px tiles
     assert table[1]["synthetic_pairs"] == round(0.5 * real_tiles)
-    assert all(0.0 <= row["miou"] <= 1.0 for row in table)
+    # real-batch budget: synthetic tiles come on top, so each real tile is seen as often as with real only
+    assert table[1]["real_visits"] == table[0]["real_visits"] == pytest.approx(4 * 4 / real_tiles)
+    for row in table:
+        for key in ("val miou_set", "test miou_set", "test dice_set", "test miou_all", "test iou ferrite matrix"):
+            assert 0.0 <= row[key] <= 1.0
+    assert result["chosen"] is max(table, key=lambda r: r["val miou_set"])
     pool = DatasetStore.open(tmp_path / "synthetic.zarr")
     assert len(pool) == table[1]["synthetic_pairs"]
     assert {pool.provenance(i).origin for i in range(len(pool))} == {"synthetic"}
     report = result["report"].read_text()
     assert "real only" in report and "1:0.5" in report and "hardware: CPU" in report
+    assert "Chosen on validation" in report and "(chosen on val)" in report and "never on test" in report
+    assert "equal real-tile visits" in report and "synthetic loss weight 1" in report
     assert "±" not in report  # one seed: no spread to show
-    gain = table[1]["miou"] - table[0]["miou"]
-    assert ("Best real+synthetic ratio" in report) == (gain > 0)
     assert (tmp_path / "miou_vs_synthetic_volume.png").stat().st_size > 0
     assert (tmp_path / "summary.csv").read_text().count("\n") == 3
 
 
-def test_a_ratio_that_loses_against_real_only_is_not_called_best():
+def test_each_budget_says_how_often_real_tiles_are_seen():
+    """Equal real visits (real-batch, fixed-epochs) vs the earlier fixed step budget, where synthetic pairs
+    displace real tiles (issue 11: 6.2 visits real only, 3.1 at 1:1)."""
+    base = config(ratios=(0, 1))
+    seg = base.segmentation
+    for budget in ("real-batch", "fixed-epochs", "fixed-steps"):
+        cfg = replace(base, budget=budget, synthetic_weight=0.5)
+        real_only = cfg.trained_config(Setting(0.0), 100, 0)
+        mixed = cfg.trained_config(Setting(1.0), 100, 100)
+        assert real_only == seg and mixed.synthetic_weight == 0.5
+        visits = cfg.real_visits(mixed, 100, 100) / cfg.real_visits(real_only, 100, 0)
+        assert visits == pytest.approx(0.5 if budget == "fixed-steps" else 1.0)
+    assert replace(base, budget="fixed-epochs").trained_config(Setting(1.0), 100, 100).steps == 2 * seg.steps
+    with pytest.raises(ValueError, match="budget"):
+        replace(base, budget="epochs")
+
+
+def test_the_paper_scores_metaldam_without_precipitate_and_the_headline_mean_follows_the_class_set():
+    metaldam = PhaseSchema.bundled("metaldam")
+    assert "precipitate" in metaldam.names and "precipitate" not in paper_class_set(metaldam)
+    assert paper_class_set(UHCS) == tuple(UHCS.names)
+    report = {"per_class_iou": {"a": 0.8, "b": 0.4, "c": 0.0}, "dice": {"a": 0.9, "b": 0.5, "c": 0.0},
+              "miou": 0.4, "mean_dice": 0.4667, "accuracy": 0.9, "mciou": 0.4, "boundary_f1": 0.5}
+    scores = _scores(report, ("a", "b"))
+    assert scores["miou_set"] == pytest.approx(0.6) and scores["dice_set"] == pytest.approx(0.7)
+    assert scores["miou_all"] == 0.4 and scores["iou c"] == 0.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_agreement_rule_trains_only_on_pairs_the_real_only_model_agrees_with(read_uhcs, generator, tmp_path):
+    train, test = read_uhcs(1, pixel_size_um=0.5), read_uhcs(2, pixel_size_um=0.5)[1:]
+    cfg = config(ratios=(0, 0.25, 0.5), agreement=0.2, agreement_ratios=(0.25,))
+    result = run_augment_benchmark(train, test, tmp_path, cfg, generator=generator)
+    scores = json.loads((tmp_path / "agreement.json").read_text())["scores"]
+    pool = DatasetStore.open(tmp_path / "synthetic.zarr")
+    assert len(scores) == len(pool) and all(0.0 <= v <= 1.0 for v in scores)
+    kept = sum(v >= 0.2 for v in scores)
+    report = result["report"].read_text()
+    assert f"reach mIoU 0.2: {kept} of {len(pool)} pool pairs" in report
+    needed = round(0.25 * result["table"][0]["real_tiles"])
+    curated = [r for r in result["table"] if r["agreement"] == 0.2]
+    if kept >= needed:
+        assert [r["setting"] for r in curated] == ["1:0.25, agreement >= 0.2"]
+    else:
+        assert not curated and "Not trained: 1:0.25, agreement >= 0.2" in report
+    with pytest.raises(ValueError, match="include ratio 0"):
+        config(ratios=(1,), agreement=0.5)
+
+
+def test_a_setting_that_loses_against_real_only_is_called_a_loss():
     """Issue 20 item 11: a -17.4 point result was reported as the "best" ratio."""
-    assert conclusion({"miou": 0.50}, {"miou": 0.326, "ratio": 1.0}) == (
-        "No real+synthetic ratio beat real only; the closest, 1:1, scored mIoU -17.4 points against it.")
-    assert conclusion({"miou": 0.50}, {"miou": 0.53, "ratio": 2.0}).startswith("Best real+synthetic ratio 1:2: mIoU +3.0")
+    rows = [{"setting": "real only", "test miou_set": 0.50, "test miou_set sd": 0.01},
+            {"setting": "1:1", "test miou_set": 0.326, "test miou_set sd": 0.01},
+            {"setting": "1:2", "test miou_set": 0.53, "test miou_set sd": 0.01}]
+    assert conclusion(rows, rows[1]) == [
+        "Chosen on validation: 1:1; on test it scores mIoU -17.4 points against real only (spreads apart: a loss).",
+        "Settings whose test mIoU spread lies above real only's: 1:2; below: 1:1."]
+    assert conclusion(rows, None)[0].startswith("No validation split")
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -96,7 +161,7 @@ def test_cli_runs_the_benchmark_on_a_dataset_folder(shared_data, generator, tmp_
     model = generator.save(tmp_path / "gen")
     out = tmp_path / "bench"
     code = main(["--quiet", "augment-benchmark", str(shared_data / "uhcs"), "--generator", str(model),
-                 "--train-split", "validate4A", "--test-split", "test4A", "--ratios", "0", "0.1",
+                 "--train-split", "validate4A", "--val-split", "none", "--test-split", "test4A", "--ratios", "0", "0.1",
                  "--seeds", "0", "--preset", "tiny", "--tile", "32", "--steps", "2", "--batch-size", "2",
                  "--sampling-steps", "2", "--device", "cpu", "--threads", "1", "--out", str(out)])
     assert code == 0
@@ -104,3 +169,21 @@ def test_cli_runs_the_benchmark_on_a_dataset_folder(shared_data, generator, tmp_
     assert "Augmentation benchmark" in printed and "1:0.1" in printed
     runs = json.loads((out / "runs" / "ratio0.1_seed0" / "metrics.json").read_text())
     assert runs["synthetic_pairs"] > 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_super_resolution_model_doubles_the_pool_as_in_the_papers_pipeline(read_uhcs, generator, tmp_path):
+    from napari_microsynth.generators.super_resolution import SuperResolution
+
+    sr = SuperResolution(UHCS, "tiny", device="cpu")
+    sr.train(read_uhcs(2, pixel_size_um=0.5), sr.TrainConfig(steps=2, batch_size=4, lr_schedule="constant",
+                                                             lr_warmup_steps=0))
+    sr.save(tmp_path / "sr")
+    train, test = read_uhcs(1, pixel_size_um=0.5), read_uhcs(2, pixel_size_um=0.5)[1:]
+    result = run_augment_benchmark(train, test, tmp_path / "bench", config(ratios=(0, 0.25), upscale_steps=2),
+                                   generator=generator, upscaler=sr)
+    pool = DatasetStore.open(tmp_path / "bench" / "synthetic.zarr")
+    pair = pool[0]
+    assert pair.image.shape == (64, 64)  # the generator's 32 px pair (2x downscaled) doubled to the real scale
+    assert pair.provenance.extra["super_resolution"] == sr.model_checksum
+    assert "doubled by super-resolution model" in result["report"].read_text()

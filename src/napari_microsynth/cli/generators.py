@@ -359,13 +359,34 @@ POOL_ALIASES = {**ALIASES, "batch_size": ("--sampling-batch",)}
 
 
 def _augment_benchmark_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_options(p, ("train", "train"), ("test", "test"))
+    add_data_options(p, ("train", "train"), ("val", "val"), ("test", "test"))
     p.add_argument("--generator", help="generator model folder or bundled name: a pool of pairs is generated "
                                        "('--generator MODEL --help' lists its sampling options)")
     p.add_argument("--synthetic", help="dataset store of curated pairs (its accepted ones are used)")
-    p.add_argument("--ratios", type=float, nargs="+", default=[0, 1, 2, 4],
+    p.add_argument("--ratios", type=float, nargs="+", default=[0, 1, 2, 4, 8],
                    help="synthetic pairs per real tile; 0 = real only (paper: 1, 2, 4, 6, 8, 10)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", default="real-batch", choices=["real-batch", "fixed-epochs", "fixed-steps"],
+                   help="real-batch: synthetic tiles on top of each full real batch; fixed-epochs: steps scale with "
+                        "the data; both keep real-tile visits equal. fixed-steps: the earlier protocol, where "
+                        "synthetic tiles displace real ones")
+    p.add_argument("--synthetic-per-batch", type=int, default=4, metavar="K",
+                   help="synthetic tiles added to each batch with --budget real-batch")
+    p.add_argument("--synthetic-weight", type=float, default=1.0, metavar="W",
+                   help="loss weight of a synthetic tile (a real one: 1)")
+    p.add_argument("--agreement", type=float, default=0.0, metavar="MIOU",
+                   help="also train on only the pool pairs the real-only model agrees with at this mIoU (0: no)")
+    p.add_argument("--agreement-ratios", type=float, nargs="+", default=[], metavar="R",
+                   help="ratios of the agreement-curated settings (default: every ratio > 0)")
+    p.add_argument("--classes", nargs="+", metavar="PHASE",
+                   help="classes of the headline mIoU / Dice (default: paper 000's set; MetalDAM without "
+                        "precipitate)")
+    p.add_argument("--boost-level", action="append", default=[], metavar="PHASE=LEVEL",
+                   help="boost level of the pool's fraction targets (mean fraction of that phase), repeatable")
+    p.add_argument("--upscale", metavar="SR_MODEL",
+                   help="super-resolution model folder: pool pairs are doubled before use (paper 000's pipeline)")
+    p.add_argument("--upscale-steps", type=int, default=None, metavar="N",
+                   help="denoising steps of the super-resolution (default: its sampler's)")
     p.add_argument("--arch", default="Unet")
     p.add_argument("--preset", default="small")
     p.add_argument("--encoder")
@@ -387,37 +408,47 @@ def _pool_flags(p: argparse.ArgumentParser, cls: type) -> None:
 
 
 @command("augment-benchmark", "segmentation with real vs real + synthetic training data",
-         ("Paper 000's augmentation experiment: train the same plain segmenter on the real training tiles alone "
-          "and with synthetic pairs at real:synthetic ratios 1:r, score each on the held-out whole micrographs "
-          "(sliding window), and write report.md, summary.csv, runs.csv and miou_vs_synthetic_volume.png. "
-          "Re-running with the same OUT resumes."),
+         ("Paper 000's augmentation experiment with equal real-tile visits: train the same plain segmenter on the "
+          "real training tiles alone and with synthetic pairs at real:synthetic ratios 1:r (optionally only the "
+          "pairs the real-only model agrees with), score each on the held-out whole validation and test "
+          "micrographs (sliding window), choose the setting on validation and write report.md, summary.csv, "
+          "runs.csv and miou_vs_synthetic_volume.png. Re-running with the same OUT resumes."),
          _augment_benchmark_arguments,
          family=lambda known: _family_of_folder(known.generator),
          family_flags=_pool_flags)
 def _augment_benchmark(args: argparse.Namespace) -> int:
+    from ..core.conditions import parse_boost_levels
     from ..engines.augment_benchmark import AugmentBenchmarkConfig, run_augment_benchmark
     from ..engines.segmentation import SegmentationConfig
     from ..generators import load_generator
 
     if bool(args.generator) == bool(args.synthetic):
         raise ValueError("give either --generator MODEL or --synthetic STORE")
+    if args.synthetic and (args.boost_level or args.upscale):
+        raise ValueError("--boost-level and --upscale shape a generated pool; a --synthetic store is used as it is")
     set_threads(args)
     generator = load_generator(model_folder(args.generator), device=args.device) if args.generator else None
     sampling = option_values(args, generator.sampling_options(), POOL_DEFAULTS) if generator else {}
     train = labelled(Path(args.data), args.train_split, args.schema, args)
+    val = [] if args.val_split.lower() == "none" else labelled(Path(args.data), args.val_split, args.schema, args)
     test = labelled(Path(args.data), args.test_split, args.schema, args)
     segmentation = SegmentationConfig(arch=args.arch, preset=args.preset, encoder=args.encoder, plm="baseline",
                                       tile_size=args.tile, input_scale=args.input_scale, batch_size=args.batch_size,
                                       steps=args.steps, lr=args.lr, scale_range=(1.0, 1.0), device=args.device)
-    config = AugmentBenchmarkConfig(ratios=tuple(args.ratios), seeds=tuple(args.seeds), segmentation=segmentation,
-                                    sampling=sampling, pool_seed=args.pool_seed)
+    config = AugmentBenchmarkConfig(
+        ratios=tuple(args.ratios), seeds=tuple(args.seeds), segmentation=segmentation, budget=args.budget,
+        synthetic_per_batch=args.synthetic_per_batch, synthetic_weight=args.synthetic_weight,
+        agreement=args.agreement, agreement_ratios=tuple(args.agreement_ratios), class_set=tuple(args.classes or ()),
+        sampling=sampling, levels=parse_boost_levels(args.boost_level, train[0].schema),
+        upscale_steps=args.upscale_steps, pool_seed=args.pool_seed)
     data = (f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs), "
-            f"test split {args.test_split!r} ({len(test)} whole micrographs)")
+            + (f"validation split {args.val_split!r} ({len(val)}), " if val else "")
+            + f"test split {args.test_split!r} ({len(test)} whole micrographs)")
     progress, stop = terminal(args, "augmentation benchmark")
     with stop.installed():
         result = run_augment_benchmark(train, test, Path(args.out), config, generator=generator,
                                        synthetic_store=args.synthetic, data_description=data,
-                                       progress=progress, should_stop=stop)
+                                       progress=progress, should_stop=stop, real_val=val, upscaler=_upscaler(args))
     progress.close()
     print(result["report"].read_text())
     return 0
