@@ -7,7 +7,11 @@ import pytest
 from PIL import Image
 
 from napari_microsynth.cli import EXIT_BAD_INPUT, main
-from napari_microsynth.core.conditions import fraction_targets, target_sampler, tile_fractions
+from napari_microsynth.core.conditions import (
+    fraction_targets,
+    target_sampler,
+    tile_fractions,
+)
 from napari_microsynth.core.datasets import load_split
 from napari_microsynth.core.schema import PhaseSchema
 from napari_microsynth.core.store import DatasetStore
@@ -62,8 +66,8 @@ def test_a_boost_share_gives_a_mode_more_of_the_targets(shared_data, tmp_path, c
 
 
 @pytest.mark.parametrize("extra, message", [
-    (("--boost-level", "spheroidite=0.2"), "--boost-level set how targets drawn from data are boosted: give the "
-                                           "data with --boost-from DATA"),
+    (("--boost-level", "spheroidite=0.2"),
+     ("--boost-level set how targets drawn from data are boosted: give the data with --boost-from DATA")),
     (("--boost-share", "spheroidite=0.2", "--boost-level", "spheroidite=0.2"), "--boost-level and --boost-share"),
 ])
 def test_boost_flags_without_boost_from_are_refused(tmp_path, capsys, extra, message):
@@ -75,8 +79,8 @@ def test_boost_flags_without_boost_from_are_refused(tmp_path, capsys, extra, mes
 
 
 @pytest.mark.parametrize("level, message", [
-    ("bainite=0.1", "no phase 'bainite'; the uhcs phases are ferrite matrix, cementite network, spheroidite, "
-                    "widmanstaetten"),
+    ("bainite=0.1", ("no phase 'bainite'; the uhcs phases are ferrite matrix, cementite network, spheroidite, "
+                     "widmanstaetten")),
     ("widmanstaetten=12", "did you mean widmanstaetten=12%?"),
     ("widmanstaetten", "a boost level is PHASE=VALUE"),
     ("widmanstaetten=60%", "cannot reach a widmanstaetten level of 60 % of the targets"),

@@ -287,3 +287,59 @@ def test_the_plugin_docks_share_one_tab_stack_and_the_window_fits_the_screen(mak
     assert window.frameGeometry().width() <= screen.width()
     assert all(dock.minimumSizeHint().height() < 300 for dock in docks.values())  # long forms scroll
     assert docks["Export training set"].widget().isVisible()  # the last one opened is the tab in front
+
+
+def _pixels(label) -> bytes:
+    image = label.pixmap().toImage()
+    return bytes(image.constBits().asarray(image.sizeInBytes()))
+
+
+def test_boost_levels_of_the_data_distribution_change_the_targets_and_their_histogram(widget, uhcs_samples, tmp_path):
+    """Issue 11: a boost level per boosted phase (in %, off = the paper's plain oversampling); the target
+    histogram follows the levels, and Generate asks for the levelled targets."""
+    from napari_microsynth.core.conditions import target_sampler
+
+    path = tmp_path / "real.zarr"
+    with DatasetStore.create(path, UHCS) as store:
+        for sample in uhcs_samples:
+            store.append(sample)
+    real = real_fraction_vectors(DatasetStore.open(path))
+    assert not widget.levels_box.isVisibleTo(widget)
+    widget.use_store_fractions(path)
+
+    assert widget.levels_box.isVisibleTo(widget)
+    assert list(widget.level_boxes) == [name for name in default_shares(UHCS, real) if name != "data"]
+    laths = widget.level_boxes["widmanstaetten"]
+    assert laths.value() == 0 and laths.text() == "off (paper)" and widget.boost_levels == {}
+    assert not widget.target_plot.pixmap().isNull() and widget.target_plot.pixmap().width() > 200
+    paper_plot = _pixels(widget.target_plot)
+    w = UHCS.index_of("widmanstaetten")
+    paper_mean = widget.preview_targets[:, w].mean()
+    assert paper_mean == pytest.approx(0.10, abs=0.01)
+
+    laths.setValue(12.0)
+    assert widget.boost_levels == {"widmanstaetten": 0.12}
+    assert widget.preview_targets[:, w].mean() == pytest.approx(0.12, abs=0.005)
+    assert _pixels(widget.target_plot) != paper_plot
+    assert widget.distribution_radio.text().endswith("boosting spheroidite (20 %), widmanstaetten (27 %)")
+    assert "widmanstaetten draws 27 % of the targets (not 10 %) to reach its level" in widget.levels_note.text()
+    widget.seed_box.setValue(4)
+    widget.pairs_box.setValue(3)
+    targets, n = widget.conditions()
+    expected = target_sampler(real, UHCS, default_shares(UHCS, real), {"widmanstaetten": 0.12})
+    np.testing.assert_allclose(targets, expected.sample(3, np.random.default_rng(4)))
+    assert n is None
+
+    # a level the data cannot give is named, and Generate refuses the data mode until it is changed
+    laths.setValue(20.0)
+    assert "cannot reach a widmanstaetten level of 20 %" in widget.levels_note.text()
+    widget.generate_button.click()
+    assert widget.message.text().startswith("cannot generate: change the boost levels: cannot reach")
+    assert not widget.running
+
+    laths.setValue(0.0)  # off again: exactly the paper's targets
+    assert widget.levels_note.text() == ""
+    assert widget.distribution_radio.text().endswith("boosting spheroidite (20 %), widmanstaetten (10 %)")
+    assert _pixels(widget.target_plot) == paper_plot
+    paper = BoostedFractionSampler.from_shares(real, default_shares(UHCS, real), UHCS)
+    np.testing.assert_array_equal(widget.conditions()[0], paper.sample(3, np.random.default_rng(4)))

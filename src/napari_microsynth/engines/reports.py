@@ -279,17 +279,22 @@ def target_histogram_figure(
     levels: Mapping[str, float] | None = None,
     size: tuple[float, float] | None = None,
     dpi: int = 110,
+    columns: int | None = None,
 ):
     """A matplotlib ``Figure`` (no pyplot state, so any thread may draw it): per phase, the histogram of
     the real tile fractions and of the target fractions (share of each set), their means as dashed lines
-    and the boost level, where set, as a red dotted line."""
+    and the boost level, where set, as a red dotted line; one row of panels, or ``columns`` per row."""
     from matplotlib.figure import Figure
 
     targets, real = np.asarray(targets, dtype=float), np.asarray(real, dtype=float)
     rows = target_summary_rows(targets, real, schema, levels)
     n = schema.n_classes
-    fig = Figure(figsize=size or (2.9 * n, 2.7), dpi=dpi)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    columns = min(n, columns or n)
+    lines = -(-n // columns)
+    fig = Figure(figsize=size or (2.9 * columns, 2.7 * lines), dpi=dpi)
+    axes = fig.subplots(lines, columns, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
     for k, (ax, row) in enumerate(zip(axes, rows)):
         top = max(real[:, k].max(initial=0.0), targets[:, k].max(initial=0.0), row["level"] or 0.0)
         bins = np.linspace(0.0, 100.0 * min(1.0, max(0.05, 1.05 * top)), 21)
@@ -309,6 +314,8 @@ def target_histogram_figure(
         ax.tick_params(labelsize=6)
         if k == 0:
             ax.set_ylabel("tiles / targets (%)", fontsize=7)
+            if row["level"] is None and any(r["level"] is not None for r in rows):
+                ax.plot([], [], color="tab:red", linestyle=":", linewidth=1.8, label="boost level")
             ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
     return fig

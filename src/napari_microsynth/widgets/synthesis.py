@@ -3,7 +3,9 @@
 The user picks a generator (a bundled model or a model folder), sets what it is conditioned on (target
 phase fractions with sum-to-one sliders, fractions drawn from a real data distribution with rare phases
 boosted, named properties, or nothing) and the sampling options the generator declares, and presses
-Generate. The pairs are made in a worker thread by :class:`~napari_microsynth.engines.generation.GenerateRun`
+Generate. In the data-distribution mode a boost level per boosted phase (the mean fraction of that phase
+over the targets; off = paper 000's plain oversampling) can be set, and a histogram of the real tile
+fractions against the resulting targets follows the levels. The pairs are made in a worker thread by :class:`~napari_microsynth.engines.generation.GenerateRun`
 (the engine of ``microsynth generate``): each one is written to the dataset store as "pending" the moment
 it is done, so a crash or a cancel loses nothing, and shown in a preview grid. The store is one the user
 chose or a session store in the user data folder; **Curate** opens the Curation widget on it, the one
@@ -48,6 +50,7 @@ BROWSE = "Model folder..."
 PLUGIN = "napari-microsynth"
 GRID_GAP = 0.125  # gap between preview cells, as a share of the pair size
 MAX_SEED = 2**31 - 1
+PREVIEW_TARGETS = 2000  # targets drawn for the target histogram of the data-distribution mode
 
 
 def bundled_generators() -> dict[str, Path]:
@@ -140,6 +143,10 @@ class SynthesisWidget(PluginDock):
         self.options_form: OptionsForm | None = None
         self.real_fractions: np.ndarray | None = None
         self._fraction_sampler = None
+        self._base_shares: dict[str, float] = {}
+        self.level_boxes: dict[str, QDoubleSpinBox] = {}
+        self._levels_error = ""
+        self.preview_targets: np.ndarray | None = None  # the targets the histogram shows
         self._real_source = ""
         self._chosen_store: Path | None = None
         self._session_stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -215,6 +222,20 @@ class SynthesisWidget(PluginDock):
         )
         self.store_fractions_button.clicked.connect(self._store_fractions_dialog)
         self.composition_radio.setChecked(True)
+        self.levels_box = QWidget()
+        levels = QVBoxLayout(self.levels_box)
+        levels.setContentsMargins(0, 0, 0, 0)
+        self.levels_form = QFormLayout()
+        levels.addLayout(self.levels_form)
+        self.levels_note = QLabel("")
+        self.levels_note.setWordWrap(True)
+        levels.addWidget(self.levels_note)
+        self.target_plot = QLabel("")
+        self.target_plot.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.target_plot.setToolTip("phase fractions of the real tiles (grey) and of the targets the data mode "
+                                    f"draws ({PREVIEW_TARGETS} drawn, blue); dashed: means, red dotted: boost levels")
+        levels.addWidget(self.target_plot)
+        self.levels_box.setVisible(False)
         return self.condition_box
 
     def _sampling_box(self) -> QGroupBox:
@@ -316,6 +337,8 @@ class SynthesisWidget(PluginDock):
         if old_schema != generator.schema:
             self.real_fractions = None
             self._fraction_sampler = None
+            self._base_shares = {}
+            self._build_level_boxes()
         spec = generator.condition_spec
         self.generator_info.setText(f"{generator.name} v{generator.version}, {spec.kind} condition")
         self.generator_info.setToolTip(
@@ -344,7 +367,7 @@ class SynthesisWidget(PluginDock):
         _clear_layout(
             self.condition_layout,
             keep=(self.composition_radio, self.distribution_radio, self.distribution_label,
-                  self.store_fractions_button),
+                  self.store_fractions_button, self.levels_box),
         )
         self.sliders = None
         self.property_boxes = {}
@@ -360,6 +383,7 @@ class SynthesisWidget(PluginDock):
             row.addWidget(self.distribution_label, 1)
             row.addWidget(self.store_fractions_button)
             self.condition_layout.addLayout(row)
+            self.condition_layout.addWidget(self.levels_box)
             self._update_distribution_controls()
         elif spec.kind == "properties":
             form = QFormLayout()
@@ -382,6 +406,8 @@ class SynthesisWidget(PluginDock):
         self.generate_button.setEnabled(self.generator is not None)
 
     def _update_distribution_controls(self) -> None:
+        # (only inside the Target box: a parentless widget made visible would open as a window of its own)
+        self.levels_box.setVisible(self._fraction_sampler is not None and self.levels_box.parent() is not None)
         if self._fraction_sampler is None:
             self.distribution_radio.setText("from the data distribution")
             self.distribution_label.setText("no real phase fractions known: choose a store of annotated micrographs")
@@ -391,7 +417,7 @@ class SynthesisWidget(PluginDock):
         boosts = [
             f"{mode.label} ({100 * share:.0f} %)"
             for mode, share in zip(self._fraction_sampler.modes, self._fraction_sampler.shares)
-            if mode.boost is not None
+            if mode.boost is not None and share > 0
         ]
         self.distribution_radio.setText(
             "from the data distribution" + (f", boosting {', '.join(boosts)}" if boosts else "")
@@ -404,7 +430,7 @@ class SynthesisWidget(PluginDock):
 
         Returns the number of fraction vectors (one per 256 px tile of each real mask).
         """
-        from ..core.conditions import BoostedFractionSampler, default_shares, real_fraction_vectors
+        from ..core.conditions import default_shares, real_fraction_vectors
 
         if self.generator is None or self.generator.condition_spec.kind != "fractions":
             raise ValueError("load a generator conditioned on phase fractions first")
@@ -420,12 +446,92 @@ class SynthesisWidget(PluginDock):
         real = real_fraction_vectors(store)
         if not len(real):
             raise ValueError(f"{path} holds no real annotated masks (only synthetic or rejected samples)")
-        self._fraction_sampler = BoostedFractionSampler.from_shares(real, default_shares(schema, real), schema)
         self.real_fractions = real
+        self._base_shares = default_shares(schema, real)
         self._real_source = Path(path).name
-        self._update_distribution_controls()
+        self._build_level_boxes()
+        self._apply_levels()
         self.distribution_radio.setChecked(True)
         return len(real)
+
+    # ------------------------------------------------------------------ boost levels of the data distribution
+
+    @property
+    def boost_levels(self) -> dict[str, float]:
+        """The boost levels set (phase name -> mean fraction of the phase over the targets); off ones left out."""
+        return {name: box.value() / 100.0 for name, box in self.level_boxes.items() if box.value() > 0}
+
+    def _build_level_boxes(self) -> None:
+        """One boost-level spin box (in %, 0 = off) per phase the data distribution boosts."""
+        while self.levels_form.rowCount():
+            self.levels_form.removeRow(0)
+        self.level_boxes = {}
+        if self.real_fractions is None or self.generator is None:
+            return
+        schema = self.generator.schema
+        for name in self._base_shares:
+            if name == "data":
+                continue
+            k = schema.index_of(name)
+            box = QDoubleSpinBox()
+            box.setRange(0.0, 95.0)
+            box.setDecimals(1)
+            box.setSingleStep(1.0)
+            box.setSuffix(" %")
+            box.setSpecialValueText("off (paper)")
+            box.setKeyboardTracking(False)  # a typed level applies on Enter, not at every digit
+            box.setToolTip(
+                f"boost level: the mean fraction of {name} over all targets (real tiles: "
+                f"{100 * self.real_fractions[:, k].mean():.1f} %); its boosting mode shifts {name} in the rich tiles "
+                f"it draws (never past the richest real tile) and draws more targets if it must. Off: paper 000's "
+                f"plain oversampling of the tiles rich in {name}"
+            )
+            box.valueChanged.connect(self._apply_levels)
+            self.levels_form.addRow(f"{name} level", box)
+            self.level_boxes[name] = box
+
+    def _apply_levels(self, *_) -> None:
+        """Rebuild the target sampler for the levels set and redraw the target histogram (cheap numpy: on the UI
+        thread). A level that cannot be reached is named; Generate refuses the data mode until it is changed."""
+        from ..core.conditions import target_sampler
+
+        if self.real_fractions is None or self.generator is None:
+            return
+        schema, levels = self.generator.schema, self.boost_levels
+        try:
+            sampler = target_sampler(self.real_fractions, schema, self._base_shares, levels)
+        except ValueError as exc:
+            self._levels_error = str(exc)
+            self.levels_note.setText(f"<span style='color:#e05050'>{exc}</span>")
+            return
+        self._levels_error = ""
+        self._fraction_sampler = sampler
+        grown = [f"{mode.label} draws {100 * used:.0f} % of the targets (not {100 * given:.0f} %) to reach its level"
+                 for mode, given, used in zip(sampler.modes, sampler.given_shares, sampler.shares) if used > given + 1e-9]
+        self.levels_note.setText("; ".join(grown))
+        self.preview_targets = sampler.sample(PREVIEW_TARGETS, np.random.default_rng(0))
+        self._draw_target_histogram(levels)
+        self._update_distribution_controls()
+
+    def _draw_target_histogram(self, levels: dict[str, float]) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from qtpy.QtGui import QImage, QPixmap
+
+        from ..engines.reports import target_histogram_figure
+
+        schema = self.generator.schema
+        columns = 3 if schema.n_classes > 4 else 2
+        rows = -(-schema.n_classes // columns)
+        fig = target_histogram_figure(self.preview_targets, self.real_fractions, schema, levels,
+                                      size=(4.6, 1.9 * rows), dpi=90, columns=columns)
+        for ax in fig.axes:
+            ax.title.set_fontsize(6)
+        fig.tight_layout(pad=0.4)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
+        image = QImage(rgba.data, rgba.shape[1], rgba.shape[0], rgba.strides[0], QImage.Format.Format_RGBA8888)
+        self.target_plot.setPixmap(QPixmap.fromImage(image.copy()))
 
     def _store_fractions_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset store with real annotated micrographs")
@@ -456,6 +562,8 @@ class SynthesisWidget(PluginDock):
         spec = self.generator.condition_spec
         if spec.kind == "fractions":
             if self.distribution_radio.isChecked() and self._fraction_sampler is not None:
+                if self._levels_error:
+                    raise ValueError(f"change the boost levels: {self._levels_error}")
                 rng = np.random.default_rng(self.seed_box.value())
                 return self._fraction_sampler.sample(n, rng), None
             return self.sliders.fractions, n
