@@ -1,0 +1,141 @@
+"""Grain statistics: per-grain measures and the ASTM E112 grain-size number on tessellations whose answer
+is known by hand, and on the real pure-iron grain maps (Fast-FineCut) as instance maps and as boundary
+masks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.spatial import cKDTree
+
+from napari_microsynth.core.grains import (
+    astm_e112,
+    g_from_grains_per_mm2,
+    grain_table,
+    labels_from_boundaries,
+    read_grain_map,
+    summarise,
+)
+from napari_microsynth.core.io import instance_boundaries, read_instance_map
+
+
+def _square_grid(cell: int, cells: int, offset: int) -> np.ndarray:
+    """A grid of ``cell`` px square grains, the field shifted by ``offset`` px so its edges cut grains."""
+    grid = np.arange(1, (cells + 1) ** 2 + 1).reshape(cells + 1, cells + 1)
+    labels = np.repeat(np.repeat(grid, cell, 0), cell, 1)
+    return labels[offset:offset + cells * cell, offset:offset + cells * cell]
+
+
+def _hexagonal(spacing: float, size: int) -> np.ndarray:
+    """The Voronoi cells of a hexagonal lattice (regular hexagons of area sqrt(3)/2 spacing^2)."""
+    rows = np.arange(-2, size / (spacing * math.sqrt(3) / 2) + 3)
+    cols = np.arange(-2, size / spacing + 3)
+    points = np.array([(r * spacing * math.sqrt(3) / 2, c * spacing + (r % 2) * spacing / 2) for r in rows for c in cols])
+    centres = np.stack(np.mgrid[0:size, 0:size], -1).reshape(-1, 2) + 0.5
+    return (cKDTree(points).query(centres)[1].reshape(size, size) + 1).astype(np.int32)
+
+
+def test_e112_on_square_grains_matches_the_hand_count():
+    """20 um squares (pixel 1 um): N_A = 1 / 0.0004 mm^2 = 2500 per mm^2, so G = 3.321928 log10(2500) - 2.954
+    = 8.334. With the field edges cutting through grains, the count is 10 x 10 exactly: 81 inside, 36 cut
+    by an edge (1/2 each), 4 at the corners (1/4 each); counting the corners as 1/2 would give 101."""
+    labels = _square_grid(20, 10, offset=10)
+    result = astm_e112(labels, pixel_size_um=1.0)
+    assert (result.inside, result.intercepted, result.corners) == (81, 36, 4)
+    assert result.equivalent_grains == 100.0
+    assert result.grains_per_mm2 == pytest.approx(2500.0)
+    assert result.g == pytest.approx(8.334, abs=1e-3)
+    assert result.g_mean_area == pytest.approx(-3.3223 * math.log10(0.0004) - 2.955)
+    # E112's defining points: G = 1 at 15.50 grains per mm^2, each step of G doubles N_A
+    assert g_from_grains_per_mm2(15.50) == pytest.approx(1.0, abs=1e-3)
+    assert g_from_grains_per_mm2(31.0) - g_from_grains_per_mm2(15.5) == pytest.approx(1.0)
+    # without a pixel size there is no E112 number, only grains per square pixel
+    bare = astm_e112(labels)
+    assert bare.g is None and bare.grains_per_px == pytest.approx(1 / 400)
+
+
+def test_hexagonal_grains_measure_as_regular_hexagons():
+    spacing = 40.0
+    cell_area = math.sqrt(3) / 2 * spacing**2  # 1385.6 px^2
+    labels = _hexagonal(spacing, 480)
+    table = grain_table(labels, pixel_size_um=0.5)
+    whole = ~table["touches_border"]
+    assert table["area_px"][whole].mean() == pytest.approx(cell_area, rel=0.01)
+    assert table["area_um2"][whole].mean() == pytest.approx(cell_area * 0.25, rel=0.01)
+    assert table["equivalent_diameter_px"][whole].mean() == pytest.approx(math.sqrt(4 * cell_area / math.pi), rel=0.01)
+    assert np.all(np.abs(table["aspect_ratio"][whole] - 1) < 0.05)
+    # a regular hexagon: 4 pi A / P^2 = pi / (2 sqrt 3) = 0.907 (the digitised perimeter reads a few % off)
+    assert table["circularity"][whole].mean() == pytest.approx(math.pi / (2 * math.sqrt(3)), rel=0.06)
+    # the planimetric count is unbiased over field placements (one placement is off by up to ~3 %)
+    n_a = 1 / (cell_area * 0.25e-6)
+    larger = _hexagonal(spacing, 640)
+    fields = [larger[r:r + 480, c:c + 480] for r, c in ((0, 0), (17, 93), (40, 5), (63, 121), (88, 150), (101, 31),
+                                                        (129, 77), (150, 160))]
+    counts = [astm_e112(field, pixel_size_um=0.5).grains_per_mm2 for field in fields]
+    assert np.mean(counts) == pytest.approx(n_a, rel=0.015)
+    assert astm_e112(fields[3], pixel_size_um=0.5).g == pytest.approx(g_from_grains_per_mm2(n_a), abs=0.06)
+
+
+def test_shape_measures_of_a_disc_a_square_and_a_rectangle():
+    rows, cols = np.mgrid[0:100, 0:200]
+    labels = np.zeros((100, 200), np.int32)
+    labels[(rows - 50) ** 2 + (cols - 50) ** 2 < 30**2] = 1
+    labels[30:70, 110:150] = 2
+    labels[45:55, 155:195] = 3  # 40 x 10
+    table = grain_table(labels)
+    circularity = dict(zip(table["label"].tolist(), table["circularity"].tolist()))
+    aspect = dict(zip(table["label"].tolist(), table["aspect_ratio"].tolist()))
+    assert 0.9 < circularity[1] <= 1.05 and 0.75 < circularity[2] < 0.86 and circularity[3] < circularity[2]
+    assert aspect[1] == pytest.approx(1, abs=0.02) and aspect[3] == pytest.approx(4, rel=0.02)
+    assert table["orientation_deg"][2] == pytest.approx(90, abs=1) or table["orientation_deg"][2] == pytest.approx(-90, abs=1)
+    assert not table["touches_border"].any()
+
+
+@pytest.fixture(scope="module")
+def iron(shared_data):
+    return read_instance_map(shared_data / "fastfinecut_iron" / "masks" / "001.tif")
+
+
+def test_real_iron_grain_map_statistics(iron):
+    table = grain_table(iron.labels, pixel_size_um=1.0)
+    summary = summarise(table, astm_e112(iron.labels, pixel_size_um=1.0), pixel_size_um=1.0)
+    assert summary["grains"] == iron.labels.max() == 189
+    assert 120 < summary["whole_grains"] < 189
+    assert 1500 < summary["mean_area_px"] < 4500 and summary["std_area_px"] > 0
+    assert 1 < summary["mean_aspect_ratio"] < 3 and 0.5 < summary["mean_circularity"] < 1.0
+    # 800 x 800 px at 1 um: about 180 grains in 0.64 mm^2 -> N_A near 280 per mm^2, G near 5.2
+    assert 200 < summary["e112_grains_per_mm2"] < 330
+    assert summary["e112_g"] == pytest.approx(g_from_grains_per_mm2(summary["e112_grains_per_mm2"]))
+    assert 4.7 < summary["e112_g"] < 5.4
+
+
+def test_a_boundary_mask_gives_the_grains_of_its_instance_map(iron, tmp_path):
+    """The hand map drawn as a grain/boundary mask (2 px boundaries) and read back: the same grains, with
+    the boundary pixels given back to them, and the same E112 number."""
+    boundary = instance_boundaries(iron.labels)
+    labels = labels_from_boundaries(boundary)
+    # 189 colours, 192 connected regions (three colours are painted in two pieces each)
+    assert labels.min() >= 1 and 189 <= labels.max() <= 193
+    original = astm_e112(iron.labels, pixel_size_um=1.0)
+    again = astm_e112(labels, pixel_size_um=1.0)
+    assert again.g == pytest.approx(original.g, abs=0.05)
+    interiors = labels_from_boundaries(boundary, fill=False)
+    assert (interiors == 0).sum() == boundary.sum()
+    # files: the colour map, a 0/255 boundary PNG and a .npy label image read to the same grains
+    Image.fromarray(np.where(boundary, 255, 0).astype(np.uint8)).save(tmp_path / "boundary.png")
+    np.save(tmp_path / "labels.npy", iron.labels)
+    assert np.array_equal(read_grain_map(tmp_path / "boundary.png"), labels)
+    assert np.array_equal(read_grain_map(tmp_path / "labels.npy"), iron.labels)
+    with pytest.raises(FileNotFoundError):
+        read_grain_map(tmp_path / "missing.png")
+
+
+def test_small_specks_of_a_predicted_boundary_mask_can_be_dropped():
+    boundary = np.zeros((60, 60), bool)
+    boundary[:, 30:32] = True
+    boundary[10:13, 10:13] = True
+    boundary[11, 11] = False  # a 1 px "grain" inside a speck of boundary
+    assert labels_from_boundaries(boundary).max() == 3
+    assert labels_from_boundaries(boundary, min_area=5).max() == 2
