@@ -66,6 +66,7 @@ def test_benchmark_compares_real_only_with_real_plus_synthetic_and_chooses_on_va
     assert "equal real-tile visits" in report and "synthetic loss weight 1" in report
     assert "±" not in report  # one seed: no spread to show
     assert (tmp_path / "miou_vs_synthetic_volume.png").stat().st_size > 0
+    assert (tmp_path / "pool_targets.png").stat().st_size > 0 and "pool_targets.png" in report
     assert (tmp_path / "summary.csv").read_text().count("\n") == 3
 
 
@@ -180,10 +181,13 @@ def test_a_super_resolution_model_doubles_the_pool_as_in_the_papers_pipeline(rea
                                                              lr_warmup_steps=0))
     sr.save(tmp_path / "sr")
     train, test = read_uhcs(1, pixel_size_um=0.5), read_uhcs(2, pixel_size_um=0.5)[1:]
-    result = run_augment_benchmark(train, test, tmp_path / "bench", config(ratios=(0, 0.25), upscale_steps=2),
-                                   generator=generator, upscaler=sr)
+    second = UHCS.names[int(np.argsort(train[0].fractions)[-2])]  # the fixture's second most common phase
+    level = round(min(0.9, 1.5 * float(np.sort(train[0].fractions)[-2])), 3)
+    cfg = config(ratios=(0, 0.25), upscale_steps=2, levels={second: level})
+    result = run_augment_benchmark(train, test, tmp_path / "bench", cfg, generator=generator, upscaler=sr)
     pool = DatasetStore.open(tmp_path / "bench" / "synthetic.zarr")
     pair = pool[0]
     assert pair.image.shape == (64, 64)  # the generator's 32 px pair (2x downscaled) doubled to the real scale
     assert pair.provenance.extra["super_resolution"] == sr.model_checksum
-    assert "doubled by super-resolution model" in result["report"].read_text()
+    report = result["report"].read_text()
+    assert "doubled by super-resolution model" in report and f"boost levels: {second} {level:g}" in report

@@ -56,6 +56,7 @@ from .training_set import synthetic_needed
 
 POOL_STORE = "synthetic.zarr"
 AGREEMENT_FILE = "agreement.json"
+TARGETS_PNG = "pool_targets.png"
 #: How the step budget treats real tiles (see the module docstring).
 BUDGETS = ("real-batch", "fixed-epochs", "fixed-steps")
 #: The classes paper 000 scores MetalDAM on (sec. 2.1: "We will also ignore precipitate class").
@@ -201,11 +202,15 @@ def generate_pool(
 ) -> DatasetStore:
     """``n`` pairs from ``generator`` for paper 000's boosted fraction targets (of the real ``tile`` px
     tiles; boost ``levels`` where given) in the store at ``path``, each doubled by ``upscaler`` (a
-    super-resolution model) when given; pairs already there are kept and generation continues after them."""
-    from ..core.conditions import fraction_targets
+    super-resolution model) when given; pairs already there are kept and generation continues after them.
+    The targets' histogram against the real tiles' fractions goes beside the store (:data:`TARGETS_PNG`)."""
+    from ..core.conditions import fraction_targets, tile_fractions
+    from .reports import plot_target_histogram
 
     targets = fraction_targets(real_train, n, seed=seed, tile=tile, downscale=generator.downscale,
                                levels=levels or None)
+    real = tile_fractions(real_train, tile, generator.downscale)
+    plot_target_histogram(targets, real, generator.schema, Path(path).parent / TARGETS_PNG, levels or None)
     store = DatasetStore.open(path, mode="a") if is_store(path) else DatasetStore.create(
         path, generator.schema, description=f"augmentation benchmark pool from {generator.name}")
     done = len(store)
@@ -561,6 +566,7 @@ def _write_report(out: Path, table, chosen, config: AugmentBenchmarkConfig, clas
         "",
         "![test mIoU against synthetic volume](miou_vs_synthetic_volume.png)",
         "",
+        *([f"![the pool's fraction targets against the real tiles]({TARGETS_PNG})", ""] if generator is not None else []),
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
