@@ -139,3 +139,59 @@ def test_small_specks_of_a_predicted_boundary_mask_can_be_dropped():
     boundary[11, 11] = False  # a 1 px "grain" inside a speck of boundary
     assert labels_from_boundaries(boundary).max() == 3
     assert labels_from_boundaries(boundary, min_area=5).max() == 2
+
+
+# ---------------------------------------------------------------- the engine and the command
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    from napari_microsynth.core.microstructure import GrainGrowthSettings
+    from napari_microsynth.engines.grain_growth import simulate_structures
+
+    out = tmp_path_factory.mktemp("sim")
+    simulate_structures(out, GrainGrowthSettings(grains=12, size=48, steps=40, snapshot_every=20), 2, seed=0,
+                        device="cpu")
+    return out
+
+
+def test_grain_statistics_of_simulated_and_real_maps_side_by_side(simulated, shared_data, tmp_path):
+    import csv
+
+    from napari_microsynth.engines.grain_growth import grain_statistics, load_structure
+
+    masks = shared_data / "fastfinecut_iron" / "masks"
+    report = grain_statistics([simulated, masks / "001.tif"], tmp_path / "stats", pixel_size_um=0.5)
+    names = {p.name for p in report.files}
+    assert names == {"grains.csv", "summary.csv", "size_distribution.png", "timeseries.csv", "growth.png"}
+    assert all(p.stat().st_size > 500 for p in report.files)
+    grains = list(csv.DictReader((tmp_path / "stats" / "grains.csv").open()))
+    sim_maps = [load_structure(p) for p in sorted(simulated.glob("structure_*.npz"))]
+    iron = read_instance_map(masks / "001.tif").labels
+    assert len(grains) == sum(int(s.instances.max()) for s in sim_maps) + int(iron.max())
+    summary = {(r["group"], r["source"]): r for r in csv.DictReader((tmp_path / "stats" / "summary.csv").open())}
+    assert float(summary[("001", "001.tif")]["e112_g"]) == pytest.approx(astm_e112(iron, 0.5).g, abs=1e-4)
+    pooled = summary[(simulated.name, "(all)")]
+    assert int(pooled["maps"]) == 2 and int(pooled["grains"]) == sum(int(s.instances.max()) for s in sim_maps)
+    # the time series: every snapshot of every structure, whole (periodic) grains, mean area = field / grains
+    series = list(csv.DictReader((tmp_path / "stats" / "timeseries.csv").open()))
+    assert [(r["source"], int(r["step"])) for r in series] == [
+        (f"structure_0000{i}.npz", step) for i in range(2) for step in (0, 20, 40)]
+    for row in series:
+        assert float(row["mean_area_px"]) == pytest.approx(48 * 48 / int(row["grains"]))
+    text = report.as_text()
+    assert "E112 G" in text and "001: 1 maps, 189 grains" in text
+
+
+def test_grain_stats_command(simulated, shared_data, tmp_path, capsys):
+    from napari_microsynth.cli import EXIT_BAD_INPUT, main
+
+    folder = shared_data / "fastfinecut_iron"
+    assert main(["-q", "grain-stats", str(folder), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "fastfinecut_iron:" in out and "E112 G: give --pixel-size" in out
+    assert not (tmp_path / "a" / "timeseries.csv").exists()
+    assert main(["-q", "grain-stats", str(simulated), "--pixel-size", "2", "--out", str(tmp_path / "b")]) == 0
+    assert "um^2" in capsys.readouterr().out and (tmp_path / "b" / "growth.png").is_file()
+    assert main(["grain-stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")]) == EXIT_BAD_INPUT
+    assert "no such file or folder" in capsys.readouterr().err

@@ -20,6 +20,12 @@ from napari_microsynth.core.microstructure import (
     voronoi_labels,
 )
 from napari_microsynth.core.progress import Cancelled
+from napari_microsynth.engines.grain_growth import (
+    load_structure,
+    simulate_structures,
+    structure_path,
+    structure_seed,
+)
 from napari_microsynth.models.phase_field import (
     GrainGrowth,
     euler_step,
@@ -221,3 +227,84 @@ def test_a_seed_gives_the_same_structure():
     c = simulate(settings, seed=8, device="cpu")
     assert np.array_equal(a.grains, b.grains) and not np.array_equal(a.grains, c.grains)
     assert torch.device("cpu") == GrainGrowth(settings, seed=7, device="auto").device or torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------- many structures, the command, napari
+
+SMALL = GrainGrowthSettings(grains=8, size=32, steps=20, snapshot_every=10)
+
+
+def test_an_interrupted_run_continues_and_never_rewrites_a_finished_structure(tmp_path):
+    out = tmp_path / "sim"
+    messages = []
+
+    def progress(done, total, message):
+        messages.append(message)
+
+    with pytest.raises(Cancelled, match="1 of 3 structures are finished"):
+        simulate_structures(out, SMALL, 3, seed=4, device="cpu", progress=progress,
+                            should_stop=lambda: any("structure 2/3" in m for m in messages))
+    assert sorted(p.name for p in out.iterdir()) == ["simulation.json", "structure_00000.npz"]
+    first = structure_path(out, 0)
+    before = (first.stat().st_ino, first.stat().st_mtime_ns, first.read_bytes())
+    run = simulate_structures(out, SMALL, 3, seed=4, device="cpu")
+    assert run.skipped == 1 and [p.name for p in run.written] == ["structure_00001.npz", "structure_00002.npz"]
+    assert (first.stat().st_ino, first.stat().st_mtime_ns, first.read_bytes()) == before
+    # a structure does not depend on where a run stopped: the same as in an uninterrupted run
+    simulate_structures(tmp_path / "whole", SMALL, 2, seed=4, device="cpu")
+    resumed, whole = load_structure(structure_path(out, 1)), load_structure(structure_path(tmp_path / "whole", 1))
+    assert np.array_equal(resumed.snapshots, whole.snapshots) and resumed.meta["seed"] == structure_seed(4, 1)
+    # a left-over partial file from a crash is cleaned up; a finished folder is not simulated again
+    (out / "structure_00003.npz.partial").write_bytes(b"crashed")
+    assert simulate_structures(out, SMALL, 3, seed=4, device="cpu").written == []
+    assert not list(out.glob("*.partial"))
+    with pytest.raises(ValueError, match="other settings .*grains 8"):
+        simulate_structures(out, GrainGrowthSettings(grains=9, size=32, steps=20), 3, seed=4, device="cpu")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a simulation folder"):
+        simulate_structures(tmp_path / "other", SMALL, 1, device="cpu")
+
+
+def test_simulate_command_writes_structures_a_user_can_open(tmp_path, capsys):
+    from napari_microsynth.cli import EXIT_BAD_INPUT, main
+
+    out = tmp_path / "sim"
+    argv = ["-q", "simulate", str(out), "--structures", "2", "--grains", "8", "--size", "32", "--steps", "20",
+            "--snapshot-every", "10", "--seed", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "wrote 2 structures" in capsys.readouterr().out
+    structure = load_structure(out / "structure_00001.npz")
+    assert structure.snapshots.shape == (3, 32, 32) and structure.snapshot_steps.tolist() == [0, 10, 20]
+    assert structure.meta["settings"]["grains"] == 8 and structure.meta["info"]["coalescences"] == 0
+    assert np.array_equal(structure.boundary, instance_boundaries(structure.instances))
+    assert main(argv) == 0 and "wrote 0 structures to" in capsys.readouterr().out
+    assert main(["simulate", str(tmp_path / "x"), "--dt", "0.5"]) == EXIT_BAD_INPUT
+    assert "stability bound" in capsys.readouterr().err
+
+
+def test_the_reader_opens_a_structure_as_a_time_series_and_claims_no_other_npz(tmp_path):
+    from napari_microsynth.napari_io import get_reader, read_grain_growth
+
+    simulate_structures(tmp_path, SMALL, 1, seed=1, device="cpu")
+    path = str(tmp_path / "structure_00000.npz")
+    np.savez(tmp_path / "plain.npz", grains=np.zeros((4, 4)))
+    assert get_reader(str(tmp_path / "plain.npz")) is None and get_reader(str(tmp_path)) is None
+    assert get_reader(path) is read_grain_growth
+    (phi, _, phi_type), (grains, grains_kw, grains_type), (edges, _, _) = read_grain_growth(path)
+    assert (phi_type, grains_type) == ("image", "labels")
+    assert phi.shape == grains.shape == edges.shape == (3, 32, 32)
+    assert grains_kw["scale"] == (10.0, 1.0, 1.0) and grains_kw["axis_labels"][0] == "step"
+    assert np.array_equal(grains[-1], load_structure(path).grains)
+
+
+def test_the_time_series_can_be_scrubbed_in_napari(make_napari_viewer, tmp_path):
+    simulate_structures(tmp_path, SMALL, 1, seed=1, device="cpu")
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "structure_00000.npz"), plugin="napari-microsynth")
+    grains = next(layer for layer in layers if layer.name.endswith("grains"))
+    structure = load_structure(tmp_path / "structure_00000.npz")
+    assert viewer.dims.ndim == 3 and viewer.dims.nsteps[0] == 3
+    for k, step in enumerate(structure.snapshot_steps.tolist()):
+        viewer.dims.set_point(0, step)  # the slider is in simulation steps
+        assert np.array_equal(np.asarray(grains._slice.image.raw), structure.snapshots[k])

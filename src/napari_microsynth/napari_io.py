@@ -124,10 +124,14 @@ def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], lis
 
     Only TIFFs too large to read whole (:func:`~napari_microsynth.core.large_image.is_large_micrograph`)
     are claimed, so napari opens ordinary TIFFs with its own reader without asking which reader to use.
+    Of ``.npz`` files only the grain-growth structures of ``microsynth simulate`` are claimed
+    (:func:`read_grain_growth`).
     """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if len(paths) == 1 and is_phase_map(paths[0]):
         return read_phase_map
+    if len(paths) == 1 and _is_grain_growth(paths[0]):
+        return read_grain_growth
     if len(paths) == 1 and is_large_micrograph(paths[0]) and _is_grey_tiff(paths[0]):
         return read_tiff_micrograph
     if not paths or not all(is_store(p) for p in paths):
@@ -178,6 +182,44 @@ def read_phase_map(path: str | Sequence[str]) -> list[LayerData]:
     """The phase map ``microsynth segment`` wrote block by block (see :class:`PhaseMap`)."""
     path = _one_path(path)
     return [phase_map_layer(PhaseMap.open(path), path.name.removesuffix(".zarr"))]
+
+
+def _is_grain_growth(path) -> bool:
+    from .engines.grain_growth import is_structure_file
+
+    return is_structure_file(path)
+
+
+def read_grain_growth(path: str | Sequence[str]) -> list[LayerData]:
+    """A structure of ``microsynth simulate`` as a time series to scrub: the eq. 3 image, the grain map
+    (each grain keeps its number, so its colour, through time) and the 2 px grain boundaries, each
+    (T, H, W) over the snapshots; the first axis is in simulation steps when the snapshots are evenly
+    spaced."""
+    from .core.io import instance_boundaries
+    from .core.microstructure import connected_instances
+    from .engines.grain_growth import load_structure
+
+    path = _one_path(path)
+    structure = load_structure(path)
+    steps = structure.snapshot_steps
+    spacing = np.diff(steps)
+    even = len(steps) > 1 and bool(np.all(spacing == spacing[0]))
+    axes = {"scale": (float(spacing[0]) if even else 1.0, 1.0, 1.0),
+            "translate": (float(steps[0]) if even else 0.0, 0.0, 0.0),
+            "axis_labels": ("step" if even else "snapshot", "y", "x")}
+    metadata = {META_KEY: {"grain_growth": str(path.resolve()), "snapshot_steps": steps.tolist(),
+                           "settings": structure.meta.get("settings"), "seed": structure.meta.get("seed"),
+                           "info": structure.meta.get("info")}}
+    boundaries = np.stack([instance_boundaries(connected_instances(grains)) for grains in structure.snapshots])
+    name = path.stem
+    return [
+        (structure.snapshot_phi, {"name": f"{name} phi", "colormap": "gray", "contrast_limits": (0, 255),
+                                  "metadata": metadata, **axes}, "image"),
+        (structure.snapshots, {"name": f"{name} grains", "opacity": 0.5, "metadata": metadata, **axes}, "labels"),
+        (boundaries.astype(np.uint8), {"name": f"{name} boundaries", "metadata": metadata,
+                                       "colormap": {None: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.1, 0.1, 1.0)}, **axes},
+         "labels"),
+    ]
 
 
 def read_store(path: str | Sequence[str]) -> list[LayerData]:

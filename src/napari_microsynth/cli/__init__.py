@@ -6,8 +6,8 @@ one-line ``error: ...`` message and exit status 2, an unexpected failure with on
 and exit status 1 (``--debug`` adds the traceback); a cancelled run exits with 130.
 
 Each command's arguments are declared beside its handler (:mod:`.data`, :mod:`.segmentation`,
-:mod:`.generators`); the option groups several commands share are declared once in :mod:`._common`, and
-a generator family's flags are built from its declared options (:mod:`._options`).
+:mod:`.generators`, :mod:`.grains`); the option groups several commands share are declared once in
+:mod:`._common`, and a generator family's flags are built from its declared options (:mod:`._options`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from . import data, segmentation, generators  # noqa: F401, I001  (registers their commands, in help order)
+from . import data, segmentation, generators, grains  # noqa: F401, I001  (registers their commands, in help order)
 from ._common import COMMANDS, EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, Command, add_global_options
 from ._errors import bad_input_message, check_device, one_line
 from ._options import without_family_flags

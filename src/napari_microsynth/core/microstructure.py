@@ -57,8 +57,9 @@ class GrainGrowthSettings:
     mobility: float = option(1.0, "kinetic coefficient L, equal for all grains (isotropic)", low=1e-6, high=100.0,
                              advanced=True)
     kappa: float = option(1.0, "gradient-energy coefficient kappa (paper: 1)", low=1e-3, high=100.0, advanced=True)
-    order_parameters: str = option("coloured", "coloured: grains at least two neighbours apart share an order "
-                                               "parameter (about 8x faster for 112 grains, same physics); "
+    order_parameters: str = option("coloured", "coloured: grains at least two boundaries apart share an order "
+                                               "parameter (12-13 instead of 112 for the paper's setting, several "
+                                               "times faster per step, same physics); "
                                                "per-grain: one order parameter per grain, as written in eq. 1",
                                    choices=("coloured", "per-grain"), advanced=True)
     check_every: int = option(10, "every N steps: report progress, honour a stop request and (coloured) move a "
@@ -220,7 +221,10 @@ def periodic_components(region_map: np.ndarray) -> np.ndarray:
     from skimage.measure import label
 
     region_map = np.asarray(region_map)
-    codes = np.unique(region_map, return_inverse=True)[1].reshape(region_map.shape) + 1
+    if np.issubdtype(region_map.dtype, np.integer) and region_map.size and region_map.min() >= 0:
+        codes = region_map.astype(np.int64) + 1
+    else:
+        codes = np.unique(region_map, return_inverse=True)[1].reshape(region_map.shape) + 1
     flat = label(codes, background=0, connectivity=1)
     n = int(flat.max())
     pairs = []
@@ -229,13 +233,21 @@ def periodic_components(region_map: np.ndarray) -> np.ndarray:
         pairs.append(np.stack([a[same], b[same]], axis=1))
     edges = np.concatenate(pairs) - 1
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    # csgraph numbers the merged regions in order of their lowest raster label, i.e. of their first pixel
     _, merged = connected_components(graph, directed=False)
-    components = merged[flat - 1]
-    # number the regions 1..m in order of their first pixel (row-major)
-    unique, first = np.unique(components.ravel(), return_index=True)
-    lookup = np.zeros(unique.max() + 1, dtype=np.int32)
-    lookup[unique[np.argsort(first)]] = np.arange(1, unique.size + 1, dtype=np.int32)
-    return lookup[components]
+    return (merged[flat - 1] + 1).astype(np.int32)
+
+
+def connected_instances(grains: np.ndarray) -> np.ndarray:
+    """Connected (4-neighbour) regions of equal grain number in the image, numbered 1..N; not periodic:
+    the image edge cuts a grain that crosses it into one instance per piece.
+
+    >>> connected_instances(np.array([[5, 7, 5]])).tolist()
+    [[1, 2, 3]]
+    """
+    from skimage.measure import label
+
+    return label(np.asarray(grains) + 1, background=0, connectivity=1).astype(np.int32)
 
 
 def adjacency_pairs(labels: np.ndarray, periodic: bool = True) -> np.ndarray:
@@ -255,8 +267,12 @@ def adjacency_pairs(labels: np.ndarray, periodic: bool = True) -> np.ndarray:
             b = labels[1:] if axis == 0 else labels[:, 1:]
         differ = a != b
         pieces.append(np.stack([np.minimum(a[differ], b[differ]), np.maximum(a[differ], b[differ])], axis=1))
-    pairs = np.concatenate(pieces)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+    pairs = np.concatenate(pieces).astype(np.int64)
+    if not len(pairs):
+        return pairs.reshape(0, 2)
+    base = int(pairs.max()) + 1
+    codes = np.unique(pairs[:, 0] * base + pairs[:, 1])
+    return np.stack([codes // base, codes % base], axis=1)
 
 
 def neighbour_sets(n: int, pairs: np.ndarray) -> list[set[int]]:

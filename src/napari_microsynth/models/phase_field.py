@@ -44,6 +44,7 @@ from ..core.microstructure import (
     GrainGrowthSettings,
     adjacency_pairs,
     connected_cells,
+    connected_instances,
     distance_two_colouring,
     neighbour_sets,
     periodic_components,
@@ -84,14 +85,6 @@ class GrainGrowthResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def connected_instances(grains: np.ndarray) -> np.ndarray:
-    """Connected (4-neighbour) regions of equal grain number in the image, numbered 1..N (not periodic:
-    the image edge cuts a grain that crosses it)."""
-    from skimage.measure import label
-
-    return label(np.asarray(grains) + 1, background=0, connectivity=1).astype(np.int32)
-
-
 def laplacian(eta: torch.Tensor) -> torch.Tensor:
     """5-point Laplacian of each (H, W) plane of ``eta`` on a 1 px periodic grid."""
     p = F.pad(eta.unsqueeze(0), (1, 1, 1, 1), mode="circular")[0]
@@ -105,6 +98,18 @@ def euler_step(eta: torch.Tensor, dt: float, mobility: float, kappa: float) -> t
     rate = laplacian(eta).mul_(kappa)
     rate.addcmul_(eta, sq.sub_(s, alpha=2.0).add_(1.0))  # eta (1 + eta^2 - 2 S) = -df/deta
     return eta.add_(rate, alpha=dt * mobility)
+
+
+def field_argmax(eta: torch.Tensor) -> torch.Tensor:
+    """``eta.argmax(0)`` (first field on ties) by a running maximum over the fields: one pass per field,
+    several times faster on a CPU than torch's reduction across the leading axis."""
+    best = eta[0].clone()
+    index = torch.zeros(eta.shape[1:], dtype=torch.int64, device=eta.device)
+    for f in range(1, eta.shape[0]):
+        better = eta[f] > best
+        best = torch.where(better, eta[f], best)
+        index.masked_fill_(better, f)
+    return index
 
 
 def free_energy(eta: torch.Tensor, kappa: float = 1.0) -> float:
@@ -173,7 +178,7 @@ class GrainGrowth:
         """Re-identify the grains from the argmax of the order parameters (updating ``grains``) and, in
         the coloured representation, move grains that came within two boundaries of a grain of their own
         field to a free field. Returns the grain numbers."""
-        field_map = self.eta.argmax(0).cpu().numpy()
+        field_map = field_argmax(self.eta).cpu().numpy()
         if not self.coloured:
             self.grains = (field_map + 1).astype(np.int32)
             return self.grains
