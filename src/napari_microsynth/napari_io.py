@@ -195,6 +195,7 @@ def read_grain_growth(path: str | Sequence[str]) -> list[LayerData]:
     (each grain keeps its number, so its colour, through time) and the 2 px grain boundaries, each
     (T, H, W) over the snapshots; the first axis is in simulation steps when the snapshots are evenly
     spaced."""
+    from . import widgets  # noqa: F401  (inside napari: keeps torch from loading triton later, see widgets/__init__)
     from .core.io import instance_boundaries
     from .core.microstructure import connected_instances
     from .engines.grain_growth import load_structure

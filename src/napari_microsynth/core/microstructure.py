@@ -228,7 +228,8 @@ def periodic_components(region_map: np.ndarray) -> np.ndarray:
     flat = label(codes, background=0, connectivity=1)
     n = int(flat.max())
     pairs = []
-    for a, b, ca, cb in ((flat[0], flat[-1], codes[0], codes[-1]), (flat[:, 0], flat[:, -1], codes[:, 0], codes[:, -1])):
+    edges_of_image = ((flat[0], flat[-1], codes[0], codes[-1]), (flat[:, 0], flat[:, -1], codes[:, 0], codes[:, -1]))
+    for a, b, ca, cb in edges_of_image:
         same = ca == cb
         pairs.append(np.stack([a[same], b[same]], axis=1))
     edges = np.concatenate(pairs) - 1

@@ -133,8 +133,9 @@ def _check_manifest(out: Path, settings: GrainGrowthSettings, seed: int, structu
             differ.append("seed")
         if differ:
             old = {k: found.get("settings", {}).get(k, found.get(k)) for k in differ}
-            raise ValueError(f"{out} holds structures simulated with other settings ({', '.join(f'{k} {v}' for k, v in old.items())}); "
-                             "give the same settings to continue it, or choose another folder")
+            listed = ", ".join(f"{k} {v}" for k, v in old.items())
+            raise ValueError(f"{out} holds structures simulated with other settings ({listed}); give the same "
+                             "settings to continue it, or choose another folder")
         structures = max(structures, int(found.get("structures", 0)))
     elif out.exists() and any(p.name != MANIFEST for p in out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a simulation folder (no {MANIFEST}); choose a new or "
@@ -242,13 +243,14 @@ class GrainStatsReport:
         for g in self.groups:
             unit = "um" if np.isfinite(g["mean_diameter_um"]) else "px"
             d, s = g[f"mean_diameter_{unit}"], g[f"std_diameter_{unit}"]
-            a, sa = g[f"mean_area_{'um2' if unit == 'um' else 'px'}"], g[f"std_area_{'um2' if unit == 'um' else 'px'}"]
+            area_unit = "um2" if unit == "um" else "px"
+            a, sa = g[f"mean_area_{area_unit}"], g[f"std_area_{area_unit}"]
             g_text = (f"E112 G {g['e112_g']:.2f} (from the mean area of whole grains: {g['e112_g_mean_area']:.2f})"
                       if np.isfinite(g["e112_g"]) else "E112 G: give --pixel-size")
-            lines.append(f"{g['group']}: {g['maps']} maps, {g['grains']} grains ({g['whole_grains']} whole); whole grains: "
-                         f"area {a:.1f} +- {sa:.1f} {'um^2' if unit == 'um' else 'px'}, equivalent diameter "
-                         f"{d:.2f} +- {s:.2f} {unit}, aspect ratio {g['mean_aspect_ratio']:.2f}, circularity "
-                         f"{g['mean_circularity']:.2f}; {g_text}")
+            lines.append(f"{g['group']}: {g['maps']} maps, {g['grains']} grains ({g['whole_grains']} whole); "
+                         f"whole grains: area {a:.1f} +- {sa:.1f} {'um^2' if unit == 'um' else 'px'}, "
+                         f"equivalent diameter {d:.2f} +- {s:.2f} {unit}, aspect ratio {g['mean_aspect_ratio']:.2f}, "
+                         f"circularity {g['mean_circularity']:.2f}; {g_text}")
         lines.append("wrote " + ", ".join(str(p) for p in self.files))
         return "\n".join(lines)
 

@@ -180,7 +180,8 @@ class CycleGANTrainConfig:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
         if self.crop < 4 or self.crop % 4:
-            raise ValueError(f"crop must be a multiple of 4 (the generator halves the resolution twice), got {self.crop}")
+            raise ValueError(f"crop must be a multiple of 4 (the generator halves the resolution twice), "
+                             f"got {self.crop}")
         if self.lambda_cycle < 0 or self.lambda_identity < 0:
             raise ValueError("the loss weights must be >= 0")
 
@@ -225,7 +226,8 @@ def cyclegan_step(run: Run, x: torch.Tensor, y: torch.Tensor, config: CycleGANTr
     fake_y, fake_x = G(x), F_(y)
     adversarial = _lsgan(D_Y(fake_y), True) + _lsgan(D_X(fake_x), True)
     cycle = F.l1_loss(F_(fake_y), x) + F.l1_loss(G(fake_x), y)
-    identity = F.l1_loss(G(y), y) + F.l1_loss(F_(x), x) if config.lambda_identity > 0 else torch.zeros((), device=x.device)
+    identity = (F.l1_loss(G(y), y) + F.l1_loss(F_(x), x) if config.lambda_identity > 0
+                else torch.zeros((), device=x.device))
     loss_g = adversarial + config.lambda_cycle * cycle + config.lambda_identity * config.lambda_cycle * identity
     run.update("generators", loss_g)
     for critic in (D_X, D_Y):
@@ -237,8 +239,9 @@ def cyclegan_step(run: Run, x: torch.Tensor, y: torch.Tensor, config: CycleGANTr
             "cycle": float(cycle.detach()), "identity": float(identity.detach()), "critic_loss": float(loss_d.detach())}
 
 
-def train_cyclegan(modules: dict[str, nn.Module], real_images: Sequence[np.ndarray], simulated_images: Sequence[np.ndarray],
-                   config: CycleGANTrainConfig, device: torch.device | str = "cpu", progress: ProgressFn = no_progress,
+def train_cyclegan(modules: dict[str, nn.Module], real_images: Sequence[np.ndarray],
+                   simulated_images: Sequence[np.ndarray], config: CycleGANTrainConfig,
+                   device: torch.device | str = "cpu", progress: ProgressFn = no_progress,
                    should_stop: StopFn = never_stop) -> TrainResult:
     """Train the networks of :func:`build_cyclegan` in place on unpaired random crops of ``real_images``
     (domain X) and ``simulated_images`` (domain Y), grey (H, W) arrays in [0, 1]. Checkpoints, exact resume,
@@ -275,7 +278,8 @@ def train_cyclegan(modules: dict[str, nn.Module], real_images: Sequence[np.ndarr
 
 
 @torch.no_grad()
-def translate(generator: nn.Module, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> list[np.ndarray]:
+def translate(generator: nn.Module, images: Sequence[np.ndarray],
+              device: torch.device | str = "cpu") -> list[np.ndarray]:
     """Each grey image in [0, 1] through ``generator`` (e.g. ``F``: simulation -> micrograph), padded by
     reflection to a multiple of 4 and cropped back."""
     generator.eval()
