@@ -191,3 +191,15 @@ def test_a_super_resolution_model_doubles_the_pool_as_in_the_papers_pipeline(rea
     assert pair.provenance.extra["super_resolution"] == sr.model_checksum
     report = result["report"].read_text()
     assert "doubled by super-resolution model" in report and f"boost levels: {second} {level:g}" in report
+
+
+def test_pool_progress_counts_stored_pairs_not_sampler_steps(generator, read_uhcs, tmp_path):
+    """A run showed "generating pair 1087/1040": the sampler's step count was reported as pairs."""
+    from napari_microsynth.engines.augment_benchmark import generate_pool
+
+    seen: list[tuple[int, int]] = []
+    generate_pool(generator, read_uhcs(1, pixel_size_um=0.5), 3, tmp_path / "pool.zarr", 64,
+                  sampling={"sampler": "dpm++", "steps": 4, "batch_size": 2},
+                  progress=lambda k, n, msg: seen.append((k, n)))
+    assert max(k for k, _ in seen) == 3 and {n for _, n in seen} == {3}
+    assert seen[-1] == (3, 3)

@@ -215,8 +215,8 @@ def generate_pool(
         path, generator.schema, description=f"augmentation benchmark pool from {generator.name}")
     done = len(store)
     if done < n:
-        def report(k: int, total: int, msg: str) -> None:
-            progress(done + k, n, msg)
+        def report(k: int, total: int, msg: str) -> None:  # the sampler counts its steps, the store the pairs
+            progress(len(store), n, f"{len(store)}/{n} pairs stored; {msg}")
 
         pairs = generator.sample(targets[done:], n=n - done, seed=seed + done, progress=report,
                                  should_stop=should_stop, **(sampling or {}))
@@ -224,6 +224,7 @@ def generate_pool(
             pairs = upscaler.upscale_many(pairs, seed=seed + done, steps=upscale_steps, should_stop=should_stop)
         for pair in pairs:
             store.append(pair, split="synthetic")
+            progress(len(store), n, f"{len(store)}/{n} pairs stored")
     return store
 
 
@@ -411,7 +412,7 @@ def run_augment_benchmark(
     total_runs = len(settings) * len(config.seeds)
     progress(0, total_runs, f"{len(real)} real {tile} px tiles; {max(n_synthetic.values())} synthetic pairs needed")
     pool = _pool(out, config, real_train, tile, max(n_synthetic.values()), generator, synthetic_store, upscaler,
-                 lambda k, n, msg: progress(0, total_runs, f"generating pair {k}/{n}"), should_stop)
+                 lambda k, n, msg: progress(0, total_runs, f"synthetic pool: {msg}"), should_stop)
 
     rows, done, curated, skipped = [], 0, None, []
     for setting in settings:
