@@ -41,16 +41,54 @@ CONDITION_KINDS = ("fractions", "properties", "none")
 
 @dataclass(frozen=True)
 class PropertyRange:
-    """A named continuous condition (e.g. anneal temperature) and the range the model was trained on."""
+    """A named continuous condition (e.g. anneal temperature) and the range the model was trained on.
+
+    A categorical condition (e.g. the cooling method) lists its ``categories``; its value is the index of a
+    category, ``low`` 0 and ``high`` the last index (so a numeric control over the range still works), and
+    :meth:`ConditionSpec.validate` also takes the category's name (:meth:`categorical` makes one).
+
+    >>> PropertyRange.categorical("cool_method", ["AR", "Q"]).code("q")
+    1
+    """
 
     name: str
     low: float
     high: float
     unit: str = ""
+    categories: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.low <= self.high:
             raise ValueError(f"property {self.name!r}: low {self.low} is above high {self.high}")
+        if self.categories:
+            object.__setattr__(self, "categories", tuple(str(c) for c in self.categories))
+            if (self.low, self.high) != (0, len(self.categories) - 1):
+                raise ValueError(f"categorical property {self.name!r}: low and high must be 0 and "
+                                 f"{len(self.categories) - 1} (the category indices)")
+
+    @classmethod
+    def categorical(cls, name: str, categories: Sequence[str]) -> "PropertyRange":
+        """A categorical condition over ``categories`` (its value: a category's index)."""
+        if not categories:
+            raise ValueError(f"categorical property {name!r} needs at least one category")
+        return cls(name, 0, len(categories) - 1, categories=tuple(categories))
+
+    def code(self, value: Any) -> int:
+        """The category index of a name (case-insensitive) or a number (rounded to the nearest index)."""
+        if isinstance(value, str):
+            names = [c.lower() for c in self.categories]
+            if value.strip().lower() in names:
+                return names.index(value.strip().lower())
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"property {self.name!r}: unknown category {value!r}; the trained ones are "
+                                 f"{', '.join(self.categories)}") from None
+        value = float(value)
+        if not (math.isfinite(value) and self.low - 0.5 < value < self.high + 0.5):
+            raise ValueError(f"property {self.name!r} = {value} is not a category index 0..{int(self.high)} "
+                             f"({', '.join(f'{i} {c}' for i, c in enumerate(self.categories))})")
+        return int(math.floor(value + 0.5))
 
 
 @dataclass(frozen=True)
@@ -134,6 +172,9 @@ class ConditionSpec:
             raise ValueError(f"properties needed: {names}; missing {missing}, unknown {unknown}")
         out = {}
         for p in self.properties:
+            if p.categories:
+                out[p.name] = float(p.code(condition[p.name]))
+                continue
             value = float(condition[p.name])
             if not (math.isfinite(value) and p.low <= value <= p.high):
                 raise ValueError(f"property {p.name!r} = {value} is outside the trained range [{p.low}, {p.high}]")
@@ -193,6 +234,7 @@ def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> 
             if key(clean) in wanted:
                 columns[wanted[key(clean)]] = raw
         needed = spec.class_names if spec.kind == "fractions" else tuple(p.name for p in spec.properties)
+        categorical = {p.name for p in spec.properties if p.categories}  # a category's name or index
         missing = [name for name in needed if name not in columns]
         if missing:
             raise ValueError(f"{path}: no column for {missing}; header is {header}")
@@ -201,7 +243,8 @@ def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> 
             if not any((v or "").strip() for v in record.values()):
                 continue
             try:
-                values = {name: float(record[columns[name]]) for name in needed}
+                values = {name: record[columns[name]] if name in categorical else float(record[columns[name]])
+                          for name in needed}
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}, line {line}: not a number ({exc})") from exc
             try:
@@ -214,6 +257,23 @@ def conditions_from_csv(path: str | Path, spec: ConditionSpec | PhaseSchema) -> 
     if spec.kind == "fractions":
         return np.array([row["fractions"] for row in rows])
     return [row["properties"] for row in rows]
+
+
+def plausible_conditions(spec: ConditionSpec, samples: Sequence[Sample], n: int, seed: int = 0) -> list[dict[str, float]]:
+    """``n`` conditions for a property-conditioned generator drawn inside the convex hull of the conditions the
+    ``samples`` record (paper 004, Algorithm 1: :func:`~napari_microsynth.core.conditions.property_targets`);
+    with categorical properties in ``spec``, a category is drawn from the samples' empirical distribution and
+    the continuous properties inside that category's hull
+    (:func:`~napari_microsynth.core.conditions.mixed_property_targets`)."""
+    from ..core.conditions import mixed_property_targets, property_targets
+
+    if spec.kind != "properties":
+        raise ValueError(f"plausible conditions are drawn for a property-conditioned generator, not {spec.kind}")
+    categorical = {p.name: p.categories for p in spec.properties if p.categories}
+    if not categorical:
+        return property_targets(samples, [p.name for p in spec.properties], n, seed=seed)
+    continuous = [p.name for p in spec.properties if not p.categories]
+    return mixed_property_targets(samples, continuous, categorical, n, seed=seed)
 
 
 @dataclass
