@@ -139,8 +139,11 @@ def test_an_interrupted_benchmark_resumes_without_retraining(read_uhcs, generato
     again = run_augment_benchmark(train, test, tmp_path, config(ratios=(0,)), generator=generator)
     assert metrics.stat().st_mtime_ns == stamp
     assert again["table"] == first["table"]
-    with pytest.raises(FileExistsError, match="other settings"):
-        run_augment_benchmark(train, test, tmp_path, config(ratios=(0,), seeds=(3,)), generator=generator)
+    with pytest.raises(FileExistsError, match="other settings.*segmentation differ"):
+        run_augment_benchmark(train, test, tmp_path, config(ratios=(0,), segmentation=replace(SEGMENTER, steps=5)),
+                              generator=generator)
+    more = run_augment_benchmark(train, test, tmp_path, config(ratios=(0,), seeds=(0, 3)), generator=generator)
+    assert metrics.stat().st_mtime_ns == stamp and more["table"][0]["seeds"] == 2  # seed 0 reused, seed 3 added
 
 
 @pytest.mark.usefixtures("one_thread")

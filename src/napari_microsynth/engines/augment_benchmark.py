@@ -28,7 +28,7 @@ Synthetic pairs come from a generator model folder (a pool is generated once int
 reused, the first ``r * n_real`` pairs for ratio r) or from a dataset store of curated pairs (its accepted
 ones). Every trained model's scores are written to ``OUT/runs/<setting>_seed<s>/metrics.json`` as it
 finishes, the agreement scores to ``OUT/agreement.json``, and the pool is committed pair by pair, so an
-interrupted benchmark resumes where it stopped.
+interrupted benchmark resumes where it stopped, and a run with more seeds or other ratios reuses what is done.
 """
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ from .training_set import synthetic_needed
 POOL_STORE = "synthetic.zarr"
 AGREEMENT_FILE = "agreement.json"
 TARGETS_PNG = "pool_targets.png"
+#: Config fields a finished benchmark folder may be re-run with changed (:func:`_check_settings_file`).
+EXTENDABLE = ("ratios", "seeds", "agreement_ratios")
 #: How the step budget treats real tiles (see the module docstring).
 BUDGETS = ("real-batch", "fixed-epochs", "fixed-steps")
 #: The classes paper 000 scores MetalDAM on (sec. 2.1: "We will also ignore precipitate class").
@@ -367,10 +369,24 @@ def _hardware() -> str:
 
 
 def _check_settings_file(out: Path, config: AugmentBenchmarkConfig) -> None:
+    """Refuse a folder whose benchmark was run with other settings. Ratios, seeds and agreement ratios may
+    change (settings are added or left out and every finished run is reused), as long as the generated pool
+    need not grow beyond the ratios it was drawn for and the agreement judge (the first seed) stays."""
     settings = out / "benchmark_config.json"
-    if settings.exists() and json.loads(settings.read_text()) != json.loads(json.dumps(config.to_dict())):
-        raise FileExistsError(f"{out} holds a benchmark with other settings ({settings}); choose another folder")
-    settings.write_text(json.dumps(config.to_dict(), indent=2))
+    new = json.loads(json.dumps(config.to_dict()))
+    if settings.exists():
+        old = json.loads(settings.read_text())
+        changed = sorted(k for k in set(old) | set(new) if k not in EXTENDABLE and old.get(k) != new.get(k))
+        if changed:
+            raise FileExistsError(f"{out} holds a benchmark with other settings ({', '.join(changed)} differ, see "
+                                  f"{settings}); choose another folder")
+        if (out / POOL_STORE).exists() and max(new["ratios"]) > max(old["ratios"]):
+            raise FileExistsError(f"the pool in {out / POOL_STORE} was drawn for ratios up to {max(old['ratios']):g}; "
+                                  f"ratio {max(new['ratios']):g} needs a new folder")
+        if config.agreement and old["seeds"][0] != new["seeds"][0]:
+            raise FileExistsError(f"the agreement judge of {out} is the real-only model of seed {old['seeds'][0]}; "
+                                  "keep that seed first")
+    settings.write_text(json.dumps(new, indent=2))
 
 
 def run_augment_benchmark(
