@@ -219,3 +219,21 @@ def own_material_folder(folder: Path) -> dict[str, np.ndarray]:
     for split, numbers in OWN_SPLITS.items():
         (folder / "splits" / f"{split}.txt").write_text("".join(f"alloy B {n:02d}.tif\n" for n in numbers))
     return truth
+
+
+# ---------------------------------------------------------------- processing conditions of the UHCS fixtures
+
+
+def with_processing_conditions(samples: list[Sample]) -> list[Sample]:
+    """UHCS samples with the anneal temperature and time (``properties``) and the cooling method
+    (``provenance.extra["cool_method"]``) that uhcs-metadata.csv of the bundled fixtures records for them, the
+    way ``load_dataset`` gives them; nothing else changes (a pixel size stays as it was)."""
+    from napari_microsynth.core.datasets import load_dataset
+
+    recorded = {s.name: s for s in load_dataset(Path(__file__).resolve().parent / "data" / "uhcs")}
+    out = []
+    for s in samples:
+        r = recorded[s.name]
+        extra = {**s.provenance.extra, **{k: r.provenance.extra[k] for k in ("cool_method",) if k in r.provenance.extra}}
+        out.append(replace(s, properties=dict(r.properties), provenance=replace(s.provenance, extra=extra)))
+    return out

@@ -1,19 +1,20 @@
 """The contract every registered generator family passes (and the test family of ``helpers``): one
 constructor, declared options whose defaults pass their own checks and become CLI flags, a clear error for
-an unknown option, brief training, pairs streamed with provenance at the asked fractions, and a model
-folder that loads to the same pairs."""
+an unknown option, brief training, pairs streamed with provenance at the asked fractions (or properties, for
+a property-conditioned family), and a model folder that loads to the same pairs."""
 from __future__ import annotations
 
 import inspect
 
 import numpy as np
 import pytest
-from helpers import FakeGenerator
+from helpers import FakeGenerator, with_processing_conditions
 
 from napari_microsynth import generators
 from napari_microsynth.cli import main
 from napari_microsynth.core.fractions import mask_fractions
 from napari_microsynth.core.schema import PhaseSchema
+from napari_microsynth.engines.generator_evaluation import default_condition
 from napari_microsynth.generators import available_generators, get_generator, load_generator
 
 UHCS = PhaseSchema.bundled("uhcs")
@@ -31,7 +32,14 @@ def fake_registered():
 
 
 QUICK = dict(steps=3, batch_size=2, lr_warmup_steps=0, downscale=4, translator_steps=3, translator_batch_size=2,
-             prior_steps=3, prior_batch_size=2, code_bank=8)
+             prior_steps=3, prior_batch_size=2, code_bank=8, autoencoder_steps=3, autoencoder_batch_size=2,
+             latent_bank=8)
+
+
+def condition_for(generator):
+    """What the contract asks a family for: TARGET fractions, or mid-range properties for a family conditioned
+    on processing conditions."""
+    return default_condition(generator) if generator.condition_spec.kind == "properties" else TARGET
 
 
 def quick_config(cls):
@@ -49,7 +57,10 @@ def quick_sampling(cls) -> dict:
 def family(request, uhcs_samples, fake_registered):
     cls = get_generator(request.param)
     generator = cls(UHCS, "tiny", "cpu", 0)
-    report = generator.train(uhcs_samples, quick_config(cls))
+    samples = uhcs_samples
+    if generator.condition_spec.kind == "properties":  # the micrographs' anneal conditions (pixel size left out)
+        samples = with_processing_conditions(uhcs_samples)
+    report = generator.train(samples, quick_config(cls))
     return generator, report
 
 
@@ -91,9 +102,10 @@ def test_one_constructor_for_every_family(name):
         cls(UHCS, "huge", "cpu")
     a, b = cls(UHCS, "tiny", "cpu", 3), cls(UHCS, "tiny", device="cpu", seed=3)
     assert a.schema is UHCS and a.preset == "tiny" and str(a.device) == "cpu"
-    assert a.condition_spec.kind == "fractions" and a.condition_spec.class_names == UHCS.names
+    spec = a.condition_spec
+    assert spec.kind == "properties" or (spec.kind == "fractions" and spec.class_names == UHCS.names)
     assert a.resolution > 0 and a.downscale == 1 and a.pixel_size_um is None and a.model_checksum == ""
-    first, again = (next(g.sample(TARGET, n=1, seed=1, **quick_sampling(cls))) for g in (a, b))
+    first, again = (next(g.sample(condition_for(g), n=1, seed=1, **quick_sampling(cls))) for g in (a, b))
     np.testing.assert_array_equal(first.image, again.image)  # the seed fixes the untrained weights
 
 
@@ -121,7 +133,8 @@ def test_training_reports_its_steps_and_records_the_data(family):
 def test_pairs_stream_with_provenance_and_meet_the_fractions(family):
     generator, _ = family
     seen = []
-    stream = generator.sample(TARGET, n=2, seed=5, progress=lambda done, total, message: seen.append(done),
+    condition = condition_for(generator)
+    stream = generator.sample(condition, n=2, seed=5, progress=lambda done, total, message: seen.append(done),
                               **quick_sampling(type(generator)))
     first = next(stream)
     pairs = [first, *stream]
@@ -130,10 +143,11 @@ def test_pairs_stream_with_provenance_and_meet_the_fractions(family):
         assert pair.image.shape == pair.mask.shape == (generator.resolution,) * 2 and pair.image.dtype == np.float32
         assert 0 <= pair.image.min() and pair.image.max() <= 1
         assert pair.provenance.origin == "synthetic" and pair.provenance.generator == generator.name
-        assert pair.provenance.condition == {"fractions": pytest.approx(TARGET)}
+        assert pair.provenance.condition == (generator.condition_spec.validate(condition) if condition is not TARGET
+                                             else {"fractions": pytest.approx(TARGET)})
         assert pair.provenance.extra["sampling"] == generator.sampling_settings(**quick_sampling(type(generator)))
         assert pair.provenance.extra["downscale"] == generator.downscale
-    if generator.name != "pf-diffseg":
+    if generator.name != "pf-diffseg" and condition is TARGET:
         # a family that makes the mask first meets the fractions exactly; PF-DiffSeg steers softly
         for pair in pairs:
             assert np.abs(mask_fractions(pair.mask, UHCS) - TARGET).max() < 0.02
@@ -155,7 +169,7 @@ def test_saved_model_loads_and_makes_the_same_pair(family, tmp_path, capsys):
     assert type(again) is type(generator) and again.model_checksum == generator.model_checksum
     assert (again.preset, again.resolution, again.downscale) == (generator.preset, generator.resolution, 4)
     options = quick_sampling(type(generator))
-    a, b = (next(g.sample(TARGET, n=1, seed=1, **options)) for g in (generator, again))
+    a, b = (next(g.sample(condition_for(g), n=1, seed=1, **options)) for g in (generator, again))
     np.testing.assert_array_equal(a.mask, b.mask)
     np.testing.assert_allclose(a.image, b.image, atol=1e-5)
 

@@ -176,15 +176,15 @@ def _conditions(args: argparse.Namespace, generator, n: int | None):
                              "leave -n out to use every row")
         return rows[:n]
     if args.boost_from:
-        from ..core.conditions import property_targets
-
         spec = generator.condition_spec
         if spec.kind == "properties" and boost_flags:
             raise ValueError(f"{' and '.join(boost_flags)} boost phase fractions, but {generator.name} is "
                              "conditioned on properties")
         if spec.kind == "properties":
+            from ..generators.base import plausible_conditions
+
             real = labelled(Path(args.boost_from), args.split, None, args)
-            return property_targets(real, [p.name for p in spec.properties], n or DEFAULT_PAIRS, seed=args.seed)
+            return plausible_conditions(spec, real, n or DEFAULT_PAIRS, seed=args.seed)
         return _boosted_targets(args, generator.schema, n or DEFAULT_PAIRS)
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
 
@@ -338,6 +338,8 @@ def _evaluate_generator(args: argparse.Namespace) -> int:
     sampling = option_values(args, _evaluation_options(type(generator)), EVALUATION_DEFAULTS)
     real = labelled(Path(args.data), args.split, None, args)
     encoder = labelled(Path(args.data), args.encoder_split, None, args)
+    if generator.condition_spec.kind == "properties":
+        return _evaluate_property_generator(args, generator, real, encoder, sampling)
     segmenter = _agreement_segmenter(args.segmenter, real[0].schema, args.device)
     settings = sampling_settings(generator, args.guidance, args.fraction_control)
     progress, stop = terminal(args, "evaluating")
@@ -346,6 +348,21 @@ def _evaluate_generator(args: argparse.Namespace) -> int:
                                     settings=settings, seed=args.seed, timing_n=args.timing_n,
                                     split_names={"scored": args.split, "encoder": args.encoder_split},
                                     progress=progress, should_stop=stop, **sampling)
+    progress.close()
+    folder = result.write(Path(args.out))
+    print((folder / "report.md").read_text())
+    return 0
+
+
+def _evaluate_property_generator(args: argparse.Namespace, generator, real: list, train: list, sampling: dict) -> int:
+    """evaluate-generator for a generator conditioned on properties (paper 004): property accuracy Acc_0.1/0.2/0.3
+    and mAcc of a regressor trained on --encoder-split, and FD/KID, for -n conditions drawn by Algorithm 1."""
+    from ..engines.property_accuracy import evaluate_property_generators
+
+    progress, stop = terminal(args, "evaluating")
+    with stop.installed():
+        result = evaluate_property_generators({generator.name: generator}, train, real, n=args.n, seed=args.seed,
+                                              progress=progress, should_stop=stop, **sampling)
     progress.close()
     folder = result.write(Path(args.out))
     print((folder / "report.md").read_text())

@@ -21,6 +21,7 @@ _BUILTIN = {
     "two-stage": "napari_microsynth.generators.two_stage",
     "two-stage-gan": "napari_microsynth.generators.two_stage_gan",
     "vqvae-pixelcnn": "napari_microsynth.generators.vqvae_pixelcnn",
+    "tim3": "napari_microsynth.generators.tim3",
 }
 _REGISTRY: dict[str, type["Generator"]] = {}
 
