@@ -22,6 +22,7 @@ _BUILTIN = {
     "two-stage-gan": "napari_microsynth.generators.two_stage_gan",
     "vqvae-pixelcnn": "napari_microsynth.generators.vqvae_pixelcnn",
     "tim3": "napari_microsynth.generators.tim3",
+    "phasefield-cyclegan": "napari_microsynth.generators.phasefield_cyclegan",
 }
 _REGISTRY: dict[str, type["Generator"]] = {}
 
