@@ -16,7 +16,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from . import data, segmentation, generators, grains  # noqa: F401, I001  (registers their commands, in help order)
+from . import data, segmentation, generators, grains, sim2real  # noqa: F401, I001  (registers commands, in help order)
 from ._common import COMMANDS, EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, Command, add_global_options
 from ._errors import bad_input_message, check_device, one_line
 from ._options import without_family_flags
