@@ -121,6 +121,10 @@ def test_train_generate_and_the_experiment_through_the_cli(tmp_path, capsys):
     store = DatasetStore.open(tmp_path / "pairs.zarr")
     assert len(store) == 2 and store[1].provenance.condition["properties"]["grains"] == 10.0
     assert store[0].instances is not None and store.schema.names == ("grain", "boundary")
+    # no conditions given: each pair's parameters drawn inside the trained ranges
+    assert main(["-q", "generate", str(model), str(tmp_path / "drawn.zarr"), "-n", "2", "--device", "cpu"]) == 0
+    drawn = DatasetStore.open(tmp_path / "drawn.zarr")
+    assert [6 <= drawn[i].provenance.condition["properties"]["grains"] <= 10 for i in range(len(drawn))] == [True] * 2
     capsys.readouterr()
 
     argv = ["-q", "sim2real-benchmark", str(BUNDLED_IRON), "--translator", str(model), "--out", str(out),

@@ -186,6 +186,9 @@ def _conditions(args: argparse.Namespace, generator, n: int | None):
             real = labelled(Path(args.boost_from), args.split, None, args)
             return plausible_conditions(spec, real, n or DEFAULT_PAIRS, seed=args.seed)
         return _boosted_targets(args, generator.schema, n or DEFAULT_PAIRS)
+    draw = getattr(generator, "random_condition", None)
+    if draw is not None:  # a family that draws its own conditions (phasefield-cyclegan: inside the trained ranges)
+        return [draw(args.seed + i) for i in range(n or DEFAULT_PAIRS)]
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
 
 
