@@ -58,7 +58,7 @@ POOL_STORE = "synthetic.zarr"
 AGREEMENT_FILE = "agreement.json"
 TARGETS_PNG = "pool_targets.png"
 #: Config fields a finished benchmark folder may be re-run with changed (:func:`_check_settings_file`).
-EXTENDABLE = ("ratios", "seeds", "agreement_ratios")
+EXTENDABLE = ("ratios", "seeds", "agreement", "agreement_ratios")
 #: How the step budget treats real tiles (see the module docstring).
 BUDGETS = ("real-batch", "fixed-epochs", "fixed-steps")
 #: The classes paper 000 scores MetalDAM on (sec. 2.1: "We will also ignore precipitate class").
@@ -369,8 +369,8 @@ def _hardware() -> str:
 
 
 def _check_settings_file(out: Path, config: AugmentBenchmarkConfig) -> None:
-    """Refuse a folder whose benchmark was run with other settings. Ratios, seeds and agreement ratios may
-    change (settings are added or left out and every finished run is reused), as long as the generated pool
+    """Refuse a folder whose benchmark was run with other settings. Ratios, seeds, the agreement threshold and
+    ratios may change (settings are added or left out and every finished run is reused), as long as the generated pool
     need not grow beyond the ratios it was drawn for and the agreement judge (the first seed) stays."""
     settings = out / "benchmark_config.json"
     new = json.loads(json.dumps(config.to_dict()))
