@@ -117,6 +117,9 @@ def test_the_agreement_rule_trains_only_on_pairs_the_real_only_model_agrees_with
         assert not curated and "Not trained: 1:0.25, agreement >= 0.2" in report
     with pytest.raises(ValueError, match="include ratio 0"):
         config(ratios=(1,), agreement=0.5)
+    with pytest.raises(FileExistsError, match=f"drawn as {len(pool)} pairs"):  # the targets depend on the pool size
+        run_augment_benchmark(train, test, tmp_path, replace(cfg, ratios=(0, 1), agreement_ratios=()),
+                              generator=generator)
 
 
 def test_a_setting_that_loses_against_real_only_is_called_a_loss():

@@ -57,6 +57,7 @@ from .training_set import synthetic_needed
 POOL_STORE = "synthetic.zarr"
 AGREEMENT_FILE = "agreement.json"
 TARGETS_PNG = "pool_targets.png"
+POOL_PLAN = "pool.json"  # the number of pairs the pool's targets were drawn for
 #: Config fields a finished benchmark folder may be re-run with changed (:func:`_check_settings_file`).
 EXTENDABLE = ("ratios", "seeds", "agreement", "agreement_ratios")
 #: How the step budget treats real tiles (see the module docstring).
@@ -201,15 +202,18 @@ def generate_pool(
     levels: Mapping[str, float] | None = None,
     upscaler=None,
     upscale_steps: int | None = None,
+    drawn: int | None = None,
 ) -> DatasetStore:
     """``n`` pairs from ``generator`` for paper 000's boosted fraction targets (of the real ``tile`` px
     tiles; boost ``levels`` where given) in the store at ``path``, each doubled by ``upscaler`` (a
     super-resolution model) when given; pairs already there are kept and generation continues after them.
+    ``drawn`` (>= n): the pool size the targets are drawn for, so the first ``n`` pairs of a larger pool are
+    the same whatever ``n`` a run needs.
     The targets' histogram against the real tiles' fractions goes beside the store (:data:`TARGETS_PNG`)."""
     from ..core.conditions import fraction_targets, tile_fractions
     from .reports import plot_target_histogram
 
-    targets = fraction_targets(real_train, n, seed=seed, tile=tile, downscale=generator.downscale,
+    targets = fraction_targets(real_train, max(n, drawn or 0), seed=seed, tile=tile, downscale=generator.downscale,
                                levels=levels or None)
     real = tile_fractions(real_train, tile, generator.downscale)
     plot_target_histogram(targets, real, generator.schema, Path(path).parent / TARGETS_PNG, levels or None)
@@ -220,7 +224,7 @@ def generate_pool(
         def report(k: int, total: int, msg: str) -> None:  # the sampler counts its steps, the store the pairs
             progress(len(store), n, f"{len(store)}/{n} pairs stored; {msg}")
 
-        pairs = generator.sample(targets[done:], n=n - done, seed=seed + done, progress=report,
+        pairs = generator.sample(targets[done:n], n=n - done, seed=seed + done, progress=report,
                                  should_stop=should_stop, **(sampling or {}))
         if upscaler is not None:
             pairs = upscaler.upscale_many(pairs, seed=seed + done, steps=upscale_steps, should_stop=should_stop)
@@ -380,9 +384,6 @@ def _check_settings_file(out: Path, config: AugmentBenchmarkConfig) -> None:
         if changed:
             raise FileExistsError(f"{out} holds a benchmark with other settings ({', '.join(changed)} differ, see "
                                   f"{settings}); choose another folder")
-        if (out / POOL_STORE).exists() and max(new["ratios"]) > max(old["ratios"]):
-            raise FileExistsError(f"the pool in {out / POOL_STORE} was drawn for ratios up to {max(old['ratios']):g}; "
-                                  f"ratio {max(new['ratios']):g} needs a new folder")
         if config.agreement and old["seeds"][0] != new["seeds"][0]:
             raise FileExistsError(f"the agreement judge of {out} is the real-only model of seed {old['seeds'][0]}; "
                                   "keep that seed first")
@@ -487,9 +488,20 @@ def _pool(out: Path, config: AugmentBenchmarkConfig, real_train, tile: int, n: i
     if n == 0:
         return []
     if generator is not None:
+        plan = out / POOL_PLAN
+        if plan.exists():
+            drawn = json.loads(plan.read_text())["pairs"]
+        else:  # a pool of an earlier version holds what it was drawn for
+            drawn = len(DatasetStore.open(out / POOL_STORE)) if is_store(out / POOL_STORE) else n
+            plan.write_text(json.dumps({"pairs": drawn}))
+        if n > drawn:
+            raise FileExistsError(f"the pool in {out / POOL_STORE} was drawn as {drawn} pairs; {n} need a new folder "
+                                  "(its targets depend on the pool size)")
+        n = drawn if config.agreement else n
         store = generate_pool(generator, real_train, n, out / POOL_STORE, tile, seed=config.pool_seed,
                               sampling=config.sampling, progress=progress, should_stop=should_stop,
-                              levels=config.levels, upscaler=upscaler, upscale_steps=config.upscale_steps)
+                              levels=config.levels, upscaler=upscaler, upscale_steps=config.upscale_steps,
+                              drawn=drawn)
         accepted_only = False
     else:
         store, accepted_only = DatasetStore.open(Path(synthetic_store)), True
