@@ -107,6 +107,9 @@ def test_saved_model_folder_gives_identical_pairs_for_a_seed(trained, tmp_path):
         a, b = (next(g.sample(ASKED, n=1, seed=7, steps=4, embedding=embedding)) for g in (generator, again))
         np.testing.assert_array_equal(a.mask, b.mask)
         np.testing.assert_array_equal(a.image, b.image)
+    drawn = again.plausible_conditions(50, seed=1)  # from the folder alone, no data needed
+    assert drawn == generator.plausible_conditions(50, seed=1)
+    assert all(again.condition_spec.validate(c) for c in drawn) and {c["cool_method"] for c in drawn} == {0.0, 1.0}
     card = (folder / "README.md").read_text()
     assert "cool_method AR, Q" in card and "anneal_temperature_c 800 to 1000 °C" in card and "phase map mIoU" in card
 

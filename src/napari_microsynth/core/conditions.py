@@ -608,28 +608,51 @@ def mixed_property_targets(
     :meth:`~napari_microsynth.generators.base.ConditionSpec.validate` records. Samples missing a value, or
     with a category outside ``categorical[name]``, are left out.
     """
-    rng = np.random.default_rng(seed)
-    names = list(continuous)
-    groups: dict[tuple[int, ...], list[tuple[float, ...]]] = {}
+    rows = []
     for s in samples:
-        values = [_property_value(s, k) for k in names]
+        values = [_property_value(s, k) for k in continuous]
         labels = [_property_value(s, k) for k in categorical]
         if any(v is None for v in values + labels):
             continue
-        codes = []
+        row = {k: float(v) for k, v in zip(continuous, values)}
         for (name, categories), label in zip(categorical.items(), labels):
             known = [str(c).lower() for c in categories]
             if isinstance(label, str) and label.lower() in known:
-                codes.append(known.index(label.lower()))
+                row[name] = float(known.index(label.lower()))
             elif not isinstance(label, str) and float(label).is_integer() and 0 <= label < len(known):
-                codes.append(int(label))
+                row[name] = float(label)
             else:
                 break
         else:
-            groups.setdefault(tuple(codes), []).append(tuple(float(v) for v in values))
-    if not groups:
+            rows.append(row)
+    if not rows:
         raise ValueError(f"none of the {len(samples)} samples records all of the properties "
-                         f"{names + list(categorical)} with a known category")
+                         f"{list(continuous) + list(categorical)} with a known category")
+    return hull_conditions(rows, continuous, list(categorical), n, seed)
+
+
+def hull_conditions(
+    rows: Sequence[Mapping[str, float]],
+    continuous: Sequence[str],
+    categorical: Sequence[str],
+    n: int,
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """:func:`mixed_property_targets` for recorded conditions ``rows`` (one per micrograph, categorical values
+    as category indices), e.g. the training conditions a model folder keeps.
+
+    >>> rows = [{"T": 800.0, "cool": 1.0}, {"T": 900.0, "cool": 1.0}, {"T": 970.0, "cool": 0.0}]
+    >>> sorted({r["cool"] for r in hull_conditions(rows, ["T"], ["cool"], 20)})
+    [0.0, 1.0]
+    """
+    if not rows:
+        raise ValueError("no recorded conditions to draw from")
+    rng = np.random.default_rng(seed)
+    names = list(continuous)
+    groups: dict[tuple[int, ...], list[tuple[float, ...]]] = {}
+    for row in rows:
+        key = tuple(int(round(float(row[k]))) for k in categorical)
+        groups.setdefault(key, []).append(tuple(float(row[k]) for k in names))
     keys = sorted(groups)
     counts = np.array([len(groups[k]) for k in keys], dtype=np.float64)
     chosen = rng.choice(len(keys), size=int(n), p=counts / counts.sum())

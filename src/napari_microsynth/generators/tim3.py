@@ -45,6 +45,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..core.conditions import hull_conditions
 from ..core.options import option
 from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Provenance, Sample
@@ -266,6 +267,9 @@ class TiM3(Generator):
         if encoder is None or denoisers is None:
             encoder, denoisers = self._configs(coder, image, mask, encoder_kind, stages)
         self.coder, self.stages = coder, stages
+        #: the processing conditions of the conditioned training micrographs, one per micrograph (categories as
+        #: indices): what :meth:`plausible_conditions` draws between
+        self.training_conditions: list[dict[str, float]] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.image_autoencoder = LatentAutoencoder(image).to(self.device).eval()
@@ -328,6 +332,7 @@ class TiM3(Generator):
         self.model_checksum = ""
         self._build(coder, self.image_autoencoder.config, self.mask_autoencoder.config, config.property_encoder,
                     config.stages, self._seed)
+        self.training_conditions = [c for c in conditions if c is not None]
         given = self._given_autoencoders(config.autoencoders_from)
         names = ["image_autoencoder", "mask_autoencoder", *self.denoisers]
         ae_steps = 0 if given else config.autoencoder_steps
@@ -469,6 +474,16 @@ class TiM3(Generator):
 
     # ------------------------------------------------------------ sampling
 
+    def plausible_conditions(self, n: int, seed: int = 0) -> list[dict[str, float]]:
+        """``n`` conditions between those of the training micrographs (paper 004, Algorithm 1: uniform in the
+        convex hull of each cooling method's conditions, the cooling method drawn as often as the training
+        micrographs have it; :func:`~napari_microsynth.core.conditions.hull_conditions`), for :meth:`sample`.
+        The model folder keeps the training conditions, so no data is needed."""
+        if not self.training_conditions:
+            raise ValueError("this tim3 model records no training conditions: train it first")
+        return hull_conditions(self.training_conditions, [c[0] for c in self.coder.continuous],
+                               [name for name, _ in self.coder.categorical], n, seed)
+
     def _generate(self, conditions, seeds, progress, should_stop, sampling: TiM3Sampling) -> Iterator[Sample]:
         n, steps = len(conditions), sampling.steps
         layout = tuple(self.denoisers)
@@ -532,6 +547,7 @@ class TiM3(Generator):
             "resolution": self._resolution,
             "stages": self.stages,
             "coder": self.coder.to_dict(),
+            "training_conditions": self.training_conditions,
             "image_autoencoder": self.image_autoencoder.config.to_dict(),
             "mask_autoencoder": self.mask_autoencoder.config.to_dict(),
             "property_encoder": self.property_encoder.config.to_dict(),
@@ -567,6 +583,7 @@ class TiM3(Generator):
             module.load_state_dict(load_weights(folder, name))
             module.to(model.device).eval()
         model.pixel_size_um = config.get("pixel_size_um")
+        model.training_conditions = [dict(c) for c in config.get("training_conditions", [])]
         model.training = TrainingRecord(**config.get("training", {}))
         return model
 
