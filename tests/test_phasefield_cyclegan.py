@@ -145,3 +145,7 @@ def test_train_generate_and_the_experiment_through_the_cli(tmp_path, capsys):
     # run again: finished runs and the synthetic pool are reused, the table is the same
     assert main(argv) == 0
     assert (out / "report.md").read_text().split("\n\n")[1] == report.split("\n\n")[1]
+    # ... but runs with other settings are not mixed into the table
+    capsys.readouterr()
+    assert main([*argv[:argv.index("--steps")], "--steps", "3", *argv[argv.index("--steps") + 2:]]) == 2
+    assert "holds runs made with other settings (steps)" in capsys.readouterr().err

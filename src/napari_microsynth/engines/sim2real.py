@@ -29,7 +29,8 @@ mean +- sd over the seeds (U-Net initialisation and tile draws; the synthetic po
 ``pool_seed``).
 
 Files in ``out``: ``pool.npz`` (the synthetic pairs; reused when run again), ``runs/<set>-seed<k>/`` (U-Net
-checkpoints, ``scores.json``; a finished run is not repeated, an interrupted one resumes), ``runs.csv``,
+checkpoints, ``scores.json``; a finished run is not repeated, an interrupted one resumes; a run made with
+other settings is refused rather than mixed into the table), ``runs.csv``,
 ``summary.csv``, ``report.md``, ``examples.png``.
 """
 from __future__ import annotations
@@ -272,6 +273,12 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
         lambda done, _, message: progress(done, total, message), should_stop)
     training = {"real": train_real, "untextured": untextured, "translated": translated}
     _, boundary = grain_boundary_ids(real[0].schema)
+    # what a finished run depends on besides its set and seed (a rerun with other settings is refused)
+    settings = {**{k: v for k, v in seg.to_dict().items() if k not in ("seed", "device")},
+                "translator": translator.model_checksum, "pairs": config.pairs, "pool_seed": config.pool_seed,
+                "real_images": config.real_images, "test_half": config.test_half,
+                "min_grain_area": config.min_grain_area, "tolerance": config.tolerance,
+                "micrographs": [s.name for s in real]}
     rows = []
     for k, (name, seed) in enumerate((n, s) for n in SETS for s in config.seeds):
         base = config.pairs + k * per_run
@@ -279,7 +286,13 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
         folder = out / "runs" / f"{name}-seed{seed}"
         scores_path = folder / "scores.json"
         if scores_path.is_file():
-            rows.append(json.loads(scores_path.read_text()))
+            earlier = json.loads(scores_path.read_text())
+            changed = sorted(k for k in set(settings) | set(earlier.get("settings", {}))
+                             if settings.get(k) != earlier.get("settings", {}).get(k))
+            if changed:
+                raise ValueError(f"{out} holds runs made with other settings ({', '.join(changed)}); use another "
+                                 "output folder")
+            rows.append(earlier)
             progress(base + per_run, total, f"{name}, seed {seed}: done earlier")
             continue
         run_started = time.perf_counter()
@@ -298,7 +311,7 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
                 np.save(folder / "example_prediction.npy", labels.astype(np.uint8))
             progress(base + seg.steps + i + 1, total, f"{label}: scored {region.name}")
         row = {"set": name, "seed": seed, **run_scores(per_image, boundary), "train_seconds": round(trained, 1),
-               "training_samples": len(training[name]), "per_image": per_image}
+               "training_samples": len(training[name]), "per_image": per_image, "settings": settings}
         scores_path.write_text(json.dumps(row, indent=1) + "\n")
         rows.append(row)
     report = _write_report(out, rows, config, translator, train_real, test, untextured, translated,
@@ -311,7 +324,7 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
 
 def _write_report(out: Path, rows, config: Sim2RealConfig, translator, train_real, test, untextured, translated,
                   data_description: str, seconds: float) -> Path:
-    flat = [{k: v for k, v in r.items() if k != "per_image"} for r in rows]
+    flat = [{k: v for k, v in r.items() if k not in ("per_image", "settings")} for r in rows]
     with (out / "runs.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
         writer.writeheader()
