@@ -81,6 +81,7 @@ def test_conditions_outside_the_trained_ranges_are_refused_clearly(trained):
     drawn = [p.provenance.condition["properties"] for p in generator.sample(None, n=3, seed=0)]
     assert all(7 <= d["grains"] <= 11 and 10 <= d["growth_steps"] <= 30 and 0.3 <= d["regularity"] <= 0.6
                for d in drawn) and len({d["regularity"] for d in drawn}) == 3
+    assert generator.plausible_conditions(3, seed=0) == drawn
     with pytest.raises(Cancelled):
         next(generator.sample(CONDITION, n=2, should_stop=lambda: True))
 

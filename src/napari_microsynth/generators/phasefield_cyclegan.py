@@ -257,6 +257,11 @@ class PhaseFieldCycleGAN(Generator):
                 out[name] = float(rng.integers(int(np.ceil(low)), int(np.floor(high)) + 1))
         return out
 
+    def plausible_conditions(self, n: int, seed: int = 0) -> list[dict[str, float]]:
+        """``n`` conditions the translator was trained for (:meth:`random_condition` of ``seed``, ``seed + 1``,
+        ...), for :meth:`sample`; the same hook as tim3's, so a "sample plausible conditions" control serves both."""
+        return [self.random_condition(int(seed) + i) for i in range(n)]
+
     def sample(self, conditions: Any = None, n: int | None = None, seed: int = 0, progress: ProgressFn = no_progress,
                should_stop: StopFn = never_stop, **options: Any) -> Iterator[Sample]:
         """As :meth:`Generator.sample`; ``conditions=None`` draws each pair's parameters inside the trained
@@ -266,7 +271,7 @@ class PhaseFieldCycleGAN(Generator):
             if n is not None and n < 0:
                 raise ValueError(f"n must be >= 0, got {n}")
             count = 1 if n is None else n
-            conditions, n = [self.random_condition(int(seed) + i) for i in range(count)], None
+            conditions, n = self.plausible_conditions(count, seed), None
         return super().sample(conditions, n, seed, progress, should_stop, **options)
 
     # ------------------------------------------------------------ training
