@@ -579,7 +579,7 @@ def _write_report(out: Path, table, chosen, config: AugmentBenchmarkConfig, clas
         f"no PLM, {seg.steps} steps of batch {seg.batch_size} (real only), network tile {seg.tile_size} px at input "
         f"scale {seg.input_scale:g}, Dice + cross-entropy, flips / rot90 / brightness-contrast-gamma augmentations",
         f"- class set of the headline mIoU / Dice: {', '.join(class_set)}"
-        + (" (paper 000's)" if tuple(class_set) == paper_class_set(facts['real_train'][0].schema) else ""),
+        + (" (paper 000's)" if tuple(class_set) == PAPER_CLASS_SETS.get(facts["real_train"][0].schema.name) else ""),
         "- the reported setting is chosen on the validation mIoU, never on test",
         f"- seeds: {', '.join(map(str, config.seeds))}"
         + (" (mean and sample standard deviation over them)" if len(config.seeds) > 1 else "")
