@@ -16,6 +16,7 @@ from napari_microsynth.core.progress import Cancelled
 from napari_microsynth.core.store import DatasetStore
 from napari_microsynth.engines.generator_evaluation import REAL_BASELINE
 from napari_microsynth.engines.property_accuracy import (
+    REAL_TRAINING,
     RegressorTrainConfig,
     evaluate_property_generators,
     property_accuracy,
@@ -242,9 +243,9 @@ def test_evaluation_scores_real_tiles_and_each_generator_with_one_regressor(trai
     held_out = [s for s in load_dataset(BUNDLED) if s.name in ("uhcs0295", "uhcs1289")]
     result = evaluate_property_generators({"tim3": generator}, uhcs, held_out, n=8, regressor=regressor,
                                           extractor=extractor, steps=2)
-    assert [r["compared"] for r in result.rows] == [REAL_BASELINE, "tim3"]
-    real, synthetic = result.rows
-    assert real["n"] == 2 * 15 * 4 // 4 and synthetic["n"] == 8  # 128 px crops of two 484 x 645 micrographs
+    assert [r["compared"] for r in result.rows] == [REAL_BASELINE, REAL_TRAINING, "tim3"]
+    real, seen, synthetic = result.rows
+    assert real["n"] == 2 * 15 and seen["n"] == 5 * 15 and synthetic["n"] == 8  # 128 px crops of 484 x 645 px
     for row in result.rows:
         assert 0 <= row["acc_0.1"] <= row["acc_0.2"] <= row["acc_0.3"] <= 1 and np.isfinite(row["fd"])
     report = (result.write(tmp_path / "eval") / "report.md").read_text()
