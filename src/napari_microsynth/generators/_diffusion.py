@@ -260,11 +260,6 @@ class DiffusionGenerator(DiffusionModel, Generator):
     mask_channel_offset: ClassVar[int] = 0
 
     @property
-    def downscale(self) -> int:
-        """How much the training micrographs were reduced for this model's tiles (1 before training)."""
-        return int(self.training.settings.get("downscale", 1))
-
-    @property
     def condition_spec(self) -> ConditionSpec:
         return ConditionSpec.fractions(self.schema)
 

@@ -327,8 +327,8 @@ class Generator(ModelFolderMixin):
 
     @property
     def downscale(self) -> int:
-        """How much the training micrographs were reduced to make its tiles (1: not at all)."""
-        return 1
+        """How much the training micrographs were reduced to make its tiles (1: not at all, or before training)."""
+        return int(self.training.settings.get("downscale", 1))
 
     @classmethod
     def training_options(cls) -> tuple[Option, ...]:

@@ -234,10 +234,6 @@ class PhaseFieldCycleGAN(Generator):
     def resolution(self) -> int:
         return self._resolution
 
-    @property
-    def downscale(self) -> int:
-        return int(self.training.settings.get("downscale", 1))
-
     # ------------------------------------------------------------ the simulator
 
     def simulator_settings(self, condition: dict[str, float]) -> GrainGrowthSettings:

@@ -291,10 +291,6 @@ class TiM3(Generator):
         return self._resolution
 
     @property
-    def downscale(self) -> int:
-        return int(self.training.settings.get("downscale", 1))
-
-    @property
     def latent_size(self) -> int:
         return self._resolution // self.image_autoencoder.config.downsampling
 

@@ -166,10 +166,6 @@ class VQVAEPixelCNN(Generator):
         return self._resolution
 
     @property
-    def downscale(self) -> int:
-        return int(self.training.settings.get("downscale", 1))
-
-    @property
     def grid(self) -> int:
         """Side of the code grid of one tile."""
         return self.resolution // self.vqvae.config.downsampling
