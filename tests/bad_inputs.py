@@ -245,4 +245,11 @@ BAD_INPUTS = [
              "--accept-within must be 0..100 percentage points, got 150", store=True),
     BadInput("curate a folder that is not a store", ("curate", "{tmp}/d", "--accept-all"), "not a dataset store",
              {"d/notes.txt": "mine"}),
+    BadInput("train-generator on a folder without splits", ("train-generator", "phasefield-cyclegan",
+             "{data}/fastfinecut_iron", "--preset", "tiny", "--steps", "1", "--device", "cpu", "--out", "{tmp}/g"),
+             "no split 'train'; available: none (or 'all' for every micrograph)"),
+    BadInput("evaluate-generator of simulator conditions on micrographs that do not record them",
+             ("evaluate-generator", "phasefield-cyclegan-iron-demo", "{data}/fastfinecut_iron", "--split", "all",
+              "--encoder-split", "all", "-n", "2", "--device", "cpu", "--out", "{tmp}/e"),
+             "do not record grains, growth_steps, regularity"),
 ]

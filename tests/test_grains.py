@@ -196,3 +196,30 @@ def test_grain_stats_command(simulated, shared_data, tmp_path, capsys):
     assert "um^2" in capsys.readouterr().out and (tmp_path / "b" / "growth.png").is_file()
     assert main(["grain-stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")]) == EXIT_BAD_INPUT
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_grain_stats_of_a_store_measures_its_boundary_masks_and_leaves_rejected_samples_out(iron, tmp_path):
+    """Generated grain pairs live in a dataset store: grain-stats reads their grain/boundary masks there."""
+    import csv
+
+    from napari_microsynth.core.sample import Sample
+    from napari_microsynth.core.schema import PhaseSchema
+    from napari_microsynth.core.store import DatasetStore
+    from napari_microsynth.engines.grain_growth import grain_statistics
+
+    schema = PhaseSchema.bundled("grains")
+    boundary = instance_boundaries(iron.labels)
+    mask = np.where(boundary, schema.names.index("boundary"), schema.names.index("grain"))
+    with DatasetStore.create(tmp_path / "pairs.zarr", schema) as store:
+        for name, part in (("whole", np.s_[:, :]), ("half", np.s_[:400, :])):
+            store.append(Sample(np.zeros(mask[part].shape, np.float32), schema, mask=mask[part], name=name))
+        store.append(Sample(np.zeros((64, 64), np.float32), schema, mask=np.zeros((64, 64), np.int64), name="bad"))
+        store.set_status(2, "rejected")
+
+    report = grain_statistics([tmp_path / "pairs.zarr"], tmp_path / "stats", pixel_size_um=1.0)
+    rows = {r["source"]: r for r in csv.DictReader((tmp_path / "stats" / "summary.csv").open())}
+    assert set(rows) == {"(all)", "whole", "half"}  # the rejected sample is not measured
+    expected = astm_e112(labels_from_boundaries(boundary), pixel_size_um=1.0)
+    assert float(rows["whole"]["e112_g"]) == pytest.approx(expected.g, abs=1e-4)
+    assert int(rows["whole"]["grains"]) == labels_from_boundaries(boundary).max()
+    assert int(rows["(all)"]["maps"]) == 2 and report.groups[0]["group"] == "pairs.zarr"

@@ -14,7 +14,6 @@ from napari_microsynth.napari_io import (
     get_reader,
     make_sample_data,
     read_store,
-    read_tiff_micrograph,
     store_layers,
     write_store,
 )

@@ -253,7 +253,7 @@ def test_an_interrupted_run_continues_and_never_rewrites_a_finished_structure(tm
     # a structure does not depend on where a run stopped: the same as in an uninterrupted run
     simulate_structures(tmp_path / "whole", SMALL, 2, seed=4, device="cpu")
     resumed, whole = load_structure(structure_path(out, 1)), load_structure(structure_path(tmp_path / "whole", 1))
-    assert np.array_equal(resumed.snapshots, whole.snapshots) and resumed.meta["seed"] == structure_seed(4, 1)
+    assert np.array_equal(resumed.snapshots, whole.snapshots) and resumed.seed == structure_seed(4, 1)
     # a left-over partial file from a crash is cleaned up; a finished folder is not simulated again
     (out / "structure_00003.npz.partial").write_bytes(b"crashed")
     assert simulate_structures(out, SMALL, 3, seed=4, device="cpu").written == []
@@ -276,7 +276,7 @@ def test_simulate_command_writes_structures_a_user_can_open(tmp_path, capsys):
     assert "wrote 2 structures" in capsys.readouterr().out
     structure = load_structure(out / "structure_00001.npz")
     assert structure.snapshots.shape == (3, 32, 32) and structure.snapshot_steps.tolist() == [0, 10, 20]
-    assert structure.meta["settings"]["grains"] == 8 and structure.meta["info"]["coalescences"] == 0
+    assert structure.settings.grains == 8 and structure.info["coalescences"] == 0
     assert np.array_equal(structure.boundary, instance_boundaries(structure.instances))
     assert main(argv) == 0 and "wrote 0 structures to" in capsys.readouterr().out
     assert main(["simulate", str(tmp_path / "x"), "--dt", "0.5"]) == EXIT_BAD_INPUT

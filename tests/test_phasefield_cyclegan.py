@@ -62,7 +62,7 @@ def test_pairs_are_micrographs_whose_mask_is_the_boundary_map_of_the_simulated_g
         assert plain[pair.mask == grain].mean() > plain[pair.mask == boundary].mean() + 0.2
         assert not np.allclose(plain, pair.image, atol=0.05)
     assert not np.array_equal(pairs[0].mask, pairs[1].mask)  # another seed, another structure
-    assert "untextured_png" not in next(generator.sample(CONDITION, seed=7, untextured=False)).provenance.extra
+    assert untextured_image(next(generator.sample(CONDITION, seed=7, untextured=False))) is None
 
 
 def test_conditions_outside_the_trained_ranges_are_refused_clearly(trained):

@@ -343,3 +343,49 @@ def test_boost_levels_of_the_data_distribution_change_the_targets_and_their_hist
     assert _pixels(widget.target_plot) == paper_plot
     paper = BoostedFractionSampler.from_shares(real, default_shares(UHCS, real), UHCS)
     np.testing.assert_array_equal(widget.conditions()[0], paper.sample(3, np.random.default_rng(4)))
+
+
+def choose_bundled(widget, name: str) -> None:
+    label = f"bundled: {name}"
+    widget.model_combo.setCurrentText(label)
+    widget._model_chosen(widget.model_combo.currentIndex())
+    assert widget.generator_folder.name == name
+
+
+def test_grain_structures_show_the_simulator_controls_and_the_untextured_simulation_beside_each_pair(widget, qtbot):
+    """Issue 14: the phase-field + CycleGAN family gets its own controls (grain count, steps, regularity in
+    their trained ranges), and each preview cell shows micrograph + boundary mask and the simulation it was
+    translated from."""
+    choose_bundled(widget, "phasefield-cyclegan-iron-demo")
+    boxes = widget.property_boxes
+    assert list(boxes) == ["grains", "growth_steps", "regularity"]
+    assert (boxes["grains"].minimum(), boxes["grains"].maximum()) == (50, 90)
+    assert widget.plausible_button.isVisibleTo(widget) and widget.sliders is None
+    widget.seed_box.setValue(3)
+    widget.plausible_button.click()
+    drawn = {name: box.value() for name, box in boxes.items()}
+    assert drawn != {"grains": 70.0, "growth_steps": 600.0, "regularity": 0.3}  # not the middle of the ranges
+    boxes["grains"].setValue(60)
+    boxes["growth_steps"].setValue(200)
+
+    widget.pairs_box.setValue(2)
+    widget.generate_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=4 * TIMEOUT_MS)
+
+    store = DatasetStore.open(widget.store_path)
+    assert len(store) == 2 and store.provenance(0).condition["properties"]["grains"] == 60
+    names = [layer.name for layer in widget.viewer.layers]
+    assert names == ["synth #0 image", "synth #0 mask", "synth #0 untextured simulation",
+                     "synth #1 image", "synth #1 mask", "synth #1 untextured simulation"]
+    image, mask, untextured = widget.viewer.layers[:3]
+    assert untextured.data.shape == image.data.shape
+    # beside the pair, not on it, and the next pair beside both
+    assert untextured.extent.world[0][1] > image.extent.world[1][1]
+    assert widget.viewer.layers[3].extent.world[0][1] > untextured.extent.world[1][1]
+    grains, boundaries = untextured.data[mask.data == 0], untextured.data[mask.data == 1]
+    assert grains.mean() > boundaries.mean() + 0.2  # the simulation's boundaries are where the mask has them
+
+    widget.plausible_per_pair.setChecked(True)
+    assert not boxes["grains"].isEnabled()
+    conditions, n = widget.conditions()
+    assert n is None and len(conditions) == 2 and conditions[0] != conditions[1]

@@ -277,3 +277,35 @@ def test_train_generator_tim3_and_generate_from_plausible_conditions(tmp_path, c
     for i in range(3):
         properties = store.properties(i)
         assert 800 <= properties["anneal_temperature_c"] <= 1000 and properties["cool_method"] == 0.0  # all Q
+
+
+def test_the_synthesis_widget_offers_the_cooling_methods_by_name_and_plausible_conditions(
+        trained, make_napari_viewer, tmp_path):
+    """Issue 15: a categorical condition is a list of its categories, the numeric ones spin boxes over their
+    real ranges, and "Sample plausible conditions" sets them to an Algorithm 1 draw."""
+    from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
+
+    from napari_microsynth.widgets.synthesis import SynthesisWidget
+
+    generator, _ = trained
+    generator.save(tmp_path / "tim3")
+    widget = SynthesisWidget(make_napari_viewer())
+    widget.add_model_folder(tmp_path / "tim3")
+    boxes = widget.property_boxes
+    cooling = boxes["cool_method"]
+    assert isinstance(cooling, QComboBox) and [cooling.itemText(i) for i in range(cooling.count())] == ["AR", "Q"]
+    assert isinstance(boxes["anneal_temperature_c"], QDoubleSpinBox)
+    assert (boxes["anneal_temperature_c"].minimum(), boxes["anneal_temperature_c"].maximum()) == (800, 1000)
+    cooling.setCurrentText("Q")
+    assert widget.conditions()[0]["cool_method"] == "Q"
+
+    drawn = []
+    for seed in range(6):
+        widget.seed_box.setValue(seed)
+        widget.plausible_button.click()
+        drawn.append(widget.conditions()[0])
+    expected = [generator.plausible_conditions(1, seed)[0] for seed in range(6)]
+    for got, want in zip(drawn, expected):
+        assert got["cool_method"] == ["AR", "Q"][int(want["cool_method"])]
+        assert got["anneal_temperature_c"] == pytest.approx(want["anneal_temperature_c"], abs=0.06)
+    assert len({d["anneal_temperature_c"] for d in drawn}) > 1

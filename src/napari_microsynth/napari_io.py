@@ -209,8 +209,8 @@ def read_grain_growth(path: str | Sequence[str]) -> list[LayerData]:
             "translate": (float(steps[0]) if even else 0.0, 0.0, 0.0),
             "axis_labels": ("step" if even else "snapshot", "y", "x")}
     metadata = {META_KEY: {"grain_growth": str(path.resolve()), "snapshot_steps": steps.tolist(),
-                           "settings": structure.meta.get("settings"), "seed": structure.meta.get("seed"),
-                           "info": structure.meta.get("info")}}
+                           "settings": structure.settings.to_dict(), "seed": structure.seed,
+                           "info": structure.info}}
     boundaries = np.stack([instance_boundaries(connected_instances(grains)) for grains in structure.snapshots])
     name = path.stem
     return [

@@ -61,7 +61,7 @@ def add_data_options(p: argparse.ArgumentParser, *splits: tuple[str, str]) -> No
     p.add_argument("data", help="labelled data: dataset folder or store")
     p.add_argument("--schema", help="schema name or JSON file (generic folders without schema.json)")
     for role, default in splits:
-        p.add_argument(f"--{role}-split", default=default, help=f"{role} split (default {default})")
+        p.add_argument(f"--{role}-split", default=default, help=f"{role} split (default {default}; 'all': every micrograph)")
 
 
 def add_global_options(p: argparse.ArgumentParser) -> None:

@@ -360,8 +360,16 @@ def _evaluate_generator(args: argparse.Namespace) -> int:
 def _evaluate_property_generator(args: argparse.Namespace, generator, real: list, train: list, sampling: dict) -> int:
     """evaluate-generator for a generator conditioned on properties (paper 004): property accuracy Acc_0.1/0.2/0.3
     and mAcc of a regressor trained on --encoder-split, and FD/KID, for -n conditions drawn by Algorithm 1."""
-    from ..engines.property_accuracy import evaluate_property_generators
+    from ..engines.property_accuracy import coder_from_spec, evaluate_property_generators
+    from ..models.property_encoder import conditions_of
 
+    if not any(c is not None for c in conditions_of(train, coder_from_spec(generator.condition_spec))):
+        names = ", ".join(p.name for p in generator.condition_spec.properties)
+        raise ValueError(
+            f"the {args.encoder_split!r} micrographs of {args.data} do not record {names} (the conditions of "
+            f"{generator.name}), so no regressor can learn them and property accuracy cannot be measured here; "
+            "a generator conditioned on simulator settings (phasefield-cyclegan) is measured by 'microsynth "
+            "sim2real-benchmark' (paper 003's experiment) and by 'microsynth grain-stats PAIRS.zarr DATA' on its pairs")
     progress, stop = terminal(args, "evaluating")
     with stop.installed():
         result = evaluate_property_generators({generator.name: generator}, train, real, n=args.n, seed=args.seed,

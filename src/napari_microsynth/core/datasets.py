@@ -298,6 +298,10 @@ def _split_lines(path: Path) -> list[str]:
     return names
 
 
+#: the split name that selects every sample of a folder or store (for folders without splits)
+ALL_SAMPLES = "all"
+
+
 def available_splits(folder: str | Path) -> list[str]:
     """Names :func:`read_split` accepts for this folder."""
     folder = Path(folder)
@@ -343,7 +347,8 @@ def read_split(folder: str | Path, split: str) -> list[str]:
             ids = {int(r[0]): Path(r[1]).stem for r in conn.execute("SELECT micrograph_id, image_path FROM micrograph")}
         if row is not None:
             return [ids[int(i)] for i in row[0].split(",") if i.strip()]
-    raise ValueError(f"{folder}: no split {split!r}; available: {', '.join(available_splits(folder)) or 'none'}")
+    raise ValueError(f"{folder}: no split {split!r}; available: {', '.join(available_splits(folder)) or 'none'} "
+                     f"(or {ALL_SAMPLES!r} for every micrograph)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,8 +440,8 @@ def load_dataset(
     """Read every micrograph (+ mask) of a dataset folder as real :class:`Sample` objects.
 
     ``schema`` defaults to the bundled schema of the layout (``schema.json`` for generic folders);
-    ``split`` keeps the samples named by :func:`read_split`. Provenance: origin ``"real"``, ``source``
-    the image path (``extra["mask_source"]`` the mask path).
+    ``split`` keeps the samples named by :func:`read_split` (:data:`ALL_SAMPLES` or None: all). Provenance:
+    origin ``"real"``, ``source`` the image path (``extra["mask_source"]`` the mask path).
 
     - MetalDAM: images cropped to their masks; ``provenance.extra`` holds ``magnification``,
       ``micron_bar`` (+ units) and ``cropbar`` from the official metadata. The metadata give the scale
@@ -457,7 +462,7 @@ def load_dataset(
     if orphans:
         raise ValueError(f"{folder / 'masks'}: masks without a micrograph in images/: {', '.join(orphans)} "
                          f"({MASK_NAMING})")
-    if split is not None:
+    if split not in (None, ALL_SAMPLES):
         wanted = read_split(folder, split)
         by_name = {e.name: e for e in entries}
         missing = [name for name in wanted if name not in by_name]
@@ -593,12 +598,13 @@ def describe_dataset(
 
 
 def _store_indices(store: DatasetStore, split: str | None) -> list[int]:
-    """The sample indices of ``split`` (all for None) of a finished store."""
+    """The sample indices of ``split`` (all for None or :data:`ALL_SAMPLES`) of a finished store."""
     if store.unfinished:
         raise ValueError(f"store {store.path} is unfinished ({store.unfinished})")
-    indices = list(range(len(store))) if split is None else store.splits.get(split)
+    indices = list(range(len(store))) if split in (None, ALL_SAMPLES) else store.splits.get(split)
     if indices is None:
-        raise ValueError(f"store {store.path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'}")
+        raise ValueError(f"store {store.path} has no split {split!r}; splits: {', '.join(store.splits) or 'none'} "
+                         f"(or {ALL_SAMPLES!r} for every sample)")
     return indices
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .schema import PhaseSchema
+
 #: E112: G = LOG2_10 * log10(N_A) - 2.954, N_A grains per mm^2 at 1x (N_A = 2^(G - 1) x 15.50)
 LOG2_10 = 1.0 / math.log10(2.0)  # 3.321928
 E112_OFFSET = 2.954
@@ -209,6 +211,14 @@ def summarise(table: dict[str, np.ndarray], e112: E112Result, pixel_size_um: flo
 
 
 # ---------------------------------------------------------------- reading grain maps from files
+
+
+def grain_boundary_ids(schema: PhaseSchema) -> tuple[int, int]:
+    """The class ids ``(grain, boundary)`` of a schema: its classes named so, else 0 and 1."""
+    names = [n.lower() for n in schema.names]
+    grain = names.index("grain") if "grain" in names else 0
+    boundary = names.index("boundary") if "boundary" in names else 1
+    return grain, boundary
 
 
 def grain_map_from_array(data: np.ndarray, min_area: int = 0) -> np.ndarray:

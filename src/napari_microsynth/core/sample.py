@@ -7,7 +7,9 @@ pair's requested condition lives in ``provenance.condition`` and its achieved fr
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
@@ -18,6 +20,9 @@ from .schema import PhaseSchema
 ORIGINS = ("real", "synthetic", "corrected", "predicted")
 #: Curation states of a stored sample; new pairs start ``pending``, rejected ones are left out of exports.
 STATUSES = ("pending", "accepted", "rejected", "flagged")
+#: ``provenance.extra`` key of a sample's companion images: named grey pictures of how it was made (a
+#: phase-field pair's untextured simulation), each an 8-bit PNG data URI, shown next to it in previews
+COMPANIONS = "companions"
 
 
 @dataclass
@@ -75,6 +80,31 @@ class Provenance:
         if data.get("crop_box") is not None:
             data["crop_box"] = tuple(data["crop_box"])
         return cls(**data)
+
+
+def encode_png(image: np.ndarray) -> str:
+    """An image in [0, 1] as an 8-bit grey PNG data URI (JSON-safe, for ``provenance.extra``)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_png(uri: str) -> np.ndarray:
+    """The float32 image in [0, 1] of a PNG data URI written by :func:`encode_png`."""
+    from PIL import Image
+
+    head, _, data = uri.partition(",")
+    if head != "data:image/png;base64":
+        raise ValueError("not a PNG data URI")
+    with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def companion_images(sample: "Sample") -> dict[str, np.ndarray]:
+    """The companion images a sample carries (:data:`COMPANIONS`), by name, as float32 in [0, 1]."""
+    return {name: decode_png(uri) for name, uri in sample.provenance.extra.get(COMPANIONS, {}).items()}
 
 
 @dataclass

@@ -23,10 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from ..core.grains import astm_e112, grain_table, read_grain_map, summarise
+from ..core.grains import (
+    astm_e112,
+    grain_boundary_ids,
+    grain_table,
+    labels_from_boundaries,
+    read_grain_map,
+    summarise,
+)
 from ..core.io import MASK_SUFFIXES
 from ..core.microstructure import GrainGrowthSettings, connected_instances
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
+from ..core.store import DatasetStore, is_store
+from ..models.phase_field import GrainGrowthResult
 
 FORMAT = "microsynth-grain-growth"
 FORMAT_VERSION = 1
@@ -55,7 +64,7 @@ def is_structure_file(path: str | Path) -> bool:
         return False
 
 
-def save_structure(path: Path, result, index: int) -> None:
+def save_structure(path: Path, result: GrainGrowthResult, index: int) -> None:
     """Write one simulated structure atomically (``*.partial``, then renamed over ``path``).
 
     Arrays: ``grains`` (grain numbers), ``instances``, ``boundary`` (0/1), ``phi`` (eq. 3, float32),
@@ -79,30 +88,18 @@ def save_structure(path: Path, result, index: int) -> None:
     os.replace(partial, path)
 
 
-@dataclass
-class Structure:
-    """One structure file read back."""
-
-    path: Path
-    meta: dict[str, Any]
-    grains: np.ndarray
-    instances: np.ndarray
-    boundary: np.ndarray
-    phi: np.ndarray
-    snapshot_steps: np.ndarray
-    snapshots: np.ndarray
-    snapshot_phi: np.ndarray
-
-
-def load_structure(path: str | Path) -> Structure:
-    """Read a structure file (ValueError naming the file when it is not one)."""
+def load_structure(path: str | Path) -> GrainGrowthResult:
+    """Read a structure file back as the simulator wrote it (ValueError naming the file when it is not one)."""
     path = Path(path)
     if not is_structure_file(path):
         raise ValueError(f"{path} is not a grain-growth structure file written by 'microsynth simulate'")
     with np.load(path) as a:
-        return Structure(path, json.loads(str(a["meta"])), a["grains"].astype(np.int32), a["instances"],
-                         a["boundary"].astype(bool), a["phi"], a["snapshot_steps"], a["snapshots"].astype(np.int32),
-                         a["snapshot_phi"])
+        meta = json.loads(str(a["meta"]))
+        return GrainGrowthResult(
+            settings=GrainGrowthSettings.from_dict(meta["settings"]), seed=int(meta["seed"]),
+            initial=a["initial"].astype(np.int32), grains=a["grains"].astype(np.int32), instances=a["instances"],
+            boundary=a["boundary"].astype(bool), phi=a["phi"], snapshot_steps=a["snapshot_steps"],
+            snapshots=a["snapshots"].astype(np.int32), snapshot_phi=a["snapshot_phi"], info=meta.get("info", {}))
 
 
 @dataclass
@@ -193,11 +190,25 @@ def simulate_structures(out: str | Path, settings: GrainGrowthSettings, structur
 
 @dataclass
 class GrainSource:
-    """One grain map to measure: a mask file or a structure file, in the group of the path it came from."""
+    """One grain map to measure: a mask file, a structure file or sample ``index`` of a dataset store, in the
+    group of the path it came from."""
 
     path: Path
     group: str
     structure: bool
+    index: int | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.path.name
+
+    def labels(self, min_area: int) -> np.ndarray:
+        """The grain labels of a mask file or of a stored sample's grain-boundary mask."""
+        if self.index is None:
+            return read_grain_map(self.path, min_area=min_area)
+        sample = DatasetStore.open(self.path, mode="r")[self.index]
+        _, boundary = grain_boundary_ids(sample.schema)
+        return labels_from_boundaries(sample.mask == boundary, min_area=min_area)
 
 
 def _mask_files(folder: Path) -> list[Path]:
@@ -206,12 +217,19 @@ def _mask_files(folder: Path) -> list[Path]:
 
 def grain_sources(paths: list[str | Path]) -> list[GrainSource]:
     """The grain maps the paths name: a simulation folder (its structures), a structure file, a dataset
-    folder (its ``masks/``), a folder of mask files, or one mask file."""
+    store (the grain-boundary masks of its samples not rejected: generated pairs, say), a dataset folder (its
+    ``masks/``), a folder of mask files, or one mask file."""
     sources: list[GrainSource] = []
     for given in paths:
         path = Path(given)
         group = path.name or str(path)
-        if path.is_dir() and (path / MANIFEST).is_file():
+        if is_store(path):
+            store = DatasetStore.open(path, mode="r")
+            found = [GrainSource(path, group, False, i, name) for i, name in enumerate(store.names)
+                     if store.status(i) != "rejected"]
+            if not found:
+                raise ValueError(f"{path}: the store holds no sample that is not rejected")
+        elif path.is_dir() and (path / MANIFEST).is_file():
             found = [GrainSource(p, group, True) for p in sorted(path.glob("structure_*.npz"))]
             if not found:
                 raise ValueError(f"{path}: the simulation folder holds no finished structure yet")
@@ -265,7 +283,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _timeseries_rows(structure: Structure, source: GrainSource, pixel_size_um: float | None) -> list[dict[str, Any]]:
+def _timeseries_rows(structure: GrainGrowthResult, source: GrainSource, pixel_size_um: float | None) -> list[dict[str, Any]]:
     """Mean +- std grain size per snapshot, over the simulation's whole grains (grain numbers on the periodic
     domain: no grain is cut by the image edge), and the E112 number of the snapshot's image."""
     rows = []
@@ -275,7 +293,7 @@ def _timeseries_rows(structure: Structure, source: GrainSource, pixel_size_um: f
         areas = areas[areas > 0].astype(float)
         diameters = np.sqrt(4 * areas / np.pi)
         e112 = astm_e112(connected_instances(snapshot), px)
-        rows.append({"group": source.group, "source": source.path.name, "step": int(step), "grains": int(areas.size),
+        rows.append({"group": source.group, "source": source.name, "step": int(step), "grains": int(areas.size),
                      "mean_area_px": areas.mean(), "std_area_px": areas.std(), "mean_diameter_px": diameters.mean(),
                      "std_diameter_px": diameters.std(),
                      "mean_diameter_um": diameters.mean() * px if px else float("nan"),
@@ -332,17 +350,17 @@ def grain_statistics(paths: list[str | Path], out: str | Path, pixel_size_um: fl
             labels = structure.instances
             series.extend(_timeseries_rows(structure, source, px))
         else:
-            labels = read_grain_map(source.path, min_area=min_area)
+            labels = source.labels(min_area)
         table = grain_table(labels, px)
         e112 = astm_e112(labels, px)
         for i in range(table["label"].size):
-            grain_rows.append({"group": source.group, "source": source.path.name,
+            grain_rows.append({"group": source.group, "source": source.name,
                                **{c: (v[i].item() if hasattr(v[i], "item") else v[i]) for c, v in table.items()}})
-        summaries.append({"group": source.group, "source": source.path.name, **summarise(table, e112, px)})
+        summaries.append({"group": source.group, "source": source.name, **summarise(table, e112, px)})
         tables, e112s = by_group.setdefault(source.group, ([], []))
         tables.append(table)
         e112s.append(e112)
-        progress(k + 1, len(sources), source.path.name)
+        progress(k + 1, len(sources), source.name)
     groups = [_pool(group, tables, e112s, px) for group, (tables, e112s) in by_group.items()]
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "grains.csv", out / "summary.csv", out / "size_distribution.png"]

@@ -45,13 +45,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.grains import astm_e112, labels_from_boundaries
+from ..core.grains import astm_e112, grain_boundary_ids, labels_from_boundaries
 from ..core.io import instance_boundaries
 from ..core.metrics import boundary_f1, confusion_matrix, per_class_iou
 from ..core.microstructure import connected_instances
 from ..core.progress import ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import Provenance, Sample
-from ..generators.phasefield_cyclegan import grain_boundary_ids, reduce_image, untextured_image
+from ..generators.phasefield_cyclegan import reduce_image, untextured_image
 from .segmentation import SegmentationConfig, train_segmenter
 
 SETS = ("real", "untextured", "translated")

@@ -395,6 +395,18 @@ class Generator(ModelFolderMixin):
         ``seeds[i]`` and ``sampling``, so that a single pair can be regenerated from its recorded seed.
         """
 
+    def plausible_conditions(self, n: int, seed: int = 0) -> list[dict[str, float]]:
+        """``n`` conditions of a property-conditioned model that lie where it was trained, for :meth:`sample`
+        (the widget's "plausible conditions"): here uniform inside the trained ranges, a category uniformly
+        (how ``phasefield-cyclegan`` draws its training structures); a family that keeps its training
+        conditions draws between them (``tim3``: paper 004's Algorithm 1)."""
+        spec = self.condition_spec
+        if spec.kind != "properties":
+            raise ValueError(f"plausible conditions are drawn for a property-conditioned generator, not {spec.kind}")
+        rng = np.random.default_rng(seed)
+        return [{p.name: float(rng.integers(len(p.categories)) if p.categories else rng.uniform(p.low, p.high))
+                 for p in spec.properties} for _ in range(n)]
+
     def sample(
         self,
         conditions: Any = None,

@@ -15,9 +15,10 @@ as the Fast-FineCut iron masks): class ``boundary`` of the schema on those pixel
 elsewhere (the bundled ``grains`` schema; a schema without those names gets class 1 for boundaries and 0 for
 grains). ``instances`` holds the simulated grains (1..N; a grain cut by the image edge gives one instance per
 piece); ``provenance.extra["simulation"]`` the simulator settings and seed, and, with the sampling option
-``untextured`` (on by default), ``provenance.extra["untextured_png"]`` the untextured image the translator was
-given, as a PNG data URI (about 25 kB at 256 px) that :func:`untextured_image` decodes, so a preview can show
-simulation, micrograph and mask side by side from the one Sample.
+``untextured`` (on by default), the untextured image the translator was given as the pair's companion image
+(:data:`~napari_microsynth.core.sample.COMPANIONS`, a PNG data URI of about 25 kB at 256 px, which
+:func:`untextured_image` decodes), so a preview shows simulation, micrograph and mask side by side from the
+one Sample.
 
 **Why a "properties" condition.** The user sets what the simulator is given: the grain count of the
 tessellation (``grains``), the Allen-Cahn steps (``growth_steps``) and the Voronoi ``regularity`` (the
@@ -41,8 +42,6 @@ ResNet-9 CycleGAN of 11.4 M parameters; for a GPU).
 """
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,10 +49,18 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from ..core.grains import grain_boundary_ids
 from ..core.microstructure import MAX_REGULARITY, GrainGrowthSettings
 from ..core.options import option
-from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
-from ..core.sample import Provenance, Sample
+from ..core.progress import (
+    Cancelled,
+    ProgressFn,
+    StopFn,
+    check_stop,
+    never_stop,
+    no_progress,
+)
+from ..core.sample import COMPANIONS, Provenance, Sample, companion_images, encode_png
 from ..core.schema import PhaseSchema
 from ..models.cyclegan import (
     CycleGANConfig,
@@ -67,10 +74,18 @@ from ..models.device import resolve_device
 from ..models.folder import load_weights
 from ..models.phase_field import simulate
 from . import register_generator
-from .base import ConditionSpec, Generator, PropertyRange, TrainingRecord, tile_pixel_size
+from .base import (
+    ConditionSpec,
+    Generator,
+    PropertyRange,
+    TrainingRecord,
+    tile_pixel_size,
+)
 
 #: the fixed grey map of the untextured rendering: phi (eq. 3) from PHI_DARK (and below) to 1 -> 0 to 1
 PHI_DARK = 0.4
+#: the companion image name of the untextured simulation a pair was translated from
+UNTEXTURED = "untextured simulation"
 PROPERTY_NAMES = ("grains", "growth_steps", "regularity")
 UNITS = {"grains": "grains", "growth_steps": "steps", "regularity": ""}
 
@@ -96,39 +111,10 @@ def render_untextured(phi: np.ndarray) -> np.ndarray:
     return (np.round(grey * 255.0) / 255.0).astype(np.float32)
 
 
-def encode_png(image: np.ndarray) -> str:
-    """An image in [0, 1] as an 8-bit grey PNG data URI (JSON-safe, for ``provenance.extra``)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def decode_png(uri: str) -> np.ndarray:
-    """The float32 image in [0, 1] of a PNG data URI written by :func:`encode_png`."""
-    from PIL import Image
-
-    head, _, data = uri.partition(",")
-    if head != "data:image/png;base64":
-        raise ValueError("not a PNG data URI")
-    with Image.open(io.BytesIO(base64.b64decode(data))) as image:
-        return np.asarray(image, dtype=np.float32) / 255.0
-
-
 def untextured_image(pair: Sample) -> np.ndarray | None:
     """The untextured simulation a ``phasefield-cyclegan`` pair was translated from (float32, [0, 1]),
     None when the pair does not carry it (another family, or sampled with ``untextured=False``)."""
-    uri = pair.provenance.extra.get("untextured_png")
-    return None if uri is None else decode_png(uri)
-
-
-def grain_boundary_ids(schema: PhaseSchema) -> tuple[int, int]:
-    """The class ids ``(grain, boundary)`` of a schema: its classes named so, else 0 and 1."""
-    names = [n.lower() for n in schema.names]
-    grain = names.index("grain") if "grain" in names else 0
-    boundary = names.index("boundary") if "boundary" in names else 1
-    return grain, boundary
+    return companion_images(pair).get(UNTEXTURED)
 
 
 def reduce_image(image: np.ndarray, factor: int) -> np.ndarray:
@@ -361,7 +347,7 @@ class PhaseFieldCycleGAN(Generator):
                                **{k: structure.info[k] for k in ("grains_final", "instances", "coalescences")}},
             }
             if sampling.untextured:
-                extra["untextured_png"] = encode_png(untextured)
+                extra[COMPANIONS] = {UNTEXTURED: encode_png(untextured)}
             progress(i + 1, n, f"pair {i + 1}/{n}: {settings.grains} grains, {settings.steps} steps")
             yield Sample(image=np.clip(image, 0.0, 1.0).astype(np.float32), schema=self.schema, mask=mask,
                          pixel_size_um=self.pixel_size_um, instances=structure.instances,

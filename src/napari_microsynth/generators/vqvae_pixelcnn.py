@@ -83,8 +83,8 @@ def preset_configs(schema: PhaseSchema, preset: str) -> tuple[VQVAEConfig, Prior
 class VQVAEPixelCNNTrainConfig:
     """Training settings of both stages (paper 002: batch 8, 50 000 VQ-VAE updates on 62 tiles)."""
 
-    steps: int = option(3000, "VQ-VAE updates (paper 002: 50 000)", low=1)
-    prior_steps: int = option(3000, "PixelCNN updates on the code grids", low=1)
+    steps: int = option(2000, "VQ-VAE updates (paper 002: 50 000)", low=1)
+    prior_steps: int = option(1000, "PixelCNN updates on the code grids", low=1)
     batch_size: int = option(8, "training tiles per VQ-VAE update (paper 002: 8)", low=1)
     prior_batch_size: int = option(16, "code grids per PixelCNN update", low=1)
     vqvae_lr: float = option(3e-4, "VQ-VAE learning rate (Adam)", low=0)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -39,7 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.sample import Sample
+from ..core.sample import Sample, companion_images
 from ..core.store import DatasetStore, is_store
 from ._dock import PluginDock, not_a_store
 from ._engine_worker import EngineProgress
@@ -124,6 +125,7 @@ class _Run:
     origin: tuple[float, float]
     plan: Any = None
     cell: tuple[float, float] | None = None
+    picture_width: float = 0.0  # one picture and its gap, in world units
     arrived: int = 0
     achieved: list[np.ndarray] = field(default_factory=list)
     layers: list = field(default_factory=list)
@@ -139,7 +141,7 @@ class SynthesisWidget(PluginDock):
         self.generator_folder: Path | None = None
         self._loaded_device = None
         self.sliders: FractionSliders | None = None
-        self.property_boxes: dict[str, QDoubleSpinBox] = {}
+        self.property_boxes: dict[str, QDoubleSpinBox | QComboBox] = {}
         self.options_form: OptionsForm | None = None
         self.real_fractions: np.ndarray | None = None
         self._fraction_sampler = None
@@ -236,6 +238,14 @@ class SynthesisWidget(PluginDock):
                                     f"draws ({PREVIEW_TARGETS} drawn, blue); dashed: means, red dotted: boost levels")
         levels.addWidget(self.target_plot)
         self.levels_box.setVisible(False)
+        self.plausible_button = QPushButton("Sample plausible conditions")
+        self.plausible_button.setToolTip("set the conditions to a draw from where the model was trained (between the "
+                                         "training micrographs' conditions where the model keeps them; the seed box "
+                                         "sets the draw)")
+        self.plausible_button.clicked.connect(self.sample_plausible_conditions)
+        self.plausible_per_pair = QCheckBox("a new plausible draw for every pair")
+        self.plausible_per_pair.setToolTip("each pair gets its own condition, drawn as the button draws one")
+        self.plausible_per_pair.toggled.connect(self._enable_property_boxes)
         return self.condition_box
 
     def _sampling_box(self) -> QGroupBox:
@@ -367,7 +377,7 @@ class SynthesisWidget(PluginDock):
         _clear_layout(
             self.condition_layout,
             keep=(self.composition_radio, self.distribution_radio, self.distribution_label,
-                  self.store_fractions_button, self.levels_box),
+                  self.store_fractions_button, self.levels_box, self.plausible_button, self.plausible_per_pair),
         )
         self.sliders = None
         self.property_boxes = {}
@@ -388,18 +398,13 @@ class SynthesisWidget(PluginDock):
         elif spec.kind == "properties":
             form = QFormLayout()
             for p in spec.properties:
-                box = QDoubleSpinBox()
-                span = p.high - p.low
-                box.setDecimals(max(0, 3 - int(math.floor(math.log10(span)))) if span > 0 else 2)
-                box.setRange(p.low, p.high)
-                box.setSingleStep(span / 100 if span > 0 else 1.0)
-                box.setValue((p.low + p.high) / 2)
-                if p.unit:
-                    box.setSuffix(f" {p.unit}")
-                box.setToolTip(f"trained range {p.low:g} to {p.high:g} {p.unit}".rstrip())
+                box = _property_control(p)
                 form.addRow(p.name, box)
                 self.property_boxes[p.name] = box
             self.condition_layout.addLayout(form)
+            self._enable_property_boxes()
+            self.condition_layout.addWidget(self.plausible_button)
+            self.condition_layout.addWidget(self.plausible_per_pair)
         else:
             self.condition_layout.addWidget(QLabel("this generator is unconditional: nothing to set"))
         self._build_sampling_controls()
@@ -568,8 +573,29 @@ class SynthesisWidget(PluginDock):
                 return self._fraction_sampler.sample(n, rng), None
             return self.sliders.fractions, n
         if spec.kind == "properties":
-            return {name: box.value() for name, box in self.property_boxes.items()}, n
+            if self.plausible_per_pair.isChecked():
+                return self.generator.plausible_conditions(n, self.seed_box.value()), None
+            return {name: _control_value(box) for name, box in self.property_boxes.items()}, n
         return None, n
+
+    def _enable_property_boxes(self, *_) -> None:
+        """The condition controls are set by hand unless every pair draws its own condition."""
+        for box in self.property_boxes.values():
+            box.setEnabled(not self.plausible_per_pair.isChecked())
+
+    def sample_plausible_conditions(self) -> None:
+        """Set the condition controls to one plausible draw (:meth:`Generator.plausible_conditions`)."""
+        try:
+            [condition] = self.generator.plausible_conditions(1, self.seed_box.value())
+        except ValueError as exc:
+            self.message.setText(str(exc))
+            return
+        for name, value in condition.items():
+            box = self.property_boxes[name]
+            if isinstance(box, QComboBox):
+                box.setCurrentIndex(int(value))
+            else:
+                box.setValue(value)
 
     # ------------------------------------------------------------------ the store
 
@@ -704,11 +730,13 @@ class SynthesisWidget(PluginDock):
         from ..napari_io import layer_pair, physical_scale
 
         run = self._run
+        companions = companion_images(pair)  # shown right of the pair, in its cell (an untextured simulation)
         if run.cell is None:  # in world units: micrometres when the pixel size is known
             sy, sx = physical_scale([pair.pixel_size_um])["scale"]
             h, w = pair.shape
             gap = max(2.0, GRID_GAP * max(h, w))
-            run.cell = ((h + gap) * sy, (w + gap) * sx)
+            run.picture_width = (w + gap) * sx
+            run.cell = ((h + gap) * sy, run.picture_width * (1 + len(companions)))
         row, col = divmod(run.arrived, run.columns)
         translate = (run.origin[0] + row * run.cell[0], run.origin[1] + col * run.cell[1])
         self._next_y = max(self._next_y, translate[0] + run.cell[0])
@@ -721,6 +749,13 @@ class SynthesisWidget(PluginDock):
                                              store=str(path)):
             layer = getattr(self.viewer, f"add_{kind}")(data, translate=translate, **kwargs)
             layer.editable = kind == "image"
+            run.layers.append(layer)
+            self._preview.append(layer)
+        for k, (name, picture) in enumerate(companions.items(), start=1):
+            beside = (translate[0], translate[1] + k * run.picture_width)
+            layer = self.viewer.add_image(picture, name=f"synth #{index} {name}", colormap="gray",
+                                          contrast_limits=(0.0, 1.0), translate=beside,
+                                          **physical_scale([pair.pixel_size_um]))
             run.layers.append(layer)
             self._preview.append(layer)
         self._show_achieved(run, pair)
@@ -747,6 +782,30 @@ class SynthesisWidget(PluginDock):
             return
         run.achieved.append(pair.fractions)
         self.sliders.set_achieved(np.mean(run.achieved, axis=0))
+
+
+def _property_control(p) -> QWidget:
+    """The control of one property condition: a list of its categories, or a number box over its trained range."""
+    if p.categories:
+        box = QComboBox()
+        box.addItems(list(p.categories))
+        box.setToolTip(f"trained categories: {', '.join(p.categories)}")
+        return box
+    box = QDoubleSpinBox()
+    span = p.high - p.low
+    box.setDecimals(max(0, 3 - int(math.floor(math.log10(span)))) if span > 0 else 2)
+    box.setRange(p.low, p.high)
+    box.setSingleStep(span / 100 if span > 0 else 1.0)
+    box.setValue((p.low + p.high) / 2)
+    if p.unit:
+        box.setSuffix(f" {p.unit}")
+    box.setToolTip(f"trained range {p.low:g} to {p.high:g} {p.unit}".rstrip())
+    return box
+
+
+def _control_value(box: QWidget) -> Any:
+    """A property control's condition value: the category's name, or the number."""
+    return box.currentText() if isinstance(box, QComboBox) else box.value()
 
 
 def _clear_layout(layout, keep: Sequence[QWidget] = ()) -> None:
