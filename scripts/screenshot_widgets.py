@@ -8,7 +8,8 @@ Run under a virtual X server of that size (napari's canvas needs OpenGL):
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_widgets.py [OUT_DIR [PART]]
 
-OUT_DIR defaults to resources/screenshots; PART is "all" (default), "synthesis" or "loop". Each PNG is
+OUT_DIR defaults to resources/screenshots; PART is "all" (default), "synthesis", "loop" or "grains" (the
+bundled phase-field + CycleGAN generator alone, in a viewer of its own). Each PNG is
 stored with a 256-colour palette to stay small.
 """
 import sys
@@ -71,6 +72,21 @@ def synthesis(viewer, app, out: Path, store: Path):
     return widget
 
 
+def grain_synthesis(viewer, app, out: Path, store: Path) -> None:
+    """The bundled phase-field + CycleGAN generator: its simulator controls, four pairs from plausible
+    conditions, each shown as micrograph + boundary mask beside the untextured simulation."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Synthesis")
+    widget.device_combo.setCurrentText("cpu")
+    widget.model_combo.setCurrentText("bundled: phasefield-cyclegan-iron-demo")
+    widget._model_chosen(widget.model_combo.currentIndex())
+    widget.use_store(store)
+    widget.plausible_per_pair.setChecked(True)
+    widget.pairs_box.setValue(4)
+    widget.generate()
+    wait(app, lambda: not widget.running)
+    save(viewer, app, out / "synthesis_grains.png")
+
+
 def curation(viewer, app, out: Path, synthesis_widget):
     widget = synthesis_widget.curate()
     for _ in range(7):  # accept the pairs, so Export has some
@@ -125,8 +141,8 @@ def point_count(viewer, app, out: Path, ratio_widget) -> None:
 
 
 def main(out: str = str(ROOT / "resources" / "screenshots"), part: str = "all") -> None:
-    if part not in ("all", "synthesis", "loop"):
-        raise SystemExit(f"PART must be all, synthesis or loop, got {part!r}")
+    if part not in ("all", "synthesis", "loop", "grains"):
+        raise SystemExit(f"PART must be all, synthesis, loop or grains, got {part!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp())
@@ -134,6 +150,10 @@ def main(out: str = str(ROOT / "resources" / "screenshots"), part: str = "all") 
     viewer.window.resize(1920, 1080)  # the whole screen (Xvfb has no window manager to maximise it)
     app = QApplication.instance()
     wait(app)
+    if part == "grains":
+        grain_synthesis(viewer, app, out, work / "grains.zarr")
+        viewer.close()
+        return
     ratio_widget = phase_ratio(viewer, app, out)
     if part in ("all", "synthesis"):
         synthesis_widget = synthesis(viewer, app, out, work / "synthetic.zarr")

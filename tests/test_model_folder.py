@@ -85,7 +85,8 @@ def test_bundled_folders_load_on_the_cpu_with_their_checksum():
     segmenter = Segmenter.load(segmenter_folder)
     assert segmenter.model_checksum == folder_checksum(segmenter_folder)
     assert segmenter.training_record["image_statistics"]["n_images"] == 16
-    for name in ("pf-diffseg-uhcs-demo", "two-stage-gan-uhcs-demo"):
+    for name in ("pf-diffseg-uhcs-demo", "two-stage-gan-uhcs-demo", "vqvae-pixelcnn-uhcs-demo",
+                 "phasefield-cyclegan-iron-demo", "tim3-uhcs-demo"):
         generator = load_generator(resource_path("models", name))
         assert generator.device == torch.device("cpu")
         assert generator.model_checksum == folder_checksum(resource_path("models", name))

@@ -277,27 +277,33 @@ def test_train_generator_tim3_and_generate_from_plausible_conditions(tmp_path, c
     for i in range(3):
         properties = store.properties(i)
         assert 800 <= properties["anneal_temperature_c"] <= 1000 and properties["cool_method"] == 0.0  # all Q
+    # without --csv or --boost-from the model draws between its own training conditions (no data needed)
+    assert main(["-q", "generate", str(out / "model"), str(tmp_path / "own.zarr"), "-n", "2", "--seed", "5",
+                 "--steps", "2", "--device", "cpu"]) == 0
+    own = DatasetStore.open(tmp_path / "own.zarr")
+    assert [own.provenance(i).condition["properties"] for i in range(2)] == model.plausible_conditions(2, seed=5)
 
 
-def test_the_synthesis_widget_offers_the_cooling_methods_by_name_and_plausible_conditions(
-        trained, make_napari_viewer, tmp_path):
-    """Issue 15: a categorical condition is a list of its categories, the numeric ones spin boxes over their
-    real ranges, and "Sample plausible conditions" sets them to an Algorithm 1 draw."""
+def test_the_bundled_model_generates_in_the_synthesis_widget_with_named_cooling_methods_and_plausible_conditions(
+        make_napari_viewer, qtbot, tmp_path):
+    """Issue 15 on a fresh install: the bundled tim3 model in the Synthesis widget; a categorical condition is
+    a list of its categories, the numeric ones spin boxes over their real ranges, "Sample plausible
+    conditions" sets them to an Algorithm 1 draw, and Generate makes pairs for them."""
     from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
 
+    from napari_microsynth.core.store import DatasetStore
     from napari_microsynth.widgets.synthesis import SynthesisWidget
 
-    generator, _ = trained
-    generator.save(tmp_path / "tim3")
     widget = SynthesisWidget(make_napari_viewer())
-    widget.add_model_folder(tmp_path / "tim3")
+    widget.model_combo.setCurrentText("bundled: tim3-uhcs-demo")
+    widget._model_chosen(widget.model_combo.currentIndex())
+    widget.device_combo.setCurrentText("cpu")
+    generator = widget.generator
     boxes = widget.property_boxes
     cooling = boxes["cool_method"]
     assert isinstance(cooling, QComboBox) and [cooling.itemText(i) for i in range(cooling.count())] == ["AR", "Q"]
     assert isinstance(boxes["anneal_temperature_c"], QDoubleSpinBox)
     assert (boxes["anneal_temperature_c"].minimum(), boxes["anneal_temperature_c"].maximum()) == (800, 1000)
-    cooling.setCurrentText("Q")
-    assert widget.conditions()[0]["cool_method"] == "Q"
 
     drawn = []
     for seed in range(6):
@@ -309,3 +315,17 @@ def test_the_synthesis_widget_offers_the_cooling_methods_by_name_and_plausible_c
         assert got["cool_method"] == ["AR", "Q"][int(want["cool_method"])]
         assert got["anneal_temperature_c"] == pytest.approx(want["anneal_temperature_c"], abs=0.06)
     assert len({d["anneal_temperature_c"] for d in drawn}) > 1
+
+    cooling.setCurrentText("Q")
+    widget.use_store(tmp_path / "pairs.zarr")
+    widget.pairs_box.setValue(2)
+    widget.options_form.set_value("steps", 3)
+    widget.generate_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    store = DatasetStore.open(tmp_path / "pairs.zarr")
+    assert len(store) == 2
+    asked = store.provenance(0).condition["properties"]
+    assert asked["cool_method"] == 1.0  # Q, recorded as its index
+    assert asked["anneal_temperature_c"] == pytest.approx(drawn[-1]["anneal_temperature_c"])
+    assert store.image(0).shape == store.mask(0).shape == (64, 64)
+    assert set(np.unique(store.mask(0))) <= set(range(len(generator.schema.names)))

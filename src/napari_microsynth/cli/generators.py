@@ -128,7 +128,8 @@ def _upscaler(args: argparse.Namespace):
 
 def _condition_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fractions", help="one target for every pair, e.g. 0.6,0.2,0.15,0.05")
-    p.add_argument("--csv", help="CSV of targets, one column per phase name")
+    p.add_argument("--csv", help="CSV of targets, one column per phase name (or per property of a property-conditioned "
+                                 "generator, which without --csv or --boost-from draws plausible conditions itself)")
     p.add_argument("--boost-from", metavar="DATA", help="draw targets from this data's tile fractions with "
                                                         "rare phases boosted (paper 000, sec. 2.2.2)")
     p.add_argument("--split", default=None, help="split of --boost-from data")
@@ -147,8 +148,9 @@ def _sampling_flags(p: argparse.ArgumentParser, cls: type) -> None:
 
 def _conditions(args: argparse.Namespace, generator, n: int | None):
     """Target fraction vectors from --fractions, --csv, or paper 000's boosted sampler over --boost-from data
-    (for a property-conditioned generator: property values inside the data's convex hull, paper 004);
-    ``n`` of them (None: one per CSV row, else DEFAULT_PAIRS)."""
+    (for a property-conditioned generator: property values inside the data's convex hull, paper 004, and
+    without any of these its own plausible conditions); ``n`` of them (None: one per CSV row, else
+    DEFAULT_PAIRS)."""
     import numpy as np
 
     from ..core.fractions import parse_fractions
@@ -186,9 +188,8 @@ def _conditions(args: argparse.Namespace, generator, n: int | None):
             real = labelled(Path(args.boost_from), args.split, None, args)
             return plausible_conditions(spec, real, n or DEFAULT_PAIRS, seed=args.seed)
         return _boosted_targets(args, generator.schema, n or DEFAULT_PAIRS)
-    draw = getattr(generator, "random_condition", None)
-    if draw is not None:  # a family that draws its own conditions (phasefield-cyclegan: inside the trained ranges)
-        return [draw(args.seed + i) for i in range(n or DEFAULT_PAIRS)]
+    if generator.condition_spec.kind == "properties":  # where the model was trained (tim3: Algorithm 1)
+        return generator.plausible_conditions(n or DEFAULT_PAIRS, seed=args.seed)
     raise ValueError("say what to generate: --fractions 0.7,0.1,... , --csv FILE or --boost-from DATA")
 
 
