@@ -27,6 +27,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-grain-area", type=int, default=16, metavar="PX",
                    help="predicted grain interiors below this many px are specks, not grains (default 16)")
     p.add_argument("--tolerance", type=float, default=2.0, metavar="PX", help="boundary F1 tolerance (default 2)")
+    p.add_argument("--marker-depths", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0], metavar="PX",
+                   help="marker depths of the split grains to choose from on the validation regions (the train "
+                        "halves of the micrographs after the first --real-images)")
+    p.add_argument("--marker-depth", type=float, metavar="PX",
+                   help="use this marker depth instead of choosing one (default where no micrograph is left for "
+                        "validation: 1)")
     p.add_argument("--arch", default="Unet")
     p.add_argument("--preset", default="tiny", help="U-Net size: tiny, small, base (default tiny)")
     p.add_argument("--tile", type=int, default=128, help="U-Net window in px at the translator's scale (default 128)")
@@ -41,7 +47,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
           "augmentation (baseline 1), untextured phase-field simulations (baseline 2), and the same simulations "
           "translated by the CycleGAN of --translator (paper 003); test each on the other halves of every real "
           "micrograph at the translator's scale: boundary IoU, mean IoU, boundary F1 and the ASTM E112 grain-size "
-          "number error of the predicted grains; mean +- sd over --seeds in OUT/report.md (with runs.csv, "
+          "number error of the predicted grains (interiors, and grains split by a watershed whose marker depth is "
+          "chosen on validation regions); mean +- sd over --seeds in OUT/report.md (with runs.csv, "
           "summary.csv, examples.png). Without --translator: write OUT/train_region for training one."),
          _arguments)
 def _sim2real_benchmark(args: argparse.Namespace) -> int:
@@ -66,7 +73,8 @@ def _sim2real_benchmark(args: argparse.Namespace) -> int:
                                       batch_size=args.batch_size, steps=args.steps, lr=args.lr, device=args.device)
     config = Sim2RealConfig(seeds=tuple(args.seeds), real_images=args.real_images, pairs=args.pairs,
                             pool_seed=args.pool_seed, test_half=args.test_half, min_grain_area=args.min_grain_area,
-                            tolerance=args.tolerance, segmentation=segmentation)
+                            tolerance=args.tolerance, marker_depths=tuple(args.marker_depths),
+                            marker_depth=args.marker_depth, segmentation=segmentation)
     data = f"{Path(args.data).name}" + (f", split {args.split!r}" if args.split else "") + f" ({len(real)} micrographs)"
     progress, stop = terminal(args, "sim2real benchmark")
     with stop.installed():

@@ -22,11 +22,16 @@ recomputed there (2 px wide, as the simulated masks).
 Scores per run (all test regions): boundary IoU (pixels of the boundary class, pooled), mean IoU of grain
 and boundary, boundary F1 (predicted boundary pixels within ``tolerance`` px of hand ones and vice versa,
 mean over the regions), and the ASTM E112 grain-size number error: the predicted boundaries are turned
-into grains (4-connected interiors, specks under ``min_grain_area`` px dropped, boundaries filled from the
-nearest grain) and counted by E112's planimetric rule (edge grains 1/2, corner grains 1/4) like the hand
-map; ``G = log2(N_A) + const``, so ``dG = log2(N_pred / N_hand)`` needs no pixel size. The table gives
-mean +- sd over the seeds (U-Net initialisation and tile draws; the synthetic pool is one, drawn with
-``pool_seed``).
+into grains and counted by E112's planimetric rule (edge grains 1/2, corner grains 1/4) like the hand map;
+``G = log2(N_A) + const``, so ``dG = log2(N_pred / N_hand)`` needs no pixel size. Grains are made two ways:
+the 4-connected interiors of the predicted boundary mask (specks under ``min_grain_area`` px dropped,
+boundaries filled from the nearest grain; a gap in a predicted boundary merges two grains), and split grains
+(:func:`~napari_microsynth.core.grains.grains_from_boundary_probability`: a watershed of the distance to the
+predicted boundaries from its h-maxima, which closes such gaps). The marker depth of the split is chosen on
+validation regions, the train halves of the micrographs no U-Net trains on (from ``marker_depths``, lowest
+mean |dG| over every run), or is ``marker_depth`` when given or when no micrograph is left for validation.
+The table gives mean +- sd over the seeds (U-Net initialisation and tile draws; the synthetic pool is one,
+drawn with ``pool_seed``).
 
 Files in ``out``: ``pool.npz`` (the synthetic pairs; reused when run again), ``runs/<set>-seed<k>/`` (U-Net
 checkpoints, ``scores.json``; a finished run is not repeated, an interrupted one resumes; a run made with
@@ -45,7 +50,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.grains import astm_e112, grain_boundary_ids, labels_from_boundaries
+from ..core.grains import astm_e112, grain_boundary_ids, grains_from_boundary_probability, labels_from_boundaries
 from ..core.io import instance_boundaries
 from ..core.metrics import boundary_f1, confusion_matrix, per_class_iou
 from ..core.microstructure import connected_instances
@@ -60,9 +65,13 @@ SET_LABELS = {
     "untextured": "untextured simulations (baseline 2)",
     "translated": "simulations translated by the CycleGAN (paper 003)",
 }
-METRICS = ("boundary_iou", "miou", "boundary_f1", "e112_abs_dg")
+METRICS = ("boundary_iou", "miou", "boundary_f1", "e112_abs_dg", "e112_abs_dg_split")
 METRIC_LABELS = {"boundary_iou": "boundary IoU", "miou": "mean IoU", "boundary_f1": "boundary F1",
-                 "e112_abs_dg": "E112 ΔG error (absolute)"}
+                 "e112_abs_dg": "E112 ΔG error, interiors (absolute)",
+                 "e112_abs_dg_split": "E112 ΔG error, split grains (absolute)"}
+#: the split grains' marker depth (px) where no validation region is left to choose it: the one chosen on the
+#: Fast-FineCut iron validation halves (README, paper 003's experiment)
+DEFAULT_MARKER_DEPTH = 1.0
 HALVES = ("right", "left", "bottom", "top")
 
 
@@ -77,11 +86,15 @@ class Sim2RealConfig:
     test_half: str = "right"
     min_grain_area: int = 16
     tolerance: float = 2.0
+    marker_depths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+    marker_depth: float | None = None
     segmentation: SegmentationConfig = field(default_factory=lambda: SegmentationConfig(
         arch="Unet", preset="tiny", plm="baseline", tile_size=128, batch_size=8, steps=300))
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
+        fallback = DEFAULT_MARKER_DEPTH if self.marker_depth is None else float(self.marker_depth)
+        self.marker_depths = tuple(sorted({*(float(d) for d in self.marker_depths), fallback}))
         checks = [
             (len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
              f"seeds must be one or more distinct numbers, got {self.seeds}"),
@@ -90,6 +103,8 @@ class Sim2RealConfig:
             (self.test_half in HALVES, f"test_half must be one of {', '.join(HALVES)}, got {self.test_half!r}"),
             (self.min_grain_area >= 0, f"min_grain_area must be >= 0, got {self.min_grain_area}"),
             (self.tolerance >= 0, f"tolerance must be >= 0, got {self.tolerance}"),
+            (len(self.marker_depths) >= 1 and all(d > 0 for d in self.marker_depths),
+             f"marker depths must be one or more positive numbers, got {self.marker_depths}"),
             (self.segmentation.plm.lower() == "baseline", "the experiment trains a plain U-Net (plm 'baseline')"),
         ]
         for ok, message in checks:
@@ -163,25 +178,41 @@ def write_region_folder(samples: Sequence[Sample], folder: str | Path, test_half
 # ---------------------------------------------------------------- scores
 
 
-def grain_scores(truth: Sample, predicted: np.ndarray, min_grain_area: int, tolerance: float) -> dict[str, Any]:
-    """Scores of one predicted class map against a test region (see the module docstring)."""
+def _dg(grains: np.ndarray, hand) -> tuple[float, float]:
+    """``(E112 equivalent grains, dG against the hand map)`` of a grain map (-inf where nothing was found)."""
+    found = astm_e112(grains) if grains.max() > 0 else None
+    ratio = (found.grains_per_px / hand.grains_per_px) if found and hand.grains_per_px > 0 else 0.0
+    return (found.equivalent_grains if found else 0.0), (math.log2(ratio) if ratio > 0 else float("-inf"))
+
+
+def split_grain_dg(truth: Sample, boundary_probability: np.ndarray, depths: Sequence[float]) -> dict[str, float]:
+    """dG of the split grains of a predicted boundary probability map against a region's hand map, per
+    marker depth (keys: the depths as text, for JSON)."""
+    hand = astm_e112(truth.instances)
+    return {f"{d:g}": _dg(grains_from_boundary_probability(boundary_probability, d), hand)[1] for d in depths}
+
+
+def grain_scores(truth: Sample, predicted: np.ndarray, boundary_probability: np.ndarray, min_grain_area: int,
+                 tolerance: float, depths: Sequence[float]) -> dict[str, Any]:
+    """Scores of one predicted class map and its boundary probabilities against a test region (see the module
+    docstring); the split grains' dG per marker depth."""
     grain, boundary = grain_boundary_ids(truth.schema)
     true_b, pred_b = truth.mask == boundary, np.asarray(predicted) == boundary
     hand = astm_e112(truth.instances)
-    grains = labels_from_boundaries(pred_b, fill=True, min_area=min_grain_area)
-    found = astm_e112(grains) if grains.max() > 0 else None
-    ratio = (found.grains_per_px / hand.grains_per_px) if found and hand.grains_per_px > 0 else 0.0
+    found, dg = _dg(labels_from_boundaries(pred_b, fill=True, min_area=min_grain_area), hand)
     return {
         "confusion": confusion_matrix(truth.mask, predicted, truth.schema.n_classes).tolist(),
         "boundary_f1": boundary_f1(true_b, pred_b, tolerance),
         "e112_hand_grains": hand.equivalent_grains,
-        "e112_predicted_grains": found.equivalent_grains if found else 0.0,
-        "e112_dg": math.log2(ratio) if ratio > 0 else float("-inf"),
+        "e112_predicted_grains": found,
+        "e112_dg": dg,
+        "e112_dg_split": split_grain_dg(truth, boundary_probability, depths),
     }
 
 
 def run_scores(per_image: Sequence[dict[str, Any]], boundary: int) -> dict[str, float]:
-    """The pooled scores of one run from its per-region scores."""
+    """The pooled scores of one run from its per-region scores (the split grains' scores are added once the
+    marker depth is chosen: :func:`split_scores`)."""
     cm = np.sum([np.asarray(s["confusion"]) for s in per_image], axis=0)
     iou = per_class_iou(cm)
     dg = np.array([s["e112_dg"] for s in per_image], float)
@@ -190,6 +221,21 @@ def run_scores(per_image: Sequence[dict[str, Any]], boundary: int) -> dict[str, 
             "e112_abs_dg": float(np.mean(np.abs(dg))), "e112_dg": float(np.mean(dg)),
             "hand_grains": float(np.sum([s["e112_hand_grains"] for s in per_image])),
             "predicted_grains": float(np.sum([s["e112_predicted_grains"] for s in per_image]))}
+
+
+def split_scores(per_image: Sequence[dict[str, Any]], depth: float) -> dict[str, float]:
+    """A run's split-grain dG (mean absolute and signed over the regions) at marker depth ``depth``."""
+    dg = np.array([s["e112_dg_split"][f"{depth:g}"] for s in per_image], float)
+    return {"e112_abs_dg_split": float(np.mean(np.abs(dg))), "e112_dg_split": float(np.mean(dg))}
+
+
+def choose_marker_depth(rows: Sequence[dict[str, Any]], depths: Sequence[float]) -> tuple[float, dict[str, float]]:
+    """The marker depth with the lowest mean |dG| on the validation regions over every run, and that mean per
+    depth (depths as text)."""
+    means = {f"{d:g}": float(np.mean([np.mean(np.abs([v[f"{d:g}"] for v in r["validation_dg_split"]]))
+                                      for r in rows])) for d in depths}
+    best = min(depths, key=lambda d: means[f"{d:g}"])
+    return float(best), means
 
 
 # ---------------------------------------------------------------- the synthetic pool
@@ -263,9 +309,10 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
     factor = translator.downscale
     parts = [halves(at_scale(s, factor), config.test_half) for s in real]
     train_real = [train for train, _ in parts[:config.real_images]]
+    validation = [train for train, _ in parts[config.real_images:]]  # labelled, and no U-Net trains on them
     test = [t for _, t in parts]
     seg = config.segmentation
-    per_run = seg.steps + len(test)
+    per_run = seg.steps + len(test) + len(validation)
     total = config.pairs + len(SETS) * len(config.seeds) * per_run
     started = time.perf_counter()
     untextured, translated = synthetic_pool(
@@ -278,7 +325,7 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
                 "translator": translator.model_checksum, "pairs": config.pairs, "pool_seed": config.pool_seed,
                 "real_images": config.real_images, "test_half": config.test_half,
                 "min_grain_area": config.min_grain_area, "tolerance": config.tolerance,
-                "micrographs": [s.name for s in real]}
+                "marker_depths": list(config.marker_depths), "micrographs": [s.name for s in real]}
     rows = []
     for k, (name, seed) in enumerate((n, s) for n in SETS for s in config.seeds):
         base = config.pairs + k * per_run
@@ -301,21 +348,31 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
                                  lambda done, _, message: progress(base + done, total, f"{label}: {message}"),
                                  should_stop)
         trained = time.perf_counter() - run_started
-        per_image = []
-        for i, region in enumerate(test):
+        per_image, per_validation = [], []
+        for i, region in enumerate(test + validation):
             check_stop(should_stop)
-            labels, _ = predict_image(result.model, region.image, should_stop=should_stop)
-            per_image.append({"name": region.name, **grain_scores(region, labels, config.min_grain_area,
-                                                                   config.tolerance)})
+            labels, probabilities = predict_image(result.model, region.image, should_stop=should_stop)
+            if i < len(test):
+                per_image.append({"name": region.name, **grain_scores(
+                    region, labels, probabilities[boundary], config.min_grain_area, config.tolerance,
+                    config.marker_depths)})
+            else:
+                per_validation.append(split_grain_dg(region, probabilities[boundary], config.marker_depths))
             if i == 0:
                 np.save(folder / "example_prediction.npy", labels.astype(np.uint8))
             progress(base + seg.steps + i + 1, total, f"{label}: scored {region.name}")
         row = {"set": name, "seed": seed, **run_scores(per_image, boundary), "train_seconds": round(trained, 1),
-               "training_samples": len(training[name]), "per_image": per_image, "settings": settings}
+               "training_samples": len(training[name]), "per_image": per_image,
+               "validation_dg_split": per_validation, "settings": settings}
         scores_path.write_text(json.dumps(row, indent=1) + "\n")
         rows.append(row)
+    if config.marker_depth is not None or not validation:
+        depth, on_validation = (DEFAULT_MARKER_DEPTH if config.marker_depth is None else config.marker_depth), {}
+    else:
+        depth, on_validation = choose_marker_depth(rows, config.marker_depths)
+    rows = [{**row, **split_scores(row["per_image"], depth)} for row in rows]
     report = _write_report(out, rows, config, translator, train_real, test, untextured, translated,
-                           data_description, time.perf_counter() - started)
+                           data_description, time.perf_counter() - started, validation, depth, on_validation)
     return Sim2RealResult(out, rows, report)
 
 
@@ -323,8 +380,9 @@ def run_sim2real_benchmark(real: Sequence[Sample], translator, out: str | Path, 
 
 
 def _write_report(out: Path, rows, config: Sim2RealConfig, translator, train_real, test, untextured, translated,
-                  data_description: str, seconds: float) -> Path:
-    flat = [{k: v for k, v in r.items() if k not in ("per_image", "settings")} for r in rows]
+                  data_description: str, seconds: float, validation: Sequence[Sample], depth: float,
+                  on_validation: dict[str, float]) -> Path:
+    flat = [{k: v for k, v in r.items() if k not in ("per_image", "validation_dg_split", "settings")} for r in rows]
     with (out / "runs.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
         writer.writeheader()
@@ -333,7 +391,7 @@ def _write_report(out: Path, rows, config: Sim2RealConfig, translator, train_rea
     for name in SETS:
         mine = [r for r in rows if r["set"] == name]
         entry: dict[str, Any] = {"set": name, "runs": len(mine)}
-        for metric in (*METRICS, "e112_dg"):
+        for metric in (*METRICS, "e112_dg", "e112_dg_split"):
             entry[f"{metric}_mean"], entry[f"{metric}_sd"] = _mean_sd([r[metric] for r in mine])
         summary.append(entry)
     with (out / "summary.csv").open("w", newline="") as handle:
@@ -346,11 +404,12 @@ def _write_report(out: Path, rows, config: Sim2RealConfig, translator, train_rea
     seen = sorted(set(t.sample_names) & {s.name.rsplit(" ", 1)[0] for s in test})
     lines = [
         "# Paper 003's experiment: U-Net on synthetic grain images, tested on real grain boundaries", "",
-        "| training set | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | E112 ΔG (signed) |",
-        "|---|" + "---|" * (len(METRICS) + 1),
+        "| training set | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
+        + " | E112 ΔG, interiors (signed) | E112 ΔG, split grains (signed) |",
+        "|---|" + "---|" * (len(METRICS) + 2),
     ]
     for entry in summary:
-        cells = [f"{entry[f'{m}_mean']:.3f} ± {entry[f'{m}_sd']:.3f}" for m in (*METRICS, "e112_dg")]
+        cells = [f"{entry[f'{m}_mean']:.3f} ± {entry[f'{m}_sd']:.3f}" for m in (*METRICS, "e112_dg", "e112_dg_split")]
         lines.append(f"| {SET_LABELS[entry['set']]} | " + " | ".join(cells) + " |")
     lines += [
         "", f"Mean ± sd over {len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}: U-Net initialisation and "
@@ -361,7 +420,13 @@ def _write_report(out: Path, rows, config: Sim2RealConfig, translator, train_rea
         f"(the translator's scale); {test[0].shape[1]}x{test[0].shape[0]} px regions",
         f"- test: the {config.test_half} half of every micrograph ({len(test)} regions, {int(hand)} hand grains by "
         f"E112's count), hand boundaries 2 px at this scale; boundary F1 tolerance {config.tolerance:g} px; "
-        f"predicted grains: interiors of at least {config.min_grain_area} px",
+        f"predicted grains: interiors of at least {config.min_grain_area} px, and split grains (watershed of the "
+        f"distance to the predicted boundaries, marker depth {depth:g} px, "
+        + (f"chosen on the validation regions: the train halves of {', '.join(s.name for s in validation)}, which "
+           "no U-Net trains on; mean |ΔG| there over every run per depth: "
+           + ", ".join(f"{d} px {v:.3f}" for d, v in on_validation.items()) + ")"
+           if on_validation else ("given" if config.marker_depth is not None else "the default: no micrograph "
+                                  "was left for validation") + ")"),
         f"- baseline 1: the other halves of the first {len(train_real)} micrographs "
         f"({', '.join(s.name for s in train_real)}), labelled",
         f"- baseline 2 and method: the same {len(translated)} structures (pool seed {config.pool_seed}), "
@@ -411,5 +476,6 @@ def _plot_examples(path: Path, region: Sample, untextured: Sample, translated: S
     fig.savefig(path)
 
 
-__all__ = ["SETS", "Sim2RealConfig", "Sim2RealResult", "at_scale", "grain_scores", "halves", "run_scores",
-           "run_sim2real_benchmark", "synthetic_pool", "write_region_folder"]
+__all__ = ["SETS", "Sim2RealConfig", "Sim2RealResult", "at_scale", "choose_marker_depth", "grain_scores", "halves",
+           "run_scores", "run_sim2real_benchmark", "split_grain_dg", "split_scores", "synthetic_pool",
+           "write_region_folder"]
