@@ -246,11 +246,20 @@ def grain_boundary_ids(schema: PhaseSchema) -> tuple[int, int]:
     return grain, boundary
 
 
-def grain_map_from_array(data: np.ndarray, min_area: int = 0) -> np.ndarray:
+def grains_of_boundary_mask(boundary: np.ndarray, min_area: int = 0, split_depth: float | None = None) -> np.ndarray:
+    """Grain labels of a grain-boundary mask: its filled interiors (:func:`labels_from_boundaries`), or with
+    ``split_depth`` its split grains (:func:`grains_from_boundary_probability`, for predicted masks whose
+    gaps merge grains)."""
+    boundary = np.asarray(boundary, dtype=bool)
+    if split_depth is not None:
+        return grains_from_boundary_probability(boundary.astype(np.float32), split_depth)
+    return labels_from_boundaries(boundary, min_area=min_area)
+
+
+def grain_map_from_array(data: np.ndarray, min_area: int = 0, split_depth: float | None = None) -> np.ndarray:
     """Grain labels of a mask's pixel values: an RGB map with one colour per grain (Fast-FineCut style),
     an integer label image (0 = no grain), or a two-valued boundary mask (the rarer value is the boundary:
-    boundaries cover a small share of a grain map), whose interiors are labelled and filled
-    (:func:`labels_from_boundaries`)."""
+    boundaries cover a small share of a grain map), whose grains are :func:`grains_of_boundary_mask`'s."""
     from .io import decode_instance_map
 
     data = np.asarray(data)
@@ -262,13 +271,13 @@ def grain_map_from_array(data: np.ndarray, min_area: int = 0) -> np.ndarray:
     if values.size <= 2:
         if values.size == 1:
             return np.ones(data.shape, np.int32)
-        return labels_from_boundaries(data == values[np.argmin(counts)], min_area=min_area)
+        return grains_of_boundary_mask(data == values[np.argmin(counts)], min_area, split_depth)
     if not np.issubdtype(data.dtype, np.integer) or values[0] < 0:
         raise ValueError(f"a grain map must hold non-negative integer labels, got {data.dtype} from {values[0]}")
     return data.astype(np.int32)
 
 
-def read_grain_map(path: str | Path, min_area: int = 0) -> np.ndarray:
+def read_grain_map(path: str | Path, min_area: int = 0, split_depth: float | None = None) -> np.ndarray:
     """Grain labels of a mask file (see :func:`grain_map_from_array`; .npy, .png, .tif, ...)."""
     from .io import mask_array
 
@@ -277,6 +286,6 @@ def read_grain_map(path: str | Path, min_area: int = 0) -> np.ndarray:
         raise FileNotFoundError(f"grain map not found: {path}")
     try:
         data = np.load(path) if path.suffix.lower() == ".npy" else mask_array(path)
-        return grain_map_from_array(data, min_area=min_area)
+        return grain_map_from_array(data, min_area=min_area, split_depth=split_depth)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

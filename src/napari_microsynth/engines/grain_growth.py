@@ -27,7 +27,7 @@ from ..core.grains import (
     astm_e112,
     grain_boundary_ids,
     grain_table,
-    labels_from_boundaries,
+    grains_of_boundary_mask,
     read_grain_map,
     summarise,
 )
@@ -202,13 +202,13 @@ class GrainSource:
     def __post_init__(self) -> None:
         self.name = self.name or self.path.name
 
-    def labels(self, min_area: int) -> np.ndarray:
+    def labels(self, min_area: int, split_depth: float | None) -> np.ndarray:
         """The grain labels of a mask file or of a stored sample's grain-boundary mask."""
         if self.index is None:
-            return read_grain_map(self.path, min_area=min_area)
+            return read_grain_map(self.path, min_area=min_area, split_depth=split_depth)
         sample = DatasetStore.open(self.path, mode="r")[self.index]
         _, boundary = grain_boundary_ids(sample.schema)
-        return labels_from_boundaries(sample.mask == boundary, min_area=min_area)
+        return grains_of_boundary_mask(sample.mask == boundary, min_area, split_depth)
 
 
 def _mask_files(folder: Path) -> list[Path]:
@@ -322,7 +322,8 @@ def _pool(group: str, tables: list[dict[str, np.ndarray]], e112s: list, px: floa
 
 
 def grain_statistics(paths: list[str | Path], out: str | Path, pixel_size_um: float | None = None, min_area: int = 0,
-                     progress: ProgressFn = no_progress, should_stop: StopFn = never_stop) -> GrainStatsReport:
+                     split_depth: float | None = None, progress: ProgressFn = no_progress,
+                     should_stop: StopFn = never_stop) -> GrainStatsReport:
     """Grain statistics of every grain map the paths name (:func:`grain_sources`), written to ``out``:
 
     - ``grains.csv``: one row per grain (:data:`~napari_microsynth.core.grains.GRAIN_COLUMNS`, with its map);
@@ -333,7 +334,8 @@ def grain_statistics(paths: list[str | Path], out: str | Path, pixel_size_um: fl
 
     A structure is measured on its final instance map (the image, as a micrograph would show it); real
     masks are read with :func:`~napari_microsynth.core.grains.read_grain_map` (``min_area`` drops specks of
-    a boundary mask). Cancelling stops before the next map; nothing is written then.
+    a boundary mask; ``split_depth`` splits a boundary mask's grains merged through gaps instead,
+    :func:`~napari_microsynth.core.grains.grains_from_boundary_probability`). Cancelling stops before the next map; nothing is written then.
     """
     if pixel_size_um is not None and not pixel_size_um > 0:
         raise ValueError(f"the pixel size must be positive, got {pixel_size_um}")
@@ -350,7 +352,7 @@ def grain_statistics(paths: list[str | Path], out: str | Path, pixel_size_um: fl
             labels = structure.instances
             series.extend(_timeseries_rows(structure, source, px))
         else:
-            labels = source.labels(min_area)
+            labels = source.labels(min_area, split_depth)
         table = grain_table(labels, px)
         e112 = astm_e112(labels, px)
         for i in range(table["label"].size):
