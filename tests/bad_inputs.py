@@ -252,4 +252,6 @@ BAD_INPUTS = [
              ("evaluate-generator", "phasefield-cyclegan-iron-demo", "{data}/fastfinecut_iron", "--split", "all",
               "--encoder-split", "all", "-n", "2", "--device", "cpu", "--out", "{tmp}/e"),
              "do not record grains, growth_steps, regularity"),
+    BadInput("grain-stats of a store of phase maps", ("grain-stats", "{tmp}/s.zarr", "--out", "{tmp}/g"),
+             "not grain-boundary masks", store=True),
 ]

@@ -225,6 +225,9 @@ def grain_sources(paths: list[str | Path]) -> list[GrainSource]:
         group = path.name or str(path)
         if is_store(path):
             store = DatasetStore.open(path, mode="r")
+            if "boundary" not in [n.lower() for n in store.schema.names] and store.schema.n_classes != 2:
+                raise ValueError(f"{path} holds {store.schema.name} phase maps ({', '.join(store.schema.names)}), "
+                                 "not grain-boundary masks (a 'boundary' class)")
             found = [GrainSource(path, group, False, i, name) for i, name in enumerate(store.names)
                      if store.status(i) != "rejected"]
             if not found:
