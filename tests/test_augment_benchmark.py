@@ -14,7 +14,9 @@ from napari_microsynth.engines.augment_benchmark import (
     AugmentBenchmarkConfig,
     Setting,
     _scores,
+    agreement_scores,
     conclusion,
+    judged_classes,
     paper_class_set,
     run_augment_benchmark,
 )
@@ -103,7 +105,8 @@ def test_the_agreement_rule_trains_only_on_pairs_the_real_only_model_agrees_with
     train, test = read_uhcs(1, pixel_size_um=0.5), read_uhcs(2, pixel_size_um=0.5)[1:]
     cfg = config(ratios=(0, 0.25, 0.5), agreement=0.2, agreement_ratios=(0.25,))
     result = run_augment_benchmark(train, test, tmp_path, cfg, generator=generator)
-    scores = json.loads((tmp_path / "agreement.json").read_text())["scores"]
+    confusions = np.array(json.loads((tmp_path / "agreement.json").read_text())["confusions"])
+    scores = agreement_scores(confusions, None)
     pool = DatasetStore.open(tmp_path / "synthetic.zarr")
     assert len(scores) == len(pool) and all(0.0 <= v <= 1.0 for v in scores)
     kept = sum(v >= 0.2 for v in scores)
@@ -120,6 +123,52 @@ def test_the_agreement_rule_trains_only_on_pairs_the_real_only_model_agrees_with
     with pytest.raises(FileExistsError, match=f"drawn as {len(pool)} pairs"):  # the targets depend on the pool size
         run_augment_benchmark(train, test, tmp_path, replace(cfg, ratios=(0, 1), agreement_ratios=()),
                               generator=generator)
+
+
+def test_agreement_on_judged_classes_ignores_a_phase_the_judge_cannot_see():
+    """A judge blind to martensite/austenite calls it matrix: over all classes such a pair disagrees, over the
+    classes the judge segments (on validation) it agrees, so the rule no longer rejects MA-rich pairs."""
+    from napari_microsynth.core.metrics import confusion_matrix
+
+    metaldam = PhaseSchema.bundled("metaldam")
+    judge_scores = {"val iou matrix": 0.68, "val iou austenite": 0.82, "val iou martensite/austenite": 0.10,
+                    "val iou precipitate": 0.0, "val iou defect": 0.63}
+    judged = judged_classes(judge_scores, metaldam, 0.35)
+    assert [metaldam.names[i] for i in judged] == ["matrix", "austenite", "defect"]
+    ma, matrix, austenite = (metaldam.names.index(n) for n in ("martensite/austenite", "matrix", "austenite"))
+    mask = np.full((20, 20), matrix)
+    mask[:, 10:] = austenite
+    mask[:8, :8] = ma  # an MA island the judge paints as matrix
+    seen = np.where(mask == ma, matrix, mask)
+    cm = confusion_matrix(mask, seen, metaldam.n_classes)[None]
+    [over_all], [over_judged] = agreement_scores(cm, None), agreement_scores(cm, judged)
+    assert over_all < 0.6 and over_judged == pytest.approx(1.0)
+    # a pair whose matrix the judge sees as austenite still disagrees on the judged classes
+    wrong = np.where(mask == matrix, austenite, mask)
+    assert agreement_scores(confusion_matrix(mask, wrong, metaldam.n_classes)[None], judged)[0] < 0.5
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_judged_classes_rule_extends_a_finished_folder_and_says_which_classes_count(read_uhcs, generator,
+                                                                                      tmp_path):
+    train, val, test = (read_uhcs(3, pixel_size_um=0.5)[i:i + 1] for i in range(3))
+    cfg = config(ratios=(0, 0.25), agreement=0.2)
+    run_augment_benchmark(train, test, tmp_path, cfg, generator=generator, real_val=val)
+    result = run_augment_benchmark(train, test, tmp_path, replace(cfg, agreement_classes="judged"),
+                                   generator=generator, real_val=val)
+    judge = json.loads((tmp_path / "runs" / "ratio0_seed0" / "metrics.json").read_text())
+    judged = judged_classes(judge, UHCS, 0.2)
+    confusions = np.array(json.loads((tmp_path / "agreement.json").read_text())["confusions"])
+    kept = sum(v >= 0.2 for v in agreement_scores(confusions, judged))
+    report = result["report"].read_text()
+    names = ", ".join(UHCS.names[i] for i in judged) or "none"
+    assert f"over the classes that model segments at IoU >= 0.2 on the validation micrographs ({names})" in report
+    assert f": {kept} of {len(confusions)} pool pairs" in report
+    labels = [r["setting"] for r in result["table"]]
+    assert labels[:2] == ["real only", "1:0.25"]
+    assert ("1:0.25, agreement >= 0.2 on judged classes" in labels) == (kept >= result["table"][1]["synthetic_pairs"])
+    with pytest.raises(ValueError, match="found on validation micrographs"):
+        run_augment_benchmark(train, test, tmp_path, replace(cfg, agreement_classes="judged"), generator=generator)
 
 
 def test_a_setting_that_loses_against_real_only_is_called_a_loss():

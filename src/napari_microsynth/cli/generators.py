@@ -407,6 +407,9 @@ def _augment_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="also train on only the pool pairs the real-only model agrees with at this mIoU (0: no)")
     p.add_argument("--agreement-ratios", type=float, nargs="+", default=[], metavar="R",
                    help="ratios of the agreement-curated settings (default: every ratio > 0)")
+    p.add_argument("--agreement-classes", choices=["all", "judged"], default="all",
+                   help="classes the agreement mIoU averages over: all, or judged: those the real-only model "
+                        "segments at the --agreement IoU on the validation split, on the pixels the mask gives them")
     p.add_argument("--classes", nargs="+", metavar="PHASE",
                    help="classes of the headline mIoU / Dice (default: paper 000's set; MetalDAM without "
                         "precipitate)")
@@ -467,7 +470,8 @@ def _augment_benchmark(args: argparse.Namespace) -> int:
     config = AugmentBenchmarkConfig(
         ratios=tuple(args.ratios), seeds=tuple(args.seeds), segmentation=segmentation, budget=args.budget,
         synthetic_per_batch=args.synthetic_per_batch, synthetic_weight=args.synthetic_weight,
-        agreement=args.agreement, agreement_ratios=tuple(args.agreement_ratios), class_set=tuple(args.classes or ()),
+        agreement=args.agreement, agreement_ratios=tuple(args.agreement_ratios),
+        agreement_classes=args.agreement_classes, class_set=tuple(args.classes or ()),
         sampling=sampling, levels=parse_boost_levels(args.boost_level, train[0].schema),
         upscale_steps=args.upscale_steps, pool_seed=args.pool_seed)
     data = (f"{Path(args.data).name}: train split {args.train_split!r} ({len(train)} micrographs), "

@@ -8,7 +8,10 @@ controls the paper leaves implicit (issue 11). Each is an option, written into `
   on the real tiles plus synthetic pairs at real:synthetic ratios 1:r (the paper: 1:1 ... 1:10, up to 5000
   synthetic next to 500 real 256 px tiles), optionally also with only the pairs a real-data segmenter
   agrees with (``agreement``: the real-only model of the first seed judges every pool pair; pairs whose
-  mask and its phase map reach that mIoU are kept).
+  mask and its phase map reach that mIoU are kept). ``agreement_classes`` "all" averages the IoU over every
+  class; "judged" only over the classes the judge itself segments at the threshold on the validation
+  micrographs, and only on the pixels the mask gives one of them (a judge blind to a rare phase otherwise
+  rejects exactly the pairs rich in it).
 - **Equal real-tile visits** (``budget``): ``"real-batch"`` (default) puts ``synthetic_per_batch`` synthetic
   tiles on top of each full batch of real tiles, so every setting sees each real tile as often as real only;
   ``"fixed-epochs"`` draws from the union and scales the steps with its size (the paper's fixed epochs);
@@ -59,7 +62,9 @@ AGREEMENT_FILE = "agreement.json"
 TARGETS_PNG = "pool_targets.png"
 POOL_PLAN = "pool.json"  # the number of pairs the pool's targets were drawn for
 #: Config fields a finished benchmark folder may be re-run with changed (:func:`_check_settings_file`).
-EXTENDABLE = ("ratios", "seeds", "agreement", "agreement_ratios")
+EXTENDABLE = ("ratios", "seeds", "agreement", "agreement_ratios", "agreement_classes")
+#: Which classes the agreement rule averages over (see the module docstring).
+AGREEMENT_CLASSES = ("all", "judged")
 #: How the step budget treats real tiles (see the module docstring).
 BUDGETS = ("real-batch", "fixed-epochs", "fixed-steps")
 #: The classes paper 000 scores MetalDAM on (sec. 2.1: "We will also ignore precipitate class").
@@ -85,7 +90,7 @@ class AugmentBenchmarkConfig:
         ``scale_range`` (1, 1): the paper's basic augmentations have no magnification change).
     budget / synthetic_per_batch / synthetic_weight: the real-visit control and the synthetic loss weight.
     agreement: an mIoU threshold in (0, 1] for the agreement-curated settings (0: none), at
-        ``agreement_ratios`` (empty: every ratio > 0).
+        ``agreement_ratios`` (empty: every ratio > 0), over ``agreement_classes``.
     class_set: the classes of the headline mIoU / Dice (empty: :func:`paper_class_set`).
     sampling: generator sampling options (sampler, steps, guidance_scale, batch_size) for the pool;
         levels: boost levels of the pool's fraction targets (phase name -> mean fraction; empty: paper 000's
@@ -103,6 +108,7 @@ class AugmentBenchmarkConfig:
     synthetic_weight: float = 1.0
     agreement: float = 0.0
     agreement_ratios: tuple[float, ...] = ()
+    agreement_classes: str = "all"
     class_set: tuple[str, ...] = ()
     sampling: dict[str, Any] = field(default_factory=dict)
     levels: dict[str, float] = field(default_factory=dict)
@@ -130,6 +136,9 @@ class AugmentBenchmarkConfig:
             raise ValueError(f"agreement (--agreement) is an mIoU threshold in [0, 1], got {self.agreement}")
         if self.agreement > 0 and self.ratios[0] != 0:
             raise ValueError("the agreement rule is judged by the real-only model: include ratio 0")
+        if self.agreement_classes not in AGREEMENT_CLASSES:
+            raise ValueError(f"agreement_classes (--agreement-classes) must be one of {', '.join(AGREEMENT_CLASSES)}, "
+                             f"got {self.agreement_classes!r}")
         missing = [r for r in self.agreement_ratios if r not in self.ratios or r == 0]
         if missing:
             raise ValueError(f"--agreement-ratios {missing} are not among the ratios > 0 {list(self.ratios)}")
@@ -145,7 +154,7 @@ class AugmentBenchmarkConfig:
         if self.agreement <= 0:
             return plain
         curated = self.agreement_ratios or tuple(r for r in self.ratios if r > 0)
-        return plain + [Setting(r, self.agreement) for r in curated]
+        return plain + [Setting(r, self.agreement, self.agreement_classes) for r in curated]
 
     def trained_config(self, setting: "Setting", n_real: int, n_synthetic: int) -> SegmentationConfig:
         """The segmenter's training for ``setting``: the budget and the synthetic loss weight applied."""
@@ -173,19 +182,22 @@ class AugmentBenchmarkConfig:
 
 @dataclass(frozen=True)
 class Setting:
-    """One trained configuration: real:synthetic 1:``ratio``, the pool curated at ``agreement`` (0: not)."""
+    """One trained configuration: real:synthetic 1:``ratio``, the pool curated at ``agreement`` (0: not) over
+    ``classes`` (:data:`AGREEMENT_CLASSES`)."""
 
     ratio: float
     agreement: float = 0.0
+    classes: str = "all"
 
     @property
     def label(self) -> str:
         if self.ratio == 0:
             return "real only"
-        return f"1:{self.ratio:g}" + (f", agreement >= {self.agreement:g}" if self.agreement else "")
+        judged = " on judged classes" if self.classes == "judged" else ""
+        return f"1:{self.ratio:g}" + (f", agreement >= {self.agreement:g}{judged}" if self.agreement else "")
 
     def run_dir(self, out: Path, seed: int) -> Path:
-        agreed = f"_agree{self.agreement:g}" if self.agreement else ""
+        agreed = f"_agree{self.agreement:g}" + ("_judged" if self.classes == "judged" else "") if self.agreement else ""
         return out / "runs" / f"ratio{self.ratio:g}{agreed}_seed{seed}"
 
 
@@ -243,20 +255,38 @@ def _pool_pairs(store: DatasetStore, n: int, real_pixel_size: float | None, tile
     return [to_real_scale(store[i], real_pixel_size, tile) for i in indices[:n]]
 
 
-def _agreement_scores(out: Path, judge, pool: Sequence[Sample], progress: ProgressFn,
-                      should_stop: StopFn) -> list[float]:
-    """Agreement mIoU of every pool pair with ``judge`` (cached in ``OUT/agreement.json``, pair by pair
-    order, so a resumed benchmark does not judge again)."""
-    from .generator_evaluation import agreement_miou
+def _agreement_confusions(out: Path, judge, pool: Sequence[Sample], progress: ProgressFn,
+                          should_stop: StopFn) -> np.ndarray:
+    """Mask-vs-judge confusion matrix of every pool pair (cached in ``OUT/agreement.json`` in pool order, so a
+    resumed benchmark does not judge again; a cache of an earlier version, scores only, is judged anew)."""
+    from .generator_evaluation import agreement_confusions
 
     path = out / AGREEMENT_FILE
-    scores: list[float] = json.loads(path.read_text())["scores"] if path.exists() else []
-    for start in range(len(scores), len(pool), 64):
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    confusions: list = cached.get("confusions", [])
+    for start in range(len(confusions), len(pool), 64):
         check_stop(should_stop)
-        scores += [float(v) for v in agreement_miou(judge, pool[start:start + 64], 1)]
-        path.write_text(json.dumps({"judge": "real-only model of the first seed", "scores": scores}))
-        progress(len(scores), len(pool), f"agreement of {len(scores)}/{len(pool)} pool pairs")
-    return scores[: len(pool)]
+        confusions += agreement_confusions(judge, pool[start:start + 64], 1).tolist()
+        path.write_text(json.dumps({"judge": "real-only model of the first seed", "confusions": confusions}))
+        progress(len(confusions), len(pool), f"agreement of {len(confusions)}/{len(pool)} pool pairs")
+    return np.array(confusions[: len(pool)])
+
+
+def judged_classes(judge_metrics: Mapping[str, Any], schema: PhaseSchema, threshold: float) -> list[int]:
+    """The classes the judge segments at ``threshold`` IoU or better on the validation micrographs (its
+    ``metrics.json`` scores)."""
+    return [i for i, name in enumerate(schema.names) if judge_metrics.get(f"val iou {name}", math.nan) >= threshold]
+
+
+def agreement_scores(confusions: np.ndarray, judged: Sequence[int] | None) -> list[float]:
+    """Per pair: mIoU of mask and judge over every class (``judged`` None) or over the judged classes
+    (:func:`~.generator_evaluation.judged_agreement`; nan counts as no agreement)."""
+    from ..core.metrics import mean_iou
+    from .generator_evaluation import judged_agreement
+
+    if judged is None:
+        return [mean_iou(cm) for cm in confusions]
+    return [judged_agreement(cm, judged) for cm in confusions]
 
 
 def _scores(report: dict[str, Any], class_set: Sequence[str]) -> dict[str, float]:
@@ -431,14 +461,20 @@ def run_augment_benchmark(
     pool = _pool(out, config, real_train, tile, max(n_synthetic.values()), generator, synthetic_store, upscaler,
                  lambda k, n, msg: progress(0, total_runs, f"synthetic pool: {msg}"), should_stop)
 
-    rows, done, curated, skipped = [], 0, None, []
+    if config.agreement and config.agreement_classes == "judged" and not real_val:
+        raise ValueError("the judged classes of the agreement rule are found on validation micrographs: give some")
+    rows, done, curated, judged, skipped = [], 0, None, None, []
     for setting in settings:
         if setting.agreement and curated is None:
             first = config.seeds[0]
-            judge = _train(real, replace(config.segmentation, seed=first), Setting(0.0).run_dir(out, first),
-                           should_stop)
-            scores = _agreement_scores(out, judge, pool, lambda k, n, msg: progress(done, total_runs, msg),
-                                       should_stop)
+            judge_dir = Setting(0.0).run_dir(out, first)
+            judge = _train(real, replace(config.segmentation, seed=first), judge_dir, should_stop)
+            confusions = _agreement_confusions(out, judge, pool, lambda k, n, msg: progress(done, total_runs, msg),
+                                               should_stop)
+            if setting.classes == "judged":
+                judged = judged_classes(json.loads((judge_dir / "metrics.json").read_text()), schema,
+                                        config.agreement)
+            scores = agreement_scores(confusions, judged)
             curated = [p for p, score in zip(pool, scores) if score >= config.agreement]
         source = curated if setting.agreement else pool
         needed = n_synthetic[setting.ratio]
@@ -477,7 +513,8 @@ def run_augment_benchmark(
     report = _write_report(out, table, chosen, config, class_set, skipped, dict(
         real_train=real_train, real_test=real_test, real_val=real_val, n_real=len(real), generator=generator,
         upscaler=upscaler, synthetic_store=synthetic_store, data_description=data_description,
-        n_pool=len(pool), n_curated=None if curated is None else len(curated)))
+        n_pool=len(pool), n_curated=None if curated is None else len(curated),
+        judged=None if judged is None else [schema.names[i] for i in judged]))
     return {"table": table, "runs": rows, "chosen": chosen, "report": report}
 
 
@@ -573,8 +610,12 @@ def _write_report(out: Path, table, chosen, config: AugmentBenchmarkConfig, clas
         f"- synthetic pairs: {source}",
         f"- budget: {budget[config.budget]}; synthetic loss weight {config.synthetic_weight:g}",
         "- agreement rule: " + (f"pairs whose mask and the real-only model's (seed {config.seeds[0]}) phase map of "
-                                f"their image reach mIoU {config.agreement:g}: {facts['n_curated']} of "
-                                f"{facts['n_pool']} pool pairs" if config.agreement else "not used"),
+                                f"their image reach mIoU {config.agreement:g}"
+                                + (f" over the classes that model segments at IoU >= {config.agreement:g} on the "
+                                   f"validation micrographs ({', '.join(facts['judged']) or 'none'}), on the pixels "
+                                   "the mask gives them" if facts["judged"] is not None else "")
+                                + f": {facts['n_curated']} of {facts['n_pool']} pool pairs"
+                                if config.agreement else "not used"),
         f"- segmenter: {seg.arch} ({seg.preset} preset{', encoder ' + seg.encoder if seg.encoder else ''}), "
         f"no PLM, {seg.steps} steps of batch {seg.batch_size} (real only), network tile {seg.tile_size} px at input "
         f"scale {seg.input_scale:g}, Dice + cross-entropy, flips / rot90 / brightness-contrast-gamma augmentations",

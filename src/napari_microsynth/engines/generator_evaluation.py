@@ -32,6 +32,7 @@ The metric functions take plain arrays and can be used on their own:
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -506,6 +507,26 @@ def segmenter_labels(segmenter: "Segmenter", image: np.ndarray, downscale: int) 
     return probs.reshape(-1, h, downscale, w, downscale).mean(axis=(2, 4)).argmax(axis=0)
 
 
+def agreement_confusions(
+    segmenter: "Segmenter",
+    pairs: Sequence[Sample],
+    downscale: int,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> np.ndarray:
+    """Per pair: the ``(C, C)`` confusion matrix of its mask (rows) against :func:`segmenter_labels` of its
+    image (columns); ``(N, C, C)``."""
+    if segmenter.schema.names != pairs[0].schema.names:
+        raise ValueError(f"the segmenter's phases {segmenter.schema.names} are not the pairs' {pairs[0].schema.names}")
+    schema, out = pairs[0].schema, []
+    for i, pair in enumerate(pairs):
+        check_stop(should_stop)
+        labels = segmenter_labels(segmenter, pair.image, downscale)
+        out.append(confusion_matrix(pair.mask, labels, schema.n_classes, schema.ignore_id))
+        progress(i + 1, len(pairs), f"mask-image agreement: {i + 1}/{len(pairs)} tiles")
+    return np.array(out)
+
+
 def agreement_miou(
     segmenter: "Segmenter",
     pairs: Sequence[Sample],
@@ -515,15 +536,23 @@ def agreement_miou(
 ) -> np.ndarray:
     """Per pair: mIoU between its mask and :func:`segmenter_labels` of its image (classes in neither map
     left out)."""
-    if segmenter.schema.names != pairs[0].schema.names:
-        raise ValueError(f"the segmenter's phases {segmenter.schema.names} are not the pairs' {pairs[0].schema.names}")
-    schema, out = pairs[0].schema, []
-    for i, pair in enumerate(pairs):
-        check_stop(should_stop)
-        labels = segmenter_labels(segmenter, pair.image, downscale)
-        out.append(mean_iou(confusion_matrix(pair.mask, labels, schema.n_classes, schema.ignore_id)))
-        progress(i + 1, len(pairs), f"mask-image agreement: {i + 1}/{len(pairs)} tiles")
-    return np.array(out)
+    return np.array([mean_iou(cm) for cm in agreement_confusions(segmenter, pairs, downscale, progress, should_stop)])
+
+
+def judged_agreement(cm: np.ndarray, judged: Sequence[int]) -> float:
+    """Agreement over the classes a judge can see: the mean IoU of the ``judged`` classes over the pixels the
+    mask gives a judged class (pixels of other classes say nothing either way), from a mask-vs-judge confusion
+    matrix; nan when the mask and the judge hold none of them there.
+
+    >>> cm = np.array([[8, 0, 2], [0, 0, 0], [0, 0, 5]])  # class 2 unjudged: its pixels do not count
+    >>> judged_agreement(cm, [0, 1]), round(mean_iou(cm), 3)
+    (0.8, 0.757)
+    """
+    kept = np.asarray(cm, dtype=np.float64)[list(judged)]
+    tp = kept[np.arange(len(judged)), list(judged)]
+    union = kept.sum(axis=1) + kept[:, list(judged)].sum(axis=0) - tp
+    present = union > 0
+    return float(np.mean(tp[present] / union[present])) if present.any() else math.nan
 
 
 # ---------------------------------------------------------------- timing
