@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.metrics import confusion_matrix, mean_iou, phase_boundary_f1, pixel_accuracy
 from ..core.progress import ProgressFn, StopFn, never_stop, no_progress
 from .folder import config_from_dict
 from .trainer import LoopSettings, Recipe, Run, TrainResult, train
@@ -277,8 +278,8 @@ def reconstruction_scores(autoencoder: LatentAutoencoder, images: np.ndarray, ma
 
     Image: ``mse`` (on [0, 1] grey values) and ``psnr`` (dB, peak 1). Mask: ``pixel_accuracy``, ``miou``
     (mean over the classes present in the tiles or the reconstructions) of the argmax class map and
-    ``boundary_f1``: F1 of the phase-boundary pixels, a boundary pixel counting as found within 1 px
-    (:func:`boundary_f1`).
+    ``boundary_f1``: F1 of the phase-boundary pixels, a boundary pixel counting as found within 1 px, mean over
+    the tiles (:func:`~napari_microsynth.core.metrics.phase_boundary_f1`).
     """
     config = autoencoder.config
     device = autoencoder.latent_mean.device
@@ -291,42 +292,7 @@ def reconstruction_scores(autoencoder: LatentAutoencoder, images: np.ndarray, ma
         mse = float(((torch.from_numpy(image_output(out)) - torch.from_numpy(images)) ** 2).mean())
         return {"mse": mse, "psnr": float(10 * np.log10(1.0 / max(mse, 1e-12)))}
     predicted = out.argmax(dim=1).numpy()
-    labelled = masks != (-1 if ignore_id is None else ignore_id)
-    truth, guess = masks[labelled], predicted[labelled]
-    ious = []
-    for c in range(config.n_classes):
-        union = np.sum((truth == c) | (guess == c))
-        if union:
-            ious.append(np.sum((truth == c) & (guess == c)) / union)
-    return {"pixel_accuracy": float(np.mean(truth == guess)), "miou": float(np.mean(ious)),
-            "boundary_f1": boundary_f1(masks, predicted)}
-
-
-def _boundaries(masks: np.ndarray) -> np.ndarray:
-    """Pixels of ``(B, H, W)`` class maps whose right or lower neighbour has another class."""
-    edge = np.zeros(masks.shape, bool)
-    edge[:, :, :-1] |= masks[:, :, :-1] != masks[:, :, 1:]
-    edge[:, :-1, :] |= masks[:, :-1, :] != masks[:, 1:, :]
-    return edge
-
-
-def boundary_f1(truth: np.ndarray, predicted: np.ndarray, tolerance: int = 1) -> float:
-    """F1 of phase-boundary pixels of ``(B, H, W)`` class maps, a boundary pixel of one map counting as matched
-    when the other has one within ``tolerance`` px (chessboard distance); 1.0 when neither has boundaries.
-
-    >>> a = np.zeros((1, 8, 8), int); a[:, :, 4:] = 1
-    >>> b = np.zeros((1, 8, 8), int); b[:, :, 5:] = 1
-    >>> boundary_f1(a, b), boundary_f1(a, b, tolerance=0)
-    (1.0, 0.0)
-    """
-    from scipy.ndimage import binary_dilation
-
-    true_edge, found_edge = _boundaries(np.asarray(truth)), _boundaries(np.asarray(predicted))
-    if not true_edge.any() and not found_edge.any():
-        return 1.0
-    grow = np.ones((1, 2 * tolerance + 1, 2 * tolerance + 1), bool)
-    near_true = binary_dilation(true_edge, grow) if tolerance else true_edge
-    near_found = binary_dilation(found_edge, grow) if tolerance else found_edge
-    precision = float((found_edge & near_true).sum() / max(found_edge.sum(), 1))
-    recall = float((true_edge & near_found).sum() / max(true_edge.sum(), 1))
-    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    cm = confusion_matrix(masks, predicted, config.n_classes, ignore_id)
+    return {"pixel_accuracy": pixel_accuracy(cm), "miou": mean_iou(cm),
+            "boundary_f1": float(np.mean([phase_boundary_f1(t, g, ignore_id, tolerance=1)
+                                          for t, g in zip(masks, predicted)]))}
