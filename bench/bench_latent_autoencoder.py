@@ -22,7 +22,7 @@ import torch
 
 from napari_microsynth.core.datasets import load_dataset
 from napari_microsynth.core.tiles import RandomPairTiles, reduced_tiles
-from napari_microsynth.generators.tim3 import PRESETS
+from napari_microsynth.generators.tim3 import PRESETS, TiM3TrainConfig
 from napari_microsynth.models.latent_autoencoder import (
     AutoencoderTraining,
     LatentAutoencoder,
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="steps of each autoencoder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=PRESETS["small"]["resolution"])
-    parser.add_argument("--downscale", type=int, default=PRESETS["small"]["downscale"])
+    parser.add_argument("--downscale", type=int, default=TiM3TrainConfig().downscale)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
