@@ -197,7 +197,9 @@ class Setting:
         return f"1:{self.ratio:g}" + (f", agreement >= {self.agreement:g}{judged}" if self.agreement else "")
 
     def run_dir(self, out: Path, seed: int) -> Path:
-        agreed = f"_agree{self.agreement:g}" + ("_judged" if self.classes == "judged" else "") if self.agreement else ""
+        agreed = ""
+        if self.agreement:
+            agreed = f"_agree{self.agreement:g}" + ("_judged" if self.classes == "judged" else "")
         return out / "runs" / f"ratio{self.ratio:g}{agreed}_seed{seed}"
 
 
@@ -279,14 +281,12 @@ def judged_classes(judge_metrics: Mapping[str, Any], schema: PhaseSchema, thresh
 
 
 def agreement_scores(confusions: np.ndarray, judged: Sequence[int] | None) -> list[float]:
-    """Per pair: mIoU of mask and judge over every class (``judged`` None) or over the judged classes
-    (:func:`~.generator_evaluation.judged_agreement`; nan counts as no agreement)."""
-    from ..core.metrics import mean_iou
+    """Per pair: mIoU of mask and judge over the judged classes (:func:`~.generator_evaluation.judged_agreement`;
+    ``judged`` None: every class, the plain mIoU; nan counts as no agreement)."""
     from .generator_evaluation import judged_agreement
 
-    if judged is None:
-        return [mean_iou(cm) for cm in confusions]
-    return [judged_agreement(cm, judged) for cm in confusions]
+    classes = range(confusions.shape[-1]) if judged is None else judged
+    return [judged_agreement(cm, classes) for cm in confusions]
 
 
 def _scores(report: dict[str, Any], class_set: Sequence[str]) -> dict[str, float]:

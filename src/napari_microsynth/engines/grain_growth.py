@@ -23,14 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.grains import (
-    astm_e112,
-    grain_boundary_ids,
-    grain_table,
-    grains_of_boundary_mask,
-    read_grain_map,
-    summarise,
-)
+from ..core.grains import astm_e112, grain_boundary_ids, grain_table, grains_of_boundary_mask, read_grain_map, summarise
 from ..core.io import MASK_SUFFIXES
 from ..core.microstructure import GrainGrowthSettings, connected_instances
 from ..core.progress import Cancelled, ProgressFn, StopFn, never_stop, no_progress
@@ -196,6 +189,7 @@ class GrainSource:
     path: Path
     group: str
     structure: bool
+    store: DatasetStore | None = None  # open once for all of its samples
     index: int | None = None
     name: str = ""
 
@@ -204,11 +198,10 @@ class GrainSource:
 
     def labels(self, min_area: int, split_depth: float | None) -> np.ndarray:
         """The grain labels of a mask file or of a stored sample's grain-boundary mask."""
-        if self.index is None:
+        if self.store is None:
             return read_grain_map(self.path, min_area=min_area, split_depth=split_depth)
-        sample = DatasetStore.open(self.path, mode="r")[self.index]
-        _, boundary = grain_boundary_ids(sample.schema)
-        return grains_of_boundary_mask(sample.mask == boundary, min_area, split_depth)
+        _, boundary = grain_boundary_ids(self.store.schema)
+        return grains_of_boundary_mask(self.store.mask(self.index) == boundary, min_area, split_depth)
 
 
 def _mask_files(folder: Path) -> list[Path]:
@@ -228,7 +221,7 @@ def grain_sources(paths: list[str | Path]) -> list[GrainSource]:
             if "boundary" not in [n.lower() for n in store.schema.names] and store.schema.n_classes != 2:
                 raise ValueError(f"{path} holds {store.schema.name} phase maps ({', '.join(store.schema.names)}), "
                                  "not grain-boundary masks (a 'boundary' class)")
-            found = [GrainSource(path, group, False, i, name) for i, name in enumerate(store.names)
+            found = [GrainSource(path, group, False, store, i, name) for i, name in enumerate(store.names)
                      if store.status(i) != "rejected"]
             if not found:
                 raise ValueError(f"{path}: the store holds no sample that is not rejected")
@@ -286,7 +279,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _timeseries_rows(structure: GrainGrowthResult, source: GrainSource, pixel_size_um: float | None) -> list[dict[str, Any]]:
+def _timeseries_rows(structure: GrainGrowthResult, source: GrainSource,
+                     pixel_size_um: float | None) -> list[dict[str, Any]]:
     """Mean +- std grain size per snapshot, over the simulation's whole grains (grain numbers on the periodic
     domain: no grain is cut by the image edge), and the E112 number of the snapshot's image."""
     rows = []
@@ -338,7 +332,8 @@ def grain_statistics(paths: list[str | Path], out: str | Path, pixel_size_um: fl
     A structure is measured on its final instance map (the image, as a micrograph would show it); real
     masks are read with :func:`~napari_microsynth.core.grains.read_grain_map` (``min_area`` drops specks of
     a boundary mask; ``split_depth`` splits a boundary mask's grains merged through gaps instead,
-    :func:`~napari_microsynth.core.grains.grains_from_boundary_probability`). Cancelling stops before the next map; nothing is written then.
+    :func:`~napari_microsynth.core.grains.grains_from_boundary_probability`). Cancelling stops before the
+    next map; nothing is written then.
     """
     if pixel_size_um is not None and not pixel_size_um > 0:
         raise ValueError(f"the pixel size must be positive, got {pixel_size_um}")

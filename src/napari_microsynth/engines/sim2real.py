@@ -185,10 +185,11 @@ def _dg(grains: np.ndarray, hand) -> tuple[float, float]:
     return (found.equivalent_grains if found else 0.0), (math.log2(ratio) if ratio > 0 else float("-inf"))
 
 
-def split_grain_dg(truth: Sample, boundary_probability: np.ndarray, depths: Sequence[float]) -> dict[str, float]:
-    """dG of the split grains of a predicted boundary probability map against a region's hand map, per
-    marker depth (keys: the depths as text, for JSON)."""
-    hand = astm_e112(truth.instances)
+def split_grain_dg(truth: Sample, boundary_probability: np.ndarray, depths: Sequence[float],
+                   hand=None) -> dict[str, float]:
+    """dG of the split grains of a predicted boundary probability map against a region's hand map (its E112
+    count ``hand`` when already made), per marker depth (keys: the depths as text, for JSON)."""
+    hand = astm_e112(truth.instances) if hand is None else hand
     return {f"{d:g}": _dg(grains_from_boundary_probability(boundary_probability, d), hand)[1] for d in depths}
 
 
@@ -206,7 +207,7 @@ def grain_scores(truth: Sample, predicted: np.ndarray, boundary_probability: np.
         "e112_hand_grains": hand.equivalent_grains,
         "e112_predicted_grains": found,
         "e112_dg": dg,
-        "e112_dg_split": split_grain_dg(truth, boundary_probability, depths),
+        "e112_dg_split": split_grain_dg(truth, boundary_probability, depths, hand),
     }
 
 

@@ -418,11 +418,16 @@ class Generator(ModelFolderMixin):
     ) -> Iterator[Sample]:
         """An iterator of synthetic pairs, provenance filled in (sample ``i`` gets seed ``seed + i``).
 
-        ``conditions`` as :meth:`ConditionSpec.expand` takes them; ``options`` are the family's sampling
+        ``conditions`` as :meth:`ConditionSpec.expand` takes them; for a property-conditioned model None draws
+        ``n`` (default 1) :meth:`plausible_conditions` from ``seed``. ``options`` are the family's sampling
         options (:meth:`sampling_options`). Bad conditions or options raise a ValueError here, before any
         work; iterating raises ``Cancelled`` between denoising steps once ``should_stop()`` turns true.
         """
         sampling = self.sampling_config(**options)
+        if conditions is None and self.condition_spec.kind == "properties":
+            if n is not None and n < 0:
+                raise ValueError(f"n must be >= 0, got {n}")
+            conditions, n = self.plausible_conditions(1 if n is None else n, seed), None
         expanded = self.condition_spec.expand(conditions, n)
         seeds = [int(seed) + i for i in range(len(expanded))]
         return self._stream(expanded, seeds, progress, should_stop, sampling)

@@ -52,14 +52,7 @@ import torch
 from ..core.grains import grain_boundary_ids
 from ..core.microstructure import MAX_REGULARITY, GrainGrowthSettings
 from ..core.options import option
-from ..core.progress import (
-    Cancelled,
-    ProgressFn,
-    StopFn,
-    check_stop,
-    never_stop,
-    no_progress,
-)
+from ..core.progress import Cancelled, ProgressFn, StopFn, check_stop, never_stop, no_progress
 from ..core.sample import COMPANIONS, Provenance, Sample, companion_images, encode_png
 from ..core.schema import PhaseSchema
 from ..models.cyclegan import (
@@ -74,13 +67,7 @@ from ..models.device import resolve_device
 from ..models.folder import load_weights
 from ..models.phase_field import simulate
 from . import register_generator
-from .base import (
-    ConditionSpec,
-    Generator,
-    PropertyRange,
-    TrainingRecord,
-    tile_pixel_size,
-)
+from .base import ConditionSpec, Generator, PropertyRange, TrainingRecord, tile_pixel_size
 
 #: the fixed grey map of the untextured rendering: phi (eq. 3) from PHI_DARK (and below) to 1 -> 0 to 1
 PHI_DARK = 0.4
@@ -241,20 +228,8 @@ class PhaseFieldCycleGAN(Generator):
 
     def plausible_conditions(self, n: int, seed: int = 0) -> list[dict[str, float]]:
         """``n`` conditions the translator was trained for (:meth:`random_condition` of ``seed``, ``seed + 1``,
-        ...), for :meth:`sample`; the same hook as tim3's, so a "sample plausible conditions" control serves both."""
+        ...): grain counts and steps whole, unlike the base class's draw."""
         return [self.random_condition(int(seed) + i) for i in range(n)]
-
-    def sample(self, conditions: Any = None, n: int | None = None, seed: int = 0, progress: ProgressFn = no_progress,
-               should_stop: StopFn = never_stop, **options: Any) -> Iterator[Sample]:
-        """As :meth:`Generator.sample`; ``conditions=None`` draws each pair's parameters inside the trained
-        ranges from its seed (:meth:`random_condition`), ``n`` pairs (default 1)."""
-        if conditions is None:
-            self.sampling_config(**options)  # unknown options fail before anything else
-            if n is not None and n < 0:
-                raise ValueError(f"n must be >= 0, got {n}")
-            count = 1 if n is None else n
-            conditions, n = self.plausible_conditions(count, seed), None
-        return super().sample(conditions, n, seed, progress, should_stop, **options)
 
     # ------------------------------------------------------------ training
 
